@@ -1,0 +1,209 @@
+"""Models as pure functions on parameter pytrees: a multilayer perceptron and a tanh-style RNN.
+
+Both return *pre-activation* outputs: the output nonlinearity belongs to the matching loss in
+:mod:`hflab.losses` (Schraudolph 2002; Martens 2010 §4), which is what makes the Gauss-Newton
+matrix ``Jᵀ H_L J`` positive semi-definite.
+
+MLP:  ``a_0 = x``, ``a_l = act_l(a_{l-1} W_l + b_l)``, output ``z = a_{L-1} W_L + b_L``.
+RNN:  ``h_t = act(x_t W_in + h_{t-1} W_rec + b)``, ``z_t = h_t W_out + b_out``, ``h_0 = 0``,
+unrolled with :func:`jax.lax.scan`; :func:`rnn_apply_with_hidden` also returns every ``h_t``
+(structural damping needs them, Martens & Sutskever 2011 §3).
+
+Initialisations: scaled Gaussian, Glorot (uniform), and Martens' sparse init (each unit gets
+``SPARSE_FAN_IN = 15`` non-zero incoming weights from N(0, 1); for tanh units the scale is
+halved and biases are 0.5; other biases 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "logistic": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "linear": lambda a: a,
+}
+INITS = ("sparse", "gaussian", "glorot")
+SPARSE_FAN_IN = 15
+
+
+def activation(name: str) -> Callable:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
+
+
+def _init_matrix(key, fan_in: int, fan_out: int, init: str, scale: float, act: str, dtype):
+    """One weight matrix (fan_in, fan_out) and its bias, by the named scheme."""
+    if init == "sparse":
+        # Martens (2010) §5: a fixed number of non-zero incoming weights per unit, so that the
+        # total input to a unit does not grow with fan-in and units differ from one another.
+        k_w, k_idx = jax.random.split(key)
+        n_nonzero = min(SPARSE_FAN_IN, fan_in)
+        # choose n_nonzero distinct inputs for every output unit
+        order = jax.vmap(lambda k: jax.random.permutation(k, fan_in))(jax.random.split(k_idx, fan_out))
+        mask = jnp.zeros((fan_out, fan_in), dtype).at[
+            jnp.arange(fan_out)[:, None], order[:, :n_nonzero]].set(1.0).T
+        w = jax.random.normal(k_w, (fan_in, fan_out), dtype) * mask
+        w_scale = 0.5 if act == "tanh" else 1.0
+        b = jnp.full((fan_out,), 0.5 if act == "tanh" else 0.0, dtype)
+        return w * (w_scale * scale), b
+    if init == "gaussian":
+        w = jax.random.normal(key, (fan_in, fan_out), dtype) * (scale / np.sqrt(fan_in))
+        return w, jnp.zeros((fan_out,), dtype)
+    if init == "glorot":
+        lim = scale * np.sqrt(6.0 / (fan_in + fan_out))
+        w = jax.random.uniform(key, (fan_in, fan_out), dtype, -lim, lim)
+        return w, jnp.zeros((fan_out,), dtype)
+    raise ValueError(f"unknown init {init!r}; allowed: {list(INITS)}")
+
+
+# ----------------------------------------------------------------------------- MLP
+def init_mlp(key, sizes: Sequence[int], activations: Sequence[str], init: str = "sparse",
+             scale: float = 1.0, dtype=jnp.float32) -> list[dict]:
+    """Parameters ``[{"W": (n_in, n_out), "b": (n_out,)}, ...]`` for layer sizes ``sizes``.
+
+    ``activations`` names the nonlinearity of each hidden layer (``len(sizes) - 2`` entries); the
+    output layer is linear here and its nonlinearity lives in the loss.
+    """
+    if len(activations) != len(sizes) - 2:
+        raise ValueError(f"need {len(sizes) - 2} hidden activations, got {len(activations)}")
+    params = []
+    keys = jax.random.split(key, len(sizes) - 1)
+    acts = list(activations) + ["linear"]
+    for k, n_in, n_out, act in zip(keys, sizes[:-1], sizes[1:], acts):
+        w, b = _init_matrix(k, n_in, n_out, init, scale, act, dtype)
+        params.append({"W": w, "b": b})
+    return params
+
+
+def mlp_apply(params, x, activations: Sequence[str]):
+    """Pre-activation output of the MLP for inputs ``x`` of shape (..., n_in)."""
+    a = x
+    for layer, act in zip(params[:-1], activations):
+        a = activation(act)(a @ layer["W"] + layer["b"])
+    last = params[-1]
+    return a @ last["W"] + last["b"]
+
+
+# ----------------------------------------------------------------------------- RNN
+def init_rnn(key, n_in: int, n_hidden: int, n_out: int, activation_name: str = "tanh",
+             init: str = "sparse", scale: float = 1.0, rec_scale: float | None = None,
+             dtype=jnp.float32) -> dict:
+    """Parameters of ``h_t = act(x_t W_in + h_{t-1} W_rec + b)``, ``z_t = h_t W_out + b_out``.
+
+    ``rec_scale`` (if given) rescales ``W_rec`` to that spectral radius, as Martens & Sutskever
+    (2011) did for their sparse-initialised RNNs (they report 1.2 works well).
+    """
+    k_in, k_rec, k_out = jax.random.split(key, 3)
+    w_in, b = _init_matrix(k_in, n_in, n_hidden, init, scale, activation_name, dtype)
+    w_rec, _ = _init_matrix(k_rec, n_hidden, n_hidden, init, scale, activation_name, dtype)
+    if rec_scale is not None:
+        radius = float(np.max(np.abs(np.linalg.eigvals(np.asarray(w_rec, np.float64)))))
+        if radius > 0:
+            w_rec = w_rec * (rec_scale / radius)
+    w_out, b_out = _init_matrix(k_out, n_hidden, n_out, init, scale, "linear", dtype)
+    return {"W_in": w_in, "W_rec": w_rec, "b": b, "W_out": w_out, "b_out": b_out}
+
+
+def rnn_apply_with_hidden(params, x, activation_name: str = "tanh"):
+    """``x``: (batch, T, n_in) → (outputs (batch, T, n_out), hidden states (batch, T, n_hidden))."""
+    act = activation(activation_name)
+    xs = jnp.swapaxes(x, 0, 1)                            # (T, batch, n_in): scan over time
+    x_proj = xs @ params["W_in"] + params["b"]            # input projections for all t at once
+    h0 = jnp.zeros((x.shape[0], params["W_rec"].shape[0]), x_proj.dtype)
+
+    def step(h, xp):
+        h = act(xp + h @ params["W_rec"])
+        return h, h
+
+    _, hs = jax.lax.scan(step, h0, x_proj)
+    hs = jnp.swapaxes(hs, 0, 1)                           # (batch, T, n_hidden)
+    return hs @ params["W_out"] + params["b_out"], hs
+
+
+def rnn_apply(params, x, activation_name: str = "tanh"):
+    return rnn_apply_with_hidden(params, x, activation_name)[0]
+
+
+# ----------------------------------------------------------------------------- Model wrapper
+@dataclass(frozen=True)
+class Model:
+    """A model described by a hashable spec, so jitted functions can close over it.
+
+    ``kind`` is ``"mlp"`` or ``"rnn"``.  For an MLP, ``sizes`` are all layer widths and
+    ``activations`` the hidden nonlinearities; for an RNN, ``sizes == (n_in, n_hidden, n_out)`` and
+    ``activations == (hidden_activation,)``.
+    """
+    kind: str
+    sizes: tuple
+    activations: tuple
+    init: str = "sparse"
+    init_scale: float = 1.0
+    rec_scale: float | None = None
+    name: str = field(default="", compare=False)
+
+    def init_params(self, key, dtype=jnp.float32):
+        if self.kind == "mlp":
+            return init_mlp(key, self.sizes, self.activations, self.init, self.init_scale, dtype)
+        n_in, n_hidden, n_out = self.sizes
+        return init_rnn(key, n_in, n_hidden, n_out, self.activations[0], self.init,
+                        self.init_scale, self.rec_scale, dtype)
+
+    def apply(self, params, x):
+        if self.kind == "mlp":
+            return mlp_apply(params, x, self.activations)
+        return rnn_apply(params, x, self.activations[0])
+
+    def apply_with_hidden(self, params, x):
+        """(outputs, hidden states); hidden states are ``None`` for an MLP."""
+        if self.kind == "mlp":
+            return mlp_apply(params, x, self.activations), None
+        return rnn_apply_with_hidden(params, x, self.activations[0])
+
+    @property
+    def n_params(self) -> int:
+        if self.kind == "mlp":
+            return int(sum((a + 1) * b for a, b in zip(self.sizes[:-1], self.sizes[1:])))
+        n_in, n_h, n_out = self.sizes
+        return int(n_in * n_h + n_h * n_h + n_h + n_h * n_out + n_out)
+
+    def parameter_names(self) -> list[str]:
+        """A readable name for each entry of ``ravel_pytree(params)`` (same order)."""
+        names = []
+        if self.kind == "mlp":
+            # ravel_pytree orders list entries, and dict keys sorted: W before b
+            for l, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+                names += [f"W{l}[{i},{j}]" for i in range(a) for j in range(b)]
+                names += [f"b{l}[{j}]" for j in range(b)]
+            return names
+        n_in, n_h, n_out = self.sizes
+        blocks = {"W_in": (n_in, n_h), "W_out": (n_h, n_out), "W_rec": (n_h, n_h),
+                  "b": (n_h,), "b_out": (n_out,)}
+        for key in sorted(blocks):
+            shape = blocks[key]
+            if len(shape) == 2:
+                names += [f"{key}[{i},{j}]" for i in range(shape[0]) for j in range(shape[1])]
+            else:
+                names += [f"{key}[{j}]" for j in range(shape[0])]
+        return names
+
+    def parameter_blocks(self) -> list[tuple[str, int, int]]:
+        """(block name, start, stop) in the raveled parameter vector, for drawing boundaries."""
+        out, start = [], 0
+        names = self.parameter_names()
+        i = 0
+        while i < len(names):
+            prefix = names[i].split("[")[0]
+            j = i
+            while j < len(names) and names[j].split("[")[0] == prefix:
+                j += 1
+            out.append((prefix, start + i, start + j))
+            i = j
+        return out

