@@ -128,13 +128,10 @@ def gauss_newton_matrix(f: Callable, loss, params):
 def fd_gradient(fun: Callable, params, eps: float = 1e-6):
     """Central differences of a scalar ``fun``; returns a flat vector."""
     flat_fun, flat = _flat_fun(fun, params)
-    flat = np.asarray(flat, np.float64)
-    out = np.zeros_like(flat)
-    for i in range(flat.size):
-        e = np.zeros_like(flat)
-        e[i] = eps
-        out[i] = (float(flat_fun(flat + e)) - float(flat_fun(flat - e))) / (2 * eps)
-    return out
+    basis = eps * jnp.eye(flat.size, dtype=flat.dtype)
+    # each entry is its own central difference; vmap only batches the independent evaluations
+    diff = jax.jit(jax.vmap(lambda e: (flat_fun(flat + e) - flat_fun(flat - e)) / (2 * eps)))
+    return np.asarray(diff(basis))
 
 
 def fd_hvp(fun: Callable, params, v, eps: float = 1e-5):
@@ -149,6 +146,14 @@ def fd_jvp(f: Callable, params, v, eps: float = 1e-6):
     flat_f, flat = _flat_fun(f, params)
     flat_v = ravel_pytree(v)[0]
     return (flat_f(flat + eps * flat_v) - flat_f(flat - eps * flat_v)) / (2 * eps)
+
+
+def fd_jacobian_matrix(f: Callable, params, eps: float = 1e-6):
+    """(m, n) Jacobian by central differences, one column per parameter."""
+    flat_f, flat = _flat_fun(f, params)
+    basis = eps * jnp.eye(flat.size, dtype=flat.dtype)
+    cols = jax.jit(jax.vmap(lambda e: jnp.ravel(flat_f(flat + e) - flat_f(flat - e)) / (2 * eps)))
+    return cols(basis).T
 
 
 def fd_hessian_matrix(fun: Callable, params, eps: float = 1e-5):

@@ -330,7 +330,8 @@ class HessianFree:
         else:
             rate, f_new, n_ls = jnp.asarray(1.0, dtype), f_p, jnp.int32(0)
             ok = jnp.isfinite(f_new)
-        ok = ok & jnp.all(jnp.isfinite(p)) & jnp.isfinite(f0)
+        # a zero step (CG found no usable direction, e.g. non-finite curvature) is no update
+        ok = ok & jnp.all(jnp.isfinite(p)) & jnp.isfinite(f0) & jnp.any(p != 0)
         # a rejected step must raise λ even if ρ looked fine (it was measured on another batch)
         new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up, cfg.min_damping,
                                                   cfg.max_damping))
