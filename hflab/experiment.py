@@ -242,6 +242,32 @@ class RunConfig:
                               "or a smaller grad_batch")
 
 
+# Recommended settings per task (what the app's presets and the CLI start from; any field given
+# explicitly overrides them).  RNN problems follow Martens & Sutskever (2011): structural damping
+# μ = 0.03, W_rec scaled to spectral radius 1.2, curvature on a quarter of the data.
+_RNN_PRESET = dict(damping=1.0, structural_damping=0.03, rec_scale=1.2, n_chunks=4,
+                   max_cg_iters=100, steps=300, eval_every=5, target_error=0.005)
+PRESETS: dict[str, dict] = {
+    "seed-333": dict(damping=1.0, steps=30, init="gaussian"),
+    "regression": dict(damping=1.0, steps=50),
+    "spirals": dict(damping=1.0, steps=100, init="gaussian", init_scale=2.0),
+    "digits": dict(damping=1.0, steps=40),
+    "digits-ae": dict(damping=1.0, steps=50),
+    "mnist": dict(damping=1.0, steps=40, n_chunks=4),
+    "mnist-ae": dict(damping=45.0, steps=30, grad_batch=1000, n_chunks=4, eval_every=5),
+    "curves": dict(damping=45.0, steps=30, n_chunks=4, eval_every=5),
+    "seed-rnn": dict(damping=1.0, steps=30),
+    **{t: dict(_RNN_PRESET) for t in ("addition", "multiplication", "xor", "temporal-order-2",
+                                      "temporal-order-3", "memorization")},
+}
+
+
+def preset_config(task: str, **overrides) -> RunConfig:
+    """A RunConfig for ``task`` with its recommended settings, then ``overrides``."""
+    data = {"task": task, **PRESETS.get(task, {}), **overrides}
+    return RunConfig.from_dict(data)
+
+
 TASK_DIMS = {"seed-333": (3, 3), "regression": (1, 1), "spirals": (2, 2), "digits": (64, 10),
              "digits-ae": (64, 64), "mnist": (784, 10), "mnist-ae": (784, 784),
              "curves": (784, 784), "seed-rnn": (3, 2), "addition": (2, 1),

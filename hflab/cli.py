@@ -1,0 +1,207 @@
+"""Command line: ``python -m hflab run …`` and ``python -m hflab runs list|show|export|delete|resume``.
+
+Every RunConfig field is a flag (``--seq-len 20``, ``--line-search false``).  Settings are layered:
+the task's recommended preset (:data:`hflab.experiment.PRESETS`, skipped with ``--no-preset``),
+then ``--config FILE`` (a JSON object of fields), then the flags.  Runs go to the same store as the app
+(``$HFLAB_HOME``, default ``./runs``).  Bad input exits with status 2 and a message naming the
+field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .experiment import ConfigError, RunConfig
+
+
+def _config_parser(sub):
+    p = sub.add_parser("run", help="train one configuration, writing every step to the store")
+    p.add_argument("--config", help="JSON file of RunConfig fields (flags override it)")
+    for f in dataclasses.fields(RunConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                       metavar=f.name.upper(), help=f"(default: {f.default!r})")
+    p.add_argument("--csv", help="also write the step metrics to this CSV file")
+    p.add_argument("--json", dest="json_out", help="also write the step metrics to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-preset", action="store_true",
+                   help="start from RunConfig's plain defaults, not the task's recommended settings")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hflab",
+                                     description="HF Lab: Hessian-free optimisation in JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _config_parser(sub)
+    runs = sub.add_parser("runs", help="list, show, export, delete or resume stored runs")
+    rsub = runs.add_subparsers(dest="action", required=True)
+    rsub.add_parser("list", help="all runs in the store")
+    show = rsub.add_parser("show", help="one run's configuration and last metrics")
+    show.add_argument("run_id", type=int)
+    exp = rsub.add_parser("export", help="write runs to a zip bundle (CSV or Parquet tables)")
+    exp.add_argument("run_ids", type=int, nargs="+")
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    imp = rsub.add_parser("import", help="add the runs of an exported bundle")
+    imp.add_argument("bundle")
+    dele = rsub.add_parser("delete", help="delete runs and their checkpoints")
+    dele.add_argument("run_ids", type=int, nargs="+")
+    res = rsub.add_parser("resume", help="continue an interrupted or stopped run")
+    res.add_argument("run_id", type=int)
+    res.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def config_from_args(args) -> RunConfig:
+    data: dict = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("config", args.config, "an existing JSON file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError("config", args.config, f"valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config", args.config, "a JSON object of RunConfig fields")
+    for f in dataclasses.fields(RunConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            data[f.name] = v
+    if not args.no_preset:
+        from .experiment import PRESETS
+        task = data.get("task", RunConfig.task)
+        data = {**PRESETS.get(task, {}), **data} if isinstance(task, str) else data
+    return RunConfig.from_dict(data).validate()
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, quiet: bool = False, every: float = 0.5):
+        self.total, self.quiet, self.every = total, quiet, every
+        self.last_print = 0.0
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.time()
+
+    def __call__(self, r: dict):
+        if self.quiet:
+            return
+        now = time.time()
+        if now - self.last_print < self.every and r["step"] != self.total:
+            return
+        self.last_print = now
+        frac = r["step"] / max(self.total, 1)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        parts = [f"[{bar}] {r['step']}/{self.total}", f"{now - self.t0:6.1f}s"]
+        if r.get("train_loss") is not None:
+            parts.append(f"loss {r['train_loss']:.4g}")
+        if r.get("test_error") is not None:
+            parts.append(f"test err {r['test_error']:.4g}")
+        if "damping" in r:
+            parts.append(f"λ {r['damping']:.3g} ρ {r['rho']:.3g} cg {r['cg_iters']}")
+        line = "  ".join(parts)
+        sys.stderr.write(("\r" + line + " " * 4) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self):
+        if not self.quiet and self.tty:
+            sys.stderr.write("\n")
+
+
+def _execute(store, run_id, config, quiet, resume=False) -> int:
+    from .lab import run_to_store
+    stop = threading.Event()
+
+    def handle(signum, frame):  # Ctrl-C / SIGTERM: stop cleanly after the current update
+        stop.set()
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    progress = Progress(config.steps, quiet)
+    status = run_to_store(store, run_id, config, should_stop=stop.is_set, resume=resume,
+                          on_record=progress)
+    progress.close()
+    info = store.get_run(run_id)
+    m = store.metrics(run_id)
+    print(f"run {run_id}: {status}" + (f" — {info['error'].splitlines()[0]}" if info["error"] else ""))
+    evals = m.dropna(subset=["test_error"]) if not m.empty else m
+    if not evals.empty:
+        last = evals.iloc[-1]
+        print(f"steps {int(m['step'].max())}, optimisation time {m['wall_seconds'].max():.2f} s, "
+              f"train loss {last['train_loss']:.6g}, test loss {last['test_loss']:.6g}, "
+              f"test error {last['test_error']:.6g}")
+        if config.spec.metric == "success":
+            print(f"final test success rate: {100 * (1 - last['test_error']):.2f}%")
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .store import BundleError, Store, StoreError
+    try:
+        if args.command == "run":
+            config = config_from_args(args)
+            store = Store()
+            store.mark_dead_runs_interrupted()
+            run_id = store.create_run(config, status="queued")
+            print(f"run {run_id} → {store.path}", flush=True)
+            code = _execute(store, run_id, config, args.quiet)
+            if args.csv or args.json_out:
+                m = store.metrics(run_id)
+                if args.csv:
+                    m.to_csv(args.csv, index=False)
+                if args.json_out:
+                    m.to_json(args.json_out, orient="records", indent=1)
+            return code
+        store = Store()
+        store.mark_dead_runs_interrupted()
+        if args.action == "list":
+            df = store.runs()
+            if df.empty:
+                print("no runs")
+            else:
+                cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "device"]
+                print(df[cols].to_string(index=False))
+        elif args.action == "show":
+            info = store.get_run(args.run_id)
+            print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1,
+                             default=str))
+            print(json.dumps(info["config"], indent=1))
+            m = store.metrics(args.run_id)
+            if not m.empty:
+                print(m.tail(5).to_string(index=False))
+        elif args.action == "export":
+            path = store.export(args.run_ids, args.out, args.format)
+            print(f"wrote {path}")
+        elif args.action == "import":
+            ids = store.import_bundle(args.bundle)
+            print("imported as runs " + ", ".join(map(str, ids)))
+        elif args.action == "delete":
+            for i in args.run_ids:
+                store.get_run(i)
+            for i in args.run_ids:
+                store.delete_run(i)
+            print("deleted " + ", ".join(map(str, args.run_ids)))
+        elif args.action == "resume":
+            info = store.get_run(args.run_id)
+            if info["status"] == "finished":
+                print(f"run {args.run_id} is already finished")
+                return 0
+            config = RunConfig.from_dict(info["config"])
+            return _execute(store, args.run_id, config, args.quiet, resume=True)
+        return 0
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (StoreError, BundleError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,547 @@
+"""SQLite run store: runs, per-step metrics, CG traces and checkpoints.
+
+Location: ``$HFLAB_HOME/hflab.sqlite`` (default ``./runs``); checkpoints are ``.npz`` files in
+``checkpoints/`` beside it, written atomically (temporary file + ``os.replace``).  The database is
+in WAL mode, so the app's pages read while worker threads and CLI processes write; every write is
+one short transaction, so a killed process loses at most the step it was writing.
+
+Schema versions are ``PRAGMA user_version``; :data:`MIGRATIONS` lists the scripts that take a
+store from version *i* to *i + 1*, applied in order on open.
+
+Reads return pandas DataFrames.  Bundles (export/import) are zip files holding a manifest and the
+runs, metrics and CG traces as CSV or Parquet tables.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+STATUSES = ("queued", "running", "finished", "failed", "stopped", "interrupted", "diverged")
+BUNDLE_FORMAT = "hflab-bundle"
+BUNDLE_VERSION = 1
+METRIC_COLUMNS = ("wall_seconds", "train_loss", "train_error", "test_loss", "test_error",
+                  "n_grad", "n_gv", "n_forward", "n_passes")
+
+MIGRATIONS = [
+    # version 0 → 1
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL,
+        task TEXT NOT NULL,
+        optimizer TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT NOT NULL DEFAULT '',
+        device TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        steps_done INTEGER NOT NULL DEFAULT 0,
+        pid INTEGER,
+        host TEXT
+    );
+    CREATE TABLE metrics (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        wall_seconds REAL, train_loss REAL, train_error REAL, test_loss REAL, test_error REAL,
+        n_grad INTEGER, n_gv INTEGER, n_forward INTEGER, n_passes INTEGER,
+        extra TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE TABLE cg_traces (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        residual_norms TEXT NOT NULL,
+        quad_values TEXT NOT NULL,
+        saved_iters TEXT NOT NULL,
+        backtrack_index INTEGER NOT NULL,
+        stop_reason TEXT NOT NULL,
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE TABLE checkpoints (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE INDEX runs_status ON runs(status);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class BundleError(ValueError):
+    pass
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("HFLAB_HOME") or "runs")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    raise TypeError(type(o).__name__)
+
+
+def _finite_or_none(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _json_list(a) -> str:
+    # NaN/inf are not JSON: store them as null and read back as NaN
+    return json.dumps([None if not math.isfinite(float(x)) else float(x) for x in np.asarray(a)])
+
+
+def _from_json_list(text) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in json.loads(text)], np.float64)
+
+
+class Store:
+    """One SQLite file.  Safe to share between threads (one connection, serialised by a lock);
+    separate processes and separate ``Store`` objects coordinate through SQLite's WAL locking."""
+
+    def __init__(self, home: str | os.PathLike | None = None):
+        self.home = Path(home) if home is not None else default_home()
+        self.path = self.home / "hflab.sqlite" if self.home.suffix != ".sqlite" else self.home
+        if self.path.suffix == ".sqlite" and self.home.suffix == ".sqlite":
+            self.home = self.path.parent
+        self.checkpoint_dir = self.home / "checkpoints"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._check_file()
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
+                                         isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a usable HF Lab run store: {e}") from None
+
+    def _check_file(self):
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                head = fh.read(16)
+            if head != b"SQLite format 3\x00":
+                raise StoreError(f"{self.path} is not an HF Lab run store (not an SQLite "
+                                 "database); move it away or set HFLAB_HOME to another folder")
+
+    def _migrate(self):
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {version}, newer than this "
+                                 f"HF Lab ({SCHEMA_VERSION}); upgrade HF Lab to open it")
+            if version > 0:
+                tables = {r[0] for r in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+                if "runs" not in tables:
+                    raise StoreError(f"{self.path} is an SQLite file but not an HF Lab run store")
+            elif self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError(f"{self.path} is an SQLite database of another application, "
+                                 "not an HF Lab run store")
+            for v in range(version, SCHEMA_VERSION):
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in MIGRATIONS[v].split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {v + 1}")
+                    self._conn.execute("COMMIT")
+                except Exception:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+    def close(self):
+        with self._lock:
+            self._conn.close()
+
+    def _execute(self, sql, params=()):
+        with self._lock:
+            return self._conn.execute(sql, params)
+
+    def _transaction(self, statements):
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._conn.execute(sql, params)
+                self._conn.execute("COMMIT")
+            except Exception:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(self, config, status: str = "queued", device: str = "") -> int:
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO runs (name, config, task, optimizer, seed, status, device, created, "
+                "pid, host) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (cfg.get("name", ""), json.dumps(cfg, sort_keys=True), cfg["task"],
+                 cfg["optimizer"], int(cfg.get("seed", 0)), status, device, time.time(),
+                 os.getpid(), socket.gethostname()))
+            return int(cur.lastrowid)
+
+    def set_status(self, run_id: int, status: str, error: str = ""):
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} not in {STATUSES}")
+        now = time.time()
+        if status == "running":
+            self._execute("UPDATE runs SET status=?, error='', started=COALESCE(started, ?), "
+                          "finished=NULL, pid=?, host=? WHERE id=?",
+                          (status, now, os.getpid(), socket.gethostname(), run_id))
+        else:
+            self._execute("UPDATE runs SET status=?, error=?, finished=? WHERE id=?",
+                          (status, error, now if status not in ("queued",) else None, run_id))
+
+    def set_device(self, run_id: int, device: str):
+        self._execute("UPDATE runs SET device=? WHERE id=?", (device, run_id))
+
+    def rename(self, run_id: int, name: str):
+        self._execute("UPDATE runs SET name=? WHERE id=?", (name, run_id))
+
+    def get_run(self, run_id: int) -> dict:
+        with self._lock:
+            cur = self._conn.execute("SELECT * FROM runs WHERE id=?", (run_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise KeyError(f"no run with id {run_id}")
+            out = dict(zip([c[0] for c in cur.description], row))
+        out["config"] = json.loads(out["config"])
+        return out
+
+    def runs(self, status: str | None = None) -> pd.DataFrame:
+        sql = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY id"
+        with self._lock:
+            df = pd.read_sql_query(sql, self._conn, params=(status,) if status else ())
+        return df
+
+    def delete_run(self, run_id: int):
+        paths = [r[0] for r in self._execute("SELECT path FROM checkpoints WHERE run_id=?",
+                                             (run_id,)).fetchall()]
+        self._transaction([("DELETE FROM metrics WHERE run_id=?", (run_id,)),
+                           ("DELETE FROM cg_traces WHERE run_id=?", (run_id,)),
+                           ("DELETE FROM checkpoints WHERE run_id=?", (run_id,)),
+                           ("DELETE FROM runs WHERE id=?", (run_id,))])
+        for p in paths:
+            try:
+                (self.home / p).unlink()
+            except FileNotFoundError:
+                pass
+
+    def mark_dead_runs_interrupted(self) -> list[int]:
+        """Runs left ``running``/``queued`` by a process that no longer exists → ``interrupted``."""
+        host = socket.gethostname()
+        rows = self._execute("SELECT id, pid, host FROM runs WHERE status IN ('running','queued')"
+                             ).fetchall()
+        dead = []
+        for run_id, pid, run_host in rows:
+            if run_host == host and pid is not None and _pid_alive(pid):
+                continue
+            dead.append(run_id)
+        for run_id in dead:
+            self.set_status(run_id, "interrupted", "the process running it ended unexpectedly")
+        return dead
+
+    # -- steps ----------------------------------------------------------------------------
+    def log_step(self, run_id: int, record: dict, trace: dict | None = None):
+        """Store one update's metrics (and its CG trace) in a single transaction."""
+        step = int(record["step"])
+        cols = [_finite_or_none(record.get(c)) if c in ("wall_seconds", "train_loss",
+                                                         "train_error", "test_loss",
+                                                         "test_error")
+                else (None if record.get(c) is None else int(record[c])) for c in METRIC_COLUMNS]
+        extra = {k: v for k, v in record.items() if k not in METRIC_COLUMNS and k != "step"}
+        extra = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                 for k, v in extra.items()}
+        statements = [(
+            "INSERT OR REPLACE INTO metrics (run_id, step, " + ", ".join(METRIC_COLUMNS) +
+            ", extra) VALUES (" + ",".join("?" * (len(METRIC_COLUMNS) + 3)) + ")",
+            (run_id, step, *cols, json.dumps(extra, default=_json_default)))]
+        if trace is not None:
+            statements.append((
+                "INSERT OR REPLACE INTO cg_traces VALUES (?,?,?,?,?,?,?)",
+                (run_id, step, _json_list(trace["residual_norms"]),
+                 _json_list(trace["quad_values"]), json.dumps(list(trace["saved_iters"])),
+                 int(trace["backtrack_index"]), str(trace["stop_reason"]))))
+        statements.append(("UPDATE runs SET steps_done=MAX(steps_done, ?) WHERE id=?",
+                           (step, run_id)))
+        self._transaction(statements)
+
+    def truncate_after(self, run_id: int, step: int):
+        """Drop steps after ``step`` (a resume from a checkpoint rewrites them)."""
+        self._transaction([("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step)),
+                           ("DELETE FROM cg_traces WHERE run_id=? AND step>?", (run_id, step)),
+                           ("UPDATE runs SET steps_done=? WHERE id=?", (step, run_id))])
+
+    def metrics(self, run_ids) -> pd.DataFrame:
+        ids = [run_ids] if isinstance(run_ids, (int, np.integer)) else list(run_ids)
+        if not ids:
+            return pd.DataFrame(columns=["run_id", "step", *METRIC_COLUMNS])
+        sql = ("SELECT * FROM metrics WHERE run_id IN (" + ",".join("?" * len(ids)) +
+               ") ORDER BY run_id, step")
+        with self._lock:
+            df = pd.read_sql_query(sql, self._conn, params=[int(i) for i in ids])
+        if df.empty:
+            return df.drop(columns=["extra"])
+        extra = pd.DataFrame([json.loads(e) for e in df.pop("extra")], index=df.index)
+        df = pd.concat([df, extra], axis=1)
+        for c in ("train_loss", "train_error", "test_loss", "test_error", "wall_seconds"):
+            df[c] = df[c].astype(float)
+        return df
+
+    def cg_traces(self, run_id: int, steps=None) -> pd.DataFrame:
+        sql = "SELECT * FROM cg_traces WHERE run_id=?"
+        params: list = [run_id]
+        if steps is not None:
+            steps = list(steps)
+            sql += " AND step IN (" + ",".join("?" * len(steps)) + ")"
+            params += [int(s) for s in steps]
+        with self._lock:
+            df = pd.read_sql_query(sql + " ORDER BY step", self._conn, params=params)
+        df["residual_norms"] = df["residual_norms"].map(_from_json_list)
+        df["quad_values"] = df["quad_values"].map(_from_json_list)
+        df["saved_iters"] = df["saved_iters"].map(json.loads)
+        return df
+
+    def trace_steps(self, run_id: int) -> list[int]:
+        return [r[0] for r in self._execute(
+            "SELECT step FROM cg_traces WHERE run_id=? ORDER BY step", (run_id,)).fetchall()]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, run_id: int, step: int, leaves: dict[str, np.ndarray]):
+        """Write ``leaves`` (name → array) to ``checkpoints/run{id}-step{step}.npz`` atomically
+        and record it; older checkpoints of the run are removed once the new one is in place."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        rel = f"checkpoints/run{run_id}-step{step}.npz"
+        final = self.home / rel
+        fd, tmp = tempfile.mkstemp(prefix=f".run{run_id}-", suffix=".npz.tmp",
+                                   dir=self.checkpoint_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **leaves)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        old = [r[0] for r in self._execute(
+            "SELECT path FROM checkpoints WHERE run_id=? AND step<>?", (run_id, step)).fetchall()]
+        self._transaction([("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)",
+                            (run_id, step, rel, time.time())),
+                           ("DELETE FROM checkpoints WHERE run_id=? AND step<>?", (run_id, step))])
+        for p in old:
+            try:
+                (self.home / p).unlink()
+            except FileNotFoundError:
+                pass
+
+    def latest_checkpoint(self, run_id: int) -> tuple[int, dict] | None:
+        row = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? ORDER BY step DESC "
+                            "LIMIT 1", (run_id,)).fetchone()
+        if row is None:
+            return None
+        with np.load(self.home / row[1]) as data:
+            return int(row[0]), {k: data[k] for k in data.files}
+
+    # -- bundles --------------------------------------------------------------------------
+    def export(self, run_ids, path, fmt: str = "csv") -> Path:
+        """Write the runs, their metrics and CG traces to a zip bundle (CSV or Parquet tables)."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"export format {fmt!r}; allowed: 'csv', 'parquet'")
+        ids = [int(i) for i in run_ids]
+        runs = self.runs()
+        runs = runs[runs["id"].isin(ids)]
+        missing = sorted(set(ids) - set(runs["id"]))
+        if missing:
+            raise KeyError(f"no run with id {missing[0]}")
+        metrics = self.metrics(ids)
+        traces = pd.concat([self.cg_traces(i).assign(run_id=i) for i in ids], ignore_index=True)
+        for col in ("residual_norms", "quad_values", "saved_iters"):
+            if col in traces:
+                traces[col] = traces[col].map(lambda a: json.dumps(
+                    [None if isinstance(x, float) and not math.isfinite(x) else x
+                     for x in np.asarray(a).tolist()]))
+        tables = {"runs": runs, "metrics": metrics, "cg_traces": traces}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("manifest.json", json.dumps({
+                "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "table_format": fmt,
+                "runs": ids, "created": time.time()}))
+            for name, df in tables.items():
+                buf = io.BytesIO()
+                if fmt == "csv":
+                    df.to_csv(buf, index=False)
+                else:
+                    df.to_parquet(buf, index=False)
+                zf.writestr(f"{name}.{fmt}", buf.getvalue())
+        return path
+
+    def import_bundle(self, path) -> list[int]:
+        """Add the runs of a bundle as new runs; returns their new ids.  Nothing is written unless
+        the whole bundle reads correctly."""
+        path = Path(path)
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as e:
+            raise BundleError(f"{path.name}: not an HF Lab export bundle ({e})") from None
+        with zf:
+            try:
+                manifest = json.loads(zf.read("manifest.json"))
+            except KeyError:
+                raise BundleError(f"{path.name}: no manifest.json — not an HF Lab export "
+                                  "bundle") from None
+            except (ValueError, zipfile.BadZipFile) as e:
+                raise BundleError(f"{path.name}: corrupt manifest ({e})") from None
+            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+                raise BundleError(f"{path.name}: manifest format is "
+                                  f"{manifest.get('format') if isinstance(manifest, dict) else manifest!r}"
+                                  f", expected {BUNDLE_FORMAT!r}")
+            if manifest.get("version") != BUNDLE_VERSION:
+                raise BundleError(f"{path.name}: bundle version {manifest.get('version')!r} is "
+                                  f"not supported (this HF Lab reads version {BUNDLE_VERSION})")
+            fmt = manifest.get("table_format")
+            if fmt not in ("csv", "parquet"):
+                raise BundleError(f"{path.name}: table format {fmt!r} unknown")
+            tables = {}
+            for name in ("runs", "metrics", "cg_traces"):
+                try:
+                    raw = zf.read(f"{name}.{fmt}")
+                    tables[name] = (pd.read_csv(io.BytesIO(raw)) if fmt == "csv"
+                                    else pd.read_parquet(io.BytesIO(raw)))
+                except pd.errors.EmptyDataError:
+                    tables[name] = pd.DataFrame()
+                except Exception as e:  # noqa: BLE001 — any parse failure means a corrupt bundle
+                    raise BundleError(f"{path.name}: table {name}.{fmt} unreadable ({e})") from None
+        runs = tables["runs"]
+        need = {"id", "config", "task", "optimizer", "seed", "status"}
+        if runs.empty or not need <= set(runs.columns):
+            raise BundleError(f"{path.name}: runs table lacks columns "
+                              f"{sorted(need - set(runs.columns)) or 'rows'}")
+        from .experiment import ConfigError, RunConfig
+        for cfg_text in runs["config"]:
+            try:
+                RunConfig.from_dict(json.loads(cfg_text))
+            except (ValueError, TypeError, ConfigError) as e:
+                raise BundleError(f"{path.name}: a run's configuration is invalid ({e})") from None
+        statements_by_run = []
+        metrics, traces = tables["metrics"], tables["cg_traces"]
+        for _, r in runs.iterrows():
+            statements_by_run.append((r, metrics[metrics["run_id"] == r["id"]] if not metrics.empty
+                                      else metrics,
+                                      traces[traces["run_id"] == r["id"]] if not traces.empty
+                                      else traces))
+        new_ids = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for r, m, t in statements_by_run:
+                    status = r["status"] if r["status"] in STATUSES else "interrupted"
+                    if status in ("running", "queued"):
+                        status = "interrupted"
+                    cur = self._conn.execute(
+                        "INSERT INTO runs (name, config, task, optimizer, seed, status, error, "
+                        "device, created, started, finished, steps_done) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (str(r.get("name", "") if pd.notna(r.get("name", "")) else ""),
+                         r["config"], r["task"], r["optimizer"], int(r["seed"]), status,
+                         str(r.get("error", "") if pd.notna(r.get("error", "")) else ""),
+                         str(r.get("device", "") if pd.notna(r.get("device", "")) else ""),
+                         float(r.get("created", time.time())),
+                         _nan_none(r.get("started")), _nan_none(r.get("finished")),
+                         int(r.get("steps_done", 0))))
+                    new_id = int(cur.lastrowid)
+                    new_ids.append(new_id)
+                    base = {"run_id", "step", *METRIC_COLUMNS}
+                    for _, row in m.iterrows():
+                        extra = {k: _plain(v) for k, v in row.items() if k not in base}
+                        self._conn.execute(
+                            "INSERT INTO metrics VALUES (" + ",".join("?" * (len(METRIC_COLUMNS)
+                                                                           + 3)) + ")",
+                            (new_id, int(row["step"]), *[_nan_none(row.get(c))
+                                                         for c in METRIC_COLUMNS],
+                             json.dumps(extra, default=_json_default)))
+                    for _, row in t.iterrows():
+                        self._conn.execute(
+                            "INSERT INTO cg_traces VALUES (?,?,?,?,?,?,?)",
+                            (new_id, int(row["step"]), row["residual_norms"], row["quad_values"],
+                             row["saved_iters"], int(row["backtrack_index"]),
+                             str(row["stop_reason"])))
+                self._conn.execute("COMMIT")
+            except Exception as e:
+                self._conn.execute("ROLLBACK")
+                if isinstance(e, BundleError):
+                    raise
+                raise BundleError(f"{path.name}: bundle content is inconsistent ({e})") from None
+        return new_ids
+
+
+def _nan_none(v):
+    if v is None:
+        return None
+    try:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+    except TypeError:
+        pass
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return None if math.isnan(float(v)) else float(v)
+    return v
+
+
+def _plain(v):
+    v = _nan_none(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    return v
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed child not yet reaped) is dead for our purposes
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True
