@@ -92,6 +92,18 @@ def empirical_fisher_vp(case_loss: Callable, params, xs, ys, masks, v):
 
 
 # ----------------------------------------------------------------------------- dense matrices
+DENSE_PARAM_CAP = 3000   # n² float64 entries: 3000 parameters → 72 MB per matrix
+
+
+def require_dense_size(n_params: int, cap: int = DENSE_PARAM_CAP, what: str = "Hessian"):
+    """Refuse a dense n×n matrix beyond the cap (with a message a person can act on)."""
+    from .experiment import ConfigError
+    if n_params > cap:
+        raise ConfigError("layers", n_params, f"a dense {what} is limited to {cap:,} parameters "
+                          f"(this model has {n_params:,}; a {n_params}×{n_params} matrix would "
+                          f"need {n_params ** 2 * 8 / 2**30:.1f} GiB) — use a smaller model, or "
+                          "the spectrum (Lanczos), which needs no dense matrix")
+
 def _flat_fun(fun: Callable, params):
     flat, unravel = ravel_pytree(params)
     return (lambda p: fun(unravel(p))), flat

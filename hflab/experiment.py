@@ -55,7 +55,7 @@ class RunConfig:
     init: str = "sparse"
     init_scale: float = 1.0
     rec_scale: float = 0.0        # RNN: rescale W_rec to this spectral radius (0 = leave)
-    seq_len: int = 0              # RNN tasks: T (0 = task default)
+    seq_len: int | None = None    # RNN tasks: T (None = the task's default)
     n_train: int = 0
     n_test: int = 0
     # optimiser
@@ -179,12 +179,13 @@ class RunConfig:
         _check_number("init_scale", self.init_scale, 0.0, 1e3, open_low=True)
         _check_number("rec_scale", self.rec_scale, 0.0, 10.0)
         if spec.kind == "rnn":
-            _check_int("seq_len", self.seq_len, 0, 10_000,
-                       "a whole number of steps in [1, 10000] (0 = the task's default "
-                       f"{spec.default_seq_len})")
-        else:
-            _check_int("seq_len", self.seq_len, 0, 0,
-                       f"0: task {self.task!r} is not a sequence problem")
+            if self.seq_len is not None:
+                _check_int("seq_len", self.seq_len, 1, 10_000,
+                           "a whole number of time steps in [1, 10000] (leave it unset for the "
+                           f"task's default {spec.default_seq_len})")
+        elif self.seq_len is not None:
+            raise ConfigError("seq_len", self.seq_len,
+                              f"no sequence length: task {self.task!r} is not a sequence problem")
         _check_int("n_train", self.n_train, 0, 1_000_000)
         _check_int("n_test", self.n_test, 0, 1_000_000)
         _check_int("steps", self.steps, 1, 10_000_000)
@@ -342,7 +343,9 @@ def _coerce(name, value, type_name):
             if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError
-        if t == "int":
+        if t.startswith("int") and "None" in t and value is None:
+            return None
+        if t.startswith("int"):
             if isinstance(value, bool):
                 raise ValueError
             if isinstance(value, float) and value.is_integer():
@@ -393,7 +396,7 @@ def build(config: RunConfig) -> Built:
     """
     config.validate()
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
-    task = tasks.load_task(config.task, config.seed, config.seq_len, config.n_train,
+    task = tasks.load_task(config.task, config.seed, config.seq_len or 0, config.n_train,
                            config.n_test, dtype)
     model = config.model(task.n_in, task.n_out)
     loss = get_loss(config.resolved_loss())
@@ -526,7 +529,7 @@ def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callabl
     wall = float(counters.get("wall_seconds", 0.0))
     totals = {k: int(counters.get(k, 0)) for k in ("n_grad", "n_gv", "n_forward", "n_passes")}
     evaluate = evaluator(built)
-    rejections = 0
+    rejections, nonfinite = 0, False
     last: dict = {}
     start_time = time.perf_counter()
     step = start_step
@@ -569,12 +572,18 @@ def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callabl
                 return RunOutcome("diverged", f"loss or gradient became non-finite at step {step}",
                                   step, params, opt_state, last)
             rejections += 1
+            nonfinite = nonfinite or not math.isfinite(scalars["loss_before"])
             if rejections >= MAX_CONSECUTIVE_REJECTIONS:
-                return RunOutcome("failed", f"{rejections} consecutive HF steps rejected (last "
-                                  f"λ = {scalars['new_damping']:.3g}, ρ = {scalars['rho']:.3g}) "
-                                  f"at step {step}", step, params, opt_state, last)
+                if nonfinite:
+                    return RunOutcome("failed", f"{rejections} consecutive HF steps rejected with "
+                                      f"non-finite values (last λ = {scalars['new_damping']:.3g}) "
+                                      f"at step {step}", step, params, opt_state, last)
+                # finite loss, no decrease found however much λ grows: a (local) minimum
+                return RunOutcome("finished", f"converged: no decrease in {rejections} "
+                                  f"consecutive HF updates (loss {scalars['loss_before']:.6g})",
+                                  step, params, opt_state, last)
         else:
-            rejections = 0
+            rejections, nonfinite = 0, False
         if "train_loss" in record and not math.isfinite(record["train_loss"]):
             return RunOutcome("diverged", f"training loss became non-finite at step {step}",
                               step, params, opt_state, last)

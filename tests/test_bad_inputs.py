@@ -1,0 +1,159 @@
+"""Bad input everywhere: each is rejected with a message naming the field, the value and what
+is allowed, and none leaves a half-written run behind."""
+import json
+import sqlite3
+import zipfile
+
+import pytest
+
+from hflab import cli, curvature
+from hflab.experiment import ConfigError, RunConfig
+from hflab.lab import Lab
+from hflab.store import BundleError, Store, StoreError
+
+# (overrides, field named in the message, fragment of what is allowed)
+BAD_CONFIGS = [
+    (dict(layers="  "), "layers", "layer string like"),
+    (dict(layers="-"), "layers", "layer string like"),
+    (dict(layers="32-abc"), "layers", "whole numbers; 'abc'"),
+    (dict(layers="32-0"), "layers", "at least 1 unit"),
+    (dict(layers="1000000000"), "layers", "exceeds the limit of 100,000"),
+    (dict(task="mnist", layers="20000-20000"), "layers", "at most 50,000,000"),
+    (dict(task="mnist", layers="6000-6000", dtype="float64"), "layers", "GiB"),
+    (dict(learning_rate=-0.1), "learning_rate", "(0.0, 100.0]"),
+    (dict(learning_rate=float("nan")), "learning_rate", "finite number"),
+    (dict(damping=-1.0), "damping", "[0.0, 10000000000.0]"),
+    (dict(damping=float("nan")), "damping", "finite number"),
+    (dict(task="addition", layers="32-16"), "layers", "RNN problem"),
+    (dict(task="addition", seq_len=0), "seq_len", "[1, 10000]"),
+    (dict(task="digits", seq_len=20), "seq_len", "not a sequence problem"),
+    (dict(task="digits", n_chunks=2000), "n_chunks", "at most the gradient batch size"),
+    (dict(task="digits", grad_batch=5000), "grad_batch", "the training set has 1438 cases"),
+    (dict(activation="sigmoidish"), "activation", "['tanh', 'logistic', 'relu', 'linear']"),
+    (dict(loss="hinge"), "loss", "['squared', 'logistic', 'softmax']"),
+    (dict(task="addition", loss="softmax"), "loss", "no class targets"),
+    (dict(task="digits", loss="squared"), "loss", "one-hot class targets"),
+    (dict(task="imagenet"), "task", "one of ['seed-333'"),
+    (dict(optimizer="lbfgs"), "optimizer", "['hf', 'sgd', 'momentum', 'adam']"),
+    (dict(steps=0), "steps", "[1, 10000000]"),
+    (dict(momentum=1.0), "momentum", "[0.0, 1.0)"),
+    (dict(structural_damping=0.03), "structural_damping", "only RNN tasks"),
+    (dict(init="he"), "init", "['sparse', 'gaussian', 'glorot']"),
+    (dict(max_cg_iters=0), "max_cg_iters", "[1, 5000]"),
+    (dict(dtype="float16"), "dtype", "['float32', 'float64']"),
+    (dict(devices="-3"), "devices", "'all', 'cpu' or a device count"),
+    (dict(curvature="bfgs"), "curvature", "['gauss_newton', 'hessian', 'fisher']"),
+]
+
+
+@pytest.mark.parametrize("overrides, field, allowed", BAD_CONFIGS,
+                         ids=[f"{i}-{c[1]}" for i, c in enumerate(BAD_CONFIGS)])
+def test_bad_config_is_rejected_with_a_specific_message(overrides, field, allowed, tmp_path):
+    cfg = RunConfig(**{"task": "digits-ae", **overrides})
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    msg = str(err.value)
+    assert err.value.field == field
+    assert msg.startswith(f"{field}: ")
+    assert allowed in msg, msg
+    # and the lab refuses it before anything is stored
+    lab = Lab(tmp_path)
+    with pytest.raises(ConfigError):
+        lab.start(cfg)
+    assert lab.store.runs().empty
+
+
+@pytest.mark.parametrize("data, field, allowed", [
+    ({"steps": "ten"}, "steps", "a whole number"),
+    ({"line_search": "maybe"}, "line_search", "true or false"),
+    ({"learning_rate": [1]}, "learning_rate", "a number"),
+    ({"colour": "red"}, "colour", "not a RunConfig field"),
+])
+def test_bad_config_file_values(data, field, allowed):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"task": "digits", **data})
+    assert err.value.field == field and allowed in str(err.value)
+
+
+def run_cli(args, capsys):
+    code = cli.main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_flags_config_files_and_no_half_written_runs(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--task", "digits", "--layers", "32-abc"], capsys)
+    assert code == 2 and "layers: '32-abc'" in err and "whole numbers" in err
+    code, _, err = run_cli(["run", "--task", "addition", "--seq-len", "0"], capsys)
+    assert code == 2 and "seq_len: 0" in err
+    code, _, err = run_cli(["run", "--steps", "ten"], capsys)
+    assert code == 2 and "steps: 'ten'" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run_cli(["run", "--config", str(bad)], capsys)
+    assert code == 2 and "config:" in err and "valid JSON" in err
+    listy = tmp_path / "list.json"
+    listy.write_text("[1, 2]")
+    code, _, err = run_cli(["run", "--config", str(listy)], capsys)
+    assert code == 2 and "a JSON object of RunConfig fields" in err
+    code, _, err = run_cli(["run", "--config", str(tmp_path / "missing.json")], capsys)
+    assert code == 2 and "an existing JSON file" in err
+    assert Store().runs().empty                         # nothing half-written
+
+
+def test_store_file_that_is_not_sqlite(tmp_path):
+    (tmp_path / "hflab.sqlite").write_text("these are my notes, not a database")
+    with pytest.raises(StoreError, match="not an HF Lab run store \\(not an SQLite database\\)"):
+        Store(tmp_path)
+
+
+def test_sqlite_file_of_another_application(tmp_path):
+    con = sqlite3.connect(tmp_path / "hflab.sqlite")
+    con.execute("CREATE TABLE recipes (name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="another application"):
+        Store(tmp_path)
+
+
+def test_corrupt_and_foreign_bundles_are_rejected_and_import_nothing(tmp_path, capsys):
+    store = Store(tmp_path / "s")
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"\x00\x01 not a zip")
+    with pytest.raises(BundleError, match="not an HF Lab export bundle"):
+        store.import_bundle(junk)
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("photo.jpg", b"...")
+    with pytest.raises(BundleError, match="no manifest.json"):
+        store.import_bundle(foreign)
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"format": "tensorboard", "version": 1}))
+    with pytest.raises(BundleError, match="expected 'hflab-bundle'"):
+        store.import_bundle(other)
+    truncated = tmp_path / "truncated.zip"
+    with zipfile.ZipFile(truncated, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"format": "hflab-bundle", "version": 1,
+                                                 "table_format": "csv"}))
+        zf.writestr("runs.csv", "id,config,task,optimizer,seed,status\n1,{bad json,x,hf,0,finished\n")
+        zf.writestr("metrics.csv", "")
+        zf.writestr("cg_traces.csv", "")
+    with pytest.raises(BundleError):
+        store.import_bundle(truncated)
+    assert store.runs().empty
+    code, _, err = run_cli(["runs", "import", str(junk)], capsys)
+    assert code == 2 and "not an HF Lab export bundle" in err
+
+
+def test_dense_hessian_over_the_parameter_cap():
+    with pytest.raises(ConfigError, match="dense Hessian is limited to 3,000 parameters"):
+        curvature.require_dense_size(50_000)
+    curvature.require_dense_size(100)               # under the cap: fine
+
+
+def test_unknown_run_ids(capsys):
+    code, _, err = run_cli(["runs", "show", "99"], capsys)
+    assert code == 2 and "no run with id 99" in err
+    code, _, err = run_cli(["runs", "delete", "5"], capsys)
+    assert code == 2 and "no run with id 5" in err

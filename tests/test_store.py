@@ -1,0 +1,172 @@
+"""Run store: round trips, concurrency, checkpoints, bundles, crash safety and resume."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hflab.experiment import RunConfig, preset_config
+from hflab.lab import Lab, run_to_store
+from hflab.store import BundleError, Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(**kw):
+    base = dict(task="seed-333", steps=6, damping=1.0, checkpoint_every=2, n_train=64, n_test=32)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_round_trip_of_every_field(tmp_path):
+    store = Store(tmp_path)
+    cfg = small(optimizer="hf", name="round trip")
+    run_id = store.create_run(cfg)
+    records = []
+    status = run_to_store(store, run_id, cfg, on_record=records.append)
+    assert status == "finished"
+    info = store.get_run(run_id)
+    assert info["status"] == "finished" and info["name"] == "round trip"
+    assert RunConfig.from_dict(info["config"]) == cfg
+    assert info["device"] and info["finished"] >= info["started"] >= info["created"]
+    m = store.metrics(run_id)
+    assert list(m["step"]) == list(range(1, 7))
+    for rec, (_, row) in zip(records, m.iterrows()):
+        for k, v in rec.items():
+            if isinstance(v, float) and not np.isfinite(v):
+                assert pd.isna(row[k])
+            elif isinstance(v, float):
+                assert row[k] == pytest.approx(v, rel=1e-12, abs=1e-300), k
+            else:
+                assert row[k] == v, k
+    traces = store.cg_traces(run_id)
+    assert list(traces["step"]) == list(range(1, 7))
+    t = traces.iloc[0]
+    assert len(t["residual_norms"]) == len(t["quad_values"]) == m["cg_iters"].iloc[0] + 1
+    assert t["backtrack_index"] == m["backtrack_index"].iloc[0]
+    assert t["stop_reason"] == m["cg_stop_reason"].iloc[0]
+    ck = store.latest_checkpoint(run_id)
+    assert ck is not None and ck[0] == 6
+    assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == 1   # older ones replaced
+
+
+def test_four_concurrent_writers_lose_no_step(tmp_path):
+    ids, threads = [], []
+    for i, opt in enumerate(["hf", "sgd", "momentum", "adam"]):
+        store = Store(tmp_path)              # separate connections, like separate workers
+        cfg = small(optimizer=opt, steps=25, seed=i, checkpoint_every=5)
+        rid = store.create_run(cfg)
+        ids.append(rid)
+        threads.append(threading.Thread(target=run_to_store, args=(store, rid, cfg)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store = Store(tmp_path)
+    for rid in ids:
+        assert store.get_run(rid)["status"] == "finished"
+        assert list(store.metrics(rid)["step"]) == list(range(1, 26))
+    assert len(store.cg_traces(ids[0])) == 25
+
+
+def test_lab_runs_in_background_and_stops_within_one_update(tmp_path):
+    lab = Lab(tmp_path)
+    ids = lab.start_many([small(optimizer="hf", steps=100000, checkpoint_every=0),
+                          small(optimizer="adam", steps=100000, checkpoint_every=0)])
+    deadline = time.time() + 60
+    while time.time() < deadline and min(lab.progress(i)["steps_done"] for i in ids) < 3:
+        time.sleep(0.05)
+    assert set(lab.active()) == set(ids)
+    for i in ids:
+        done_before = lab.store.get_run(i)["steps_done"]
+        lab.stop(i)
+        assert lab.wait(i, timeout=30)
+        info = lab.store.get_run(i)
+        assert info["status"] == "stopped"
+        assert info["steps_done"] <= done_before + 2         # the update in flight, at most
+    assert lab.active() == []
+    # a stopped run stays readable and exportable, and resumes
+    bundle = lab.store.export(ids, tmp_path / "b.zip")
+    assert zipfile.ZipFile(bundle).namelist()
+    assert not lab.store.metrics(ids[0]).empty
+
+
+def test_resume_joins_the_curve_exactly(tmp_path):
+    """Stop at a checkpoint, resume: the continued run equals an uninterrupted one."""
+    store = Store(tmp_path)
+    cfg = small(optimizer="hf", steps=8, checkpoint_every=4)
+    full = store.create_run(cfg)
+    run_to_store(store, full, cfg)
+    # a run that got to step 4 (its last checkpoint) and was then interrupted
+    part2 = store.create_run(cfg)
+    run_to_store(store, part2, cfg.replace(steps=4))
+    store.set_status(part2, "interrupted")
+    run_to_store(store, part2, cfg, resume=True)
+    a, b = store.metrics(full), store.metrics(part2)
+    assert list(b["step"]) == list(range(1, 9))
+    for col in ("train_loss", "damping", "rho", "cg_iters"):
+        assert np.allclose(a[col], b[col], rtol=1e-5), col
+    assert store.get_run(part2)["status"] == "finished"
+
+
+def test_killed_cli_run_is_interrupted_and_resumes(tmp_path):
+    env = {**os.environ, "HFLAB_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "hflab", "run", "--task", "regression", "--optimizer", "adam",
+           "--learning-rate", "0.001", "--steps", "3000", "--checkpoint-every", "5",
+           "--n-train", "64", "--n-test", "32", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = Store(tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = store.runs()
+        if not runs.empty and runs["steps_done"].iloc[0] >= 12:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = int(store.runs()["id"].iloc[0])
+    committed = store.metrics(run_id)
+    assert len(committed) >= 12 and list(committed["step"]) == list(range(1, len(committed) + 1))
+    assert Store(tmp_path).mark_dead_runs_interrupted() == [run_id]
+    assert store.get_run(run_id)["status"] == "interrupted"
+    out = subprocess.run([sys.executable, "-m", "hflab", "runs", "resume", str(run_id), "--quiet"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert store.get_run(run_id)["status"] == "finished"
+    m = store.metrics(run_id)
+    assert list(m["step"]) == list(range(1, 3001))
+
+
+def test_export_import_round_trip_csv_and_parquet(tmp_path):
+    store = Store(tmp_path / "a")
+    cfg = small(optimizer="hf", steps=3)
+    rid = store.create_run(cfg)
+    run_to_store(store, rid, cfg)
+    for fmt in ("csv", "parquet"):
+        path = store.export([rid], tmp_path / f"bundle-{fmt}.zip", fmt)
+        other = Store(tmp_path / f"b-{fmt}")
+        (new_id,) = other.import_bundle(path)
+        a, b = store.metrics(rid), other.metrics(new_id)
+        assert np.allclose(a["train_loss"], b["train_loss"])
+        assert list(a["cg_stop_reason"]) == list(b["cg_stop_reason"])
+        ta, tb = store.cg_traces(rid), other.cg_traces(new_id)
+        assert np.allclose(np.concatenate(ta["residual_norms"].tolist()),
+                           np.concatenate(tb["residual_norms"].tolist()), equal_nan=True)
+        assert other.get_run(new_id)["config"] == store.get_run(rid)["config"]
+
+
+def test_schema_version_and_migration_on_open(tmp_path):
+    store = Store(tmp_path)
+    assert store._execute("PRAGMA user_version").fetchone()[0] == 1
+    assert store._execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    Store(tmp_path)                        # reopening an up-to-date store changes nothing
