@@ -1,0 +1,181 @@
+"""Every figure of the lab, as functions from data to a Plotly figure (no Streamlit here).
+
+Each function takes plain arrays / DataFrames, so tests call them directly; :func:`figure_data`
+turns any of these figures back into a tidy DataFrame for the "download data" buttons.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+X_AXES = {"step": "updates", "wall_seconds": "wall seconds (optimisation)",
+          "n_passes": "forward + backward passes"}
+DIVERGING = "RdBu_r"
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf"]
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=50, b=50),
+                      hovermode="x unified", legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def loss_curves(metrics: pd.DataFrame, labels: dict, x: str = "step", y: str = "loss",
+                log_y: bool = True, title: str | None = None) -> go.Figure:
+    """Train (solid) and test (dashed) curves of ``y`` ∈ {loss, error} for each run.
+
+    ``metrics`` has ``run_id``, the x column and ``train_<y>``/``test_<y>``; ``labels`` maps
+    run ids to legend names.
+    """
+    if x not in X_AXES:
+        raise ValueError(f"x axis {x!r}; allowed: {list(X_AXES)}")
+    fig = go.Figure()
+    for i, (run_id, label) in enumerate(labels.items()):
+        df = metrics[metrics["run_id"] == run_id] if not metrics.empty else metrics
+        colour = PALETTE[i % len(PALETTE)]
+        for split, dash in (("train", "solid"), ("test", "dash")):
+            col = f"{split}_{y}"
+            if df.empty or col not in df:
+                continue
+            d = df.dropna(subset=[col])
+            fig.add_trace(go.Scatter(
+                x=d[x], y=d[col], mode="lines", name=f"{label} · {split}",
+                line=dict(color=colour, dash=dash), legendgroup=str(run_id),
+                hovertemplate=f"{label} {split} {y}: %{{y:.5g}}<extra></extra>"))
+    fig.update_xaxes(title=X_AXES[x])
+    fig.update_yaxes(title=y, type="log" if log_y else "linear")
+    return _layout(fig, title or f"{y} against {X_AXES[x]}")
+
+
+def matrix_heatmap(mat, title: str, names: list[str] | None = None,
+                   blocks: list[tuple[str, int, int]] | None = None,
+                   row_names: list[str] | None = None) -> go.Figure:
+    """A matrix with a diverging colour scale centred at 0, block boundaries drawn, and hover
+    showing (row, column, parameter names, value)."""
+    mat = np.asarray(mat, np.float64)
+    rows, cols = mat.shape
+    col_names = names or [str(j) for j in range(cols)]
+    r_names = row_names or (names if rows == cols and names else [str(i) for i in range(rows)])
+    custom = np.empty((rows, cols, 2), dtype=object)
+    custom[..., 0] = np.asarray(r_names, dtype=object)[:, None]
+    custom[..., 1] = np.asarray(col_names, dtype=object)[None, :]
+    bound = float(np.nanmax(np.abs(mat))) if mat.size else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=mat, colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound, customdata=custom,
+        hovertemplate="row %{y} (%{customdata[0]})<br>column %{x} (%{customdata[1]})"
+                      "<br>value %{z:.6g}<extra></extra>"))
+    for _, start, stop in (blocks or []):
+        for pos in (start - 0.5, stop - 0.5):
+            if 0 < pos < cols - 0.5:
+                fig.add_vline(x=pos, line=dict(color="black", width=1))
+            if rows == cols and 0 < pos < rows - 0.5:
+                fig.add_hline(y=pos, line=dict(color="black", width=1))
+    fig.update_yaxes(autorange="reversed")
+    fig = _layout(fig, title, height=520)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def spectrum(eigs: dict[str, np.ndarray], title: str = "Eigen-spectrum") -> go.Figure:
+    """Eigenvalues (sorted, largest first) of each named matrix, on a symmetric-log-like axis."""
+    fig = go.Figure()
+    for i, (name, w) in enumerate(eigs.items()):
+        w = np.sort(np.asarray(w, np.float64))[::-1]
+        fig.add_trace(go.Scatter(x=np.arange(1, len(w) + 1), y=w, mode="markers+lines",
+                                 name=name, marker=dict(color=PALETTE[i % len(PALETTE)]),
+                                 hovertemplate=f"{name} λ_%{{x}} = %{{y:.6g}}<extra></extra>"))
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
+    fig.update_xaxes(title="index (largest first)")
+    fig.update_yaxes(title="eigenvalue")
+    fig = _layout(fig, title)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def cg_trace(residual_norms, quad_values, saved_iters=(), backtrack_index=None,
+             title: str = "CG trace") -> go.Figure:
+    """Residual norm (log) and quadratic-model value φ per CG iteration, with the saved iterates
+    marked and the one CG-backtracking chose highlighted."""
+    r = np.asarray(residual_norms, np.float64)
+    q = np.asarray(quad_values, np.float64)
+    it = np.arange(len(r))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("residual norm ‖r_i‖",
+                                                        "quadratic model φ(p_i)"))
+    fig.add_trace(go.Scatter(x=it, y=r, mode="lines", name="‖r_i‖",
+                             hovertemplate="i=%{x}: %{y:.4g}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=it, y=q, mode="lines", name="φ(p_i)",
+                             hovertemplate="i=%{x}: %{y:.6g}<extra></extra>"), row=1, col=2)
+    saved = [i for i in saved_iters if 0 <= i < len(q)]
+    if saved:
+        fig.add_trace(go.Scatter(x=saved, y=q[saved], mode="markers", name="saved iterates",
+                                 marker=dict(symbol="circle-open", size=9, color="black")),
+                      row=1, col=2)
+    if backtrack_index is not None and 0 <= backtrack_index < len(q):
+        fig.add_trace(go.Scatter(x=[backtrack_index], y=[q[backtrack_index]], mode="markers",
+                                 name=f"chosen by backtracking (i={backtrack_index})",
+                                 marker=dict(symbol="star", size=14, color="#d62728")),
+                      row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title="CG iteration")
+    fig = _layout(fig, title)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def hf_timelines(metrics: pd.DataFrame, title: str = "HF across updates") -> go.Figure:
+    """λ, ρ, CG iterations and line-search rate against the update number."""
+    panels = [("damping", "damping λ", True), ("rho", "reduction ratio ρ", False),
+              ("cg_iters", "CG iterations", False), ("line_search_rate", "line-search rate", False)]
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[p[1] for p in panels])
+    for k, (col, name, log) in enumerate(panels):
+        r, c = divmod(k, 2)
+        if col in metrics:
+            y = metrics[col].astype(float)
+            if col == "rho":
+                y = y.where(np.isfinite(y))
+            fig.add_trace(go.Scatter(x=metrics["step"], y=y, mode="lines+markers", name=name,
+                                     marker=dict(size=4)), row=r + 1, col=c + 1)
+        if log:
+            fig.update_yaxes(type="log", row=r + 1, col=c + 1)
+    if "rho" in metrics:
+        for level in (0.25, 0.75):
+            fig.add_hline(y=level, line=dict(color="grey", dash="dot"), row=1, col=2)
+    fig.update_xaxes(title="update")
+    fig = _layout(fig, title, height=560)
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def side_by_side(mats: dict[str, np.ndarray], title: str) -> go.Figure:
+    """Several same-shape matrices next to each other on one shared diverging scale."""
+    names = list(mats)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names)
+    bound = max(float(np.nanmax(np.abs(m))) for m in mats.values()) or 1.0
+    for i, n in enumerate(names):
+        fig.add_trace(go.Heatmap(z=np.asarray(mats[n], np.float64), colorscale=DIVERGING, zmid=0,
+                                 zmin=-bound, zmax=bound, showscale=i == len(names) - 1,
+                                 hovertemplate=f"{n}<br>(%{{y}}, %{{x}}) = %{{z:.6g}}"
+                                               "<extra></extra>"), row=1, col=i + 1)
+        fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
+    fig = _layout(fig, title, height=380)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def figure_data(fig: go.Figure) -> pd.DataFrame:
+    """The data behind a figure as a tidy table (trace, x, y[, z]) for download buttons."""
+    frames = []
+    for i, tr in enumerate(fig.data):
+        name = tr.name or f"trace {i}"
+        if tr.type == "heatmap":
+            z = np.asarray(tr.z, np.float64)
+            r, c = np.indices(z.shape)
+            frames.append(pd.DataFrame({"trace": name, "row": r.ravel(), "column": c.ravel(),
+                                        "value": z.ravel()}))
+        else:
+            x = np.asarray(tr.x) if tr.x is not None else np.arange(len(tr.y))
+            frames.append(pd.DataFrame({"trace": name, "x": x, "y": np.asarray(tr.y)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

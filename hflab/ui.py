@@ -1,0 +1,59 @@
+"""Small Streamlit helpers shared by the pages (the only library module that imports Streamlit).
+
+The lab is a process-wide resource (``st.cache_resource``): background runs outlive a browser
+session, and every page reads the same store.
+"""
+from __future__ import annotations
+
+import jax
+import pandas as pd
+import streamlit as st
+
+from . import plots
+from .lab import Lab, device_description, get_lab
+
+
+@st.cache_resource
+def lab() -> Lab:
+    return get_lab()
+
+
+def device_badge():
+    devices = jax.devices()
+    d = devices[0]
+    name = "CPU" if d.platform == "cpu" else d.device_kind
+    st.sidebar.markdown(f"**Device** · `{name}` × {len(devices)} · JAX {jax.__version__}")
+
+
+def chart(fig, key: str, filename: str):
+    """A Plotly chart with a 'download data' button behind it."""
+    st.plotly_chart(fig, key=key, width="stretch")
+    data = plots.figure_data(fig)
+    st.download_button("download data (CSV)", data.to_csv(index=False).encode(),
+                       file_name=f"{filename}.csv", mime="text/csv", key=f"dl-{key}")
+
+
+def run_label(row) -> str:
+    name = row.get("name") or f"{row['task']} · {row['optimizer']}"
+    return f"#{row['id']} {name} ({row['status']})"
+
+
+def run_picker(label: str, runs: pd.DataFrame, key: str, default_id: int | None = None):
+    """A selectbox over runs (newest first); returns the chosen run id or None."""
+    if runs.empty:
+        return None
+    runs = runs.sort_values("id", ascending=False)
+    ids = list(runs["id"])
+    labels = {int(r["id"]): run_label(r) for _, r in runs.iterrows()}
+    index = ids.index(default_id) if default_id in ids else 0
+    return st.selectbox(label, ids, index=index, format_func=lambda i: labels[int(i)], key=key)
+
+
+def query_run_id() -> int | None:
+    try:
+        return int(st.query_params.get("run"))
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["lab", "device_badge", "chart", "run_picker", "query_run_id", "device_description"]

@@ -1,0 +1,81 @@
+"""Curvature: Hessian, Gauss-Newton, their difference, Jacobians and spectra — of a fresh small
+model or of a run's newest checkpoint (following it live while the run trains)."""
+import jax  # noqa: F401
+import numpy  # noqa: F401
+import streamlit as st
+
+from hflab import analysis, plots, ui
+from hflab.curvature import DENSE_PARAM_CAP
+from hflab.experiment import ConfigError, build, init_params, preset_config
+from hflab.tasks import SPECS
+
+st.header("Curvature")
+ui.device_badge()
+lab = ui.lab()
+
+source = st.radio("source", ["a fresh small model", "a stored run"], horizontal=True,
+                  key="curv_source",
+                  index=1 if ui.query_run_id() is not None else 0)
+n_cases = st.slider("cases in the curvature batch", 1, 64, 16, key="curv_cases")
+
+
+def show(snapshot, title):
+    st.caption(f"{title} · {snapshot['n_params']} parameters · {snapshot['n_cases']} cases · "
+               "black lines separate weight blocks · colour scale centred at 0")
+    tabs = st.tabs(["Hessian H", "Gauss-Newton G", "H − G", "Jacobians", "spectrum"])
+    for tab, key in zip(tabs[:3], ["H", "G", "H-G"]):
+        with tab:
+            ui.chart(plots.matrix_heatmap(snapshot[key], f"{key} ({title})", snapshot["names"],
+                                          snapshot["blocks"]), f"heat-{key}", f"matrix-{key}")
+    with tabs[3]:
+        n_out = snapshot["J"].shape[0]
+        ui.chart(plots.matrix_heatmap(snapshot["J"], "∂outputs/∂parameters",
+                                      snapshot["names"], snapshot["blocks"],
+                                      row_names=[f"out {i}" for i in range(n_out)]),
+                 "heat-J", "jacobian-params")
+        ui.chart(plots.matrix_heatmap(snapshot["J_inputs"], "∂outputs/∂inputs (first case)"),
+                 "heat-Jin", "jacobian-inputs")
+    with tabs[4]:
+        kind = "full spectrum" if snapshot["full_spectrum"] else "top/bottom eigenvalues (Lanczos)"
+        ui.chart(plots.spectrum({"H": snapshot["eig_H"], "G": snapshot["eig_G"]},
+                                f"Eigenvalues of H and G — {kind}"), "spectrum", "spectrum")
+        st.write(f"λ_max(H) = {snapshot['eig_H'][0]:.5g}, λ_min(H) = {snapshot['eig_H'][-1]:.5g}; "
+                 f"λ_min(G) = {snapshot['eig_G'][-1]:.3g} (G is PSD up to rounding)")
+
+
+if source == "a fresh small model":
+    c1, c2, c3 = st.columns(3)
+    mlp_tasks = ["seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor"]
+    task = c1.selectbox("task", mlp_tasks, key="curv_task")
+    layers = c2.text_input("hidden layers / units", SPECS[task].default_layers
+                           if SPECS[task].kind == "rnn" or task == "seed-333" else "8",
+                           key=f"curv_layers_{task}")
+    seed = c3.number_input("seed", 0, 10_000, 0, key="curv_seed")
+    try:
+        cfg = preset_config(task, layers=layers, seed=int(seed), init="gaussian",
+                            **({"seq_len": 5} if SPECS[task].kind == "rnn" else {}))
+        cfg.validate()
+        built = build(cfg)
+        snap = analysis.curvature_snapshot(built, init_params(built), n_cases)
+    except ConfigError as e:
+        st.error(str(e))
+    else:
+        show(snap, f"fresh {task} model")
+else:
+    runs = lab.store.runs()
+    run_id = ui.run_picker("run", runs, "curv_run", ui.query_run_id())
+    if run_id is None:
+        st.info("No stored runs yet — start one on **Train & compare**.")
+    else:
+        follow = st.checkbox("follow the newest checkpoint live", value=True, key="curv_follow")
+
+        @st.fragment(run_every=2.0 if follow and lab.is_active(int(run_id)) else None)
+        def live():
+            try:
+                config, built, params, step = analysis.run_params(lab.store, int(run_id))
+                snap = analysis.curvature_snapshot(built, params, n_cases)
+            except ConfigError as e:
+                st.error(f"{e} (dense matrices are limited to {DENSE_PARAM_CAP:,} parameters)")
+                return
+            show(snap, f"run #{run_id} at update {step}")
+        live()

@@ -1,0 +1,62 @@
+"""Derivations: the origin notebook's journey — each hand derivation beside autodiff."""
+import jax  # noqa: F401
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from hflab import analysis, plots, ui
+
+st.header("Derivations")
+ui.device_badge()
+st.write("Every derivative the lab uses, computed two or three independent ways in float64.")
+
+st.subheader("1 · The quadratic  f(x) = ½xᵀAx + bᵀx + c")
+q = analysis.derivation_quadratic()
+c1, c2, c3 = st.columns(3)
+c1.write(f"f(1) = **{q['f']:g}**")
+c1.write("∇f autodiff: " + str(q["grad_autodiff"].tolist()))
+c1.write("∇f analytic Ax + b: " + str(q["grad_analytic"].tolist()))
+c2.write("Hessian by autodiff equals A:")
+c2.dataframe(pd.DataFrame(q["hessian_autodiff"]), key="df-quad-h")
+c3.write("A *naive* reverse-mode derivative of ∇f returns Σᵢ ∂(∇f)ᵢ/∂x — the column sums of A — "
+         "not the Hessian:")
+c3.write(str(q["naive_reverse_mode"].tolist()))
+
+st.subheader("2 · Jacobians")
+j = analysis.derivation_jacobian()
+c1, c2 = st.columns(2)
+c1.write("∂h₂/∂z₁ of the notebook's 3-3-3 net by forward-mode autodiff (= W₂):")
+c1.dataframe(pd.DataFrame(j["jacobian_autodiff"]), key="df-jac")
+c2.write("reverse mode with a vector of ones gives only the column sums "
+         f"{np.round(j['naive_reverse_mode'], 6).tolist()}")
+
+st.subheader("3 · The MLP Hessian three ways")
+c1, c2 = st.columns(2)
+sizes_text = c1.text_input("layer sizes", "3-3-3", key="der_sizes")
+act = c2.selectbox("activation", ["logistic", "tanh"], key="der_act")
+try:
+    sizes = tuple(int(s) for s in sizes_text.split("-"))
+    if len(sizes) < 2 or min(sizes) < 1 or sum(a * b + b for a, b in zip(sizes, sizes[1:])) > 200:
+        raise ValueError
+except ValueError:
+    st.error(f"layer sizes: {sizes_text!r} is not allowed — whole numbers ≥ 1 separated by '-', "
+             "at least two layers, at most 200 parameters")
+else:
+    h = analysis.derivation_mlp_hessian(sizes, act)
+    ui.chart(plots.side_by_side({k: h[k] for k in ("autodiff", "bishop", "finite differences")},
+                                "Hessian of Σ outputs w.r.t. all weights and biases"),
+             "mlp-hessian", "mlp-hessian")
+    st.write(f"max |Bishop − autodiff| = **{h['max_abs_bishop_vs_autodiff']:.2e}**, "
+             f"max |finite differences − autodiff| = **{h['max_abs_fd_vs_autodiff']:.2e}**")
+
+st.subheader("4 · The RNN gradient by hand-written BPTT")
+b = analysis.derivation_bptt()
+st.dataframe(pd.DataFrame(b["table"]), key="df-bptt")
+
+st.subheader("5 · The Gauss-Newton product")
+g = analysis.derivation_gv()
+c1, c2 = st.columns(2)
+c1.dataframe(pd.DataFrame({"Gv (jvp → H_L → vjp)": g["Gv"], "dense JᵀH_L J v": g["dense"]}),
+             key="df-gv")
+c2.write(f"max |difference| = **{g['max_abs_difference']:.2e}**; smallest eigenvalue of G = "
+         f"{g['min_eigenvalue']:.2e} (PSD up to rounding)")

@@ -1,0 +1,80 @@
+"""Runs: the history from the store — filter, overlay, export, delete, open elsewhere."""
+
+import tempfile
+from pathlib import Path
+
+import jax  # noqa: F401
+import numpy  # noqa: F401
+import streamlit as st
+
+from hflab import plots, ui
+
+st.header("Runs")
+ui.device_badge()
+lab = ui.lab()
+runs = lab.store.runs()
+if runs.empty:
+    st.info("No runs stored yet — start one on **Train & compare**.")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+tasks = c1.multiselect("task", sorted(runs["task"].unique()), key="runs_task")
+opts = c2.multiselect("optimiser", sorted(runs["optimizer"].unique()), key="runs_opt")
+statuses = c3.multiselect("status", sorted(runs["status"].unique()), key="runs_status")
+view = runs
+if tasks:
+    view = view[view["task"].isin(tasks)]
+if opts:
+    view = view[view["optimizer"].isin(opts)]
+if statuses:
+    view = view[view["status"].isin(statuses)]
+cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "device", "error"]
+st.dataframe(view[cols].sort_values("id", ascending=False), hide_index=True, key="runs_table")
+
+chosen = st.multiselect("runs to overlay / export / delete", list(view["id"]),
+                        default=list(view["id"])[-2:], key="runs_chosen",
+                        format_func=lambda i: ui.run_label(runs[runs["id"] == i].iloc[0]))
+if chosen:
+    metrics = lab.store.metrics(chosen)
+    labels = {int(i): ui.run_label(runs[runs["id"] == i].iloc[0]) for i in chosen}
+    x_axis = st.radio("x axis", list(plots.X_AXES), horizontal=True, key="runs_x",
+                      format_func=lambda k: plots.X_AXES[k])
+    if not metrics.empty:
+        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="loss"), "runs-loss", "runs-loss")
+    c1, c2 = st.columns(2)
+    for col, fmt in ((c1, "csv"), (c2, "parquet")):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = lab.store.export(chosen, Path(tmp) / f"hflab-runs.{fmt}.zip", fmt)
+            col.download_button(f"download {fmt.upper()} bundle", path.read_bytes(),
+                                file_name=path.name, mime="application/zip", key=f"dl-{fmt}")
+    with st.expander("delete"):
+        sure = st.checkbox(f"yes, delete runs {', '.join(map(str, chosen))} and their checkpoints",
+                           key="runs_sure")
+        if st.button("delete", disabled=not sure, key="runs_delete"):
+            active = [i for i in chosen if lab.is_active(int(i))]
+            if active:
+                st.error(f"runs {active} are still training — stop them first")
+            else:
+                for i in chosen:
+                    lab.store.delete_run(int(i))
+                st.success("deleted")
+                st.rerun()
+    one = int(chosen[0])
+    c1, c2 = st.columns(2)
+    if c1.button(f"open run #{one} on Curvature", key="open_curv"):
+        st.switch_page("pages/curvature.py", query_params={"run": str(one)})
+    if c2.button(f"open run #{one} in the CG inspector", key="open_cg"):
+        st.switch_page("pages/cg_inspector.py", query_params={"run": str(one)})
+
+uploaded = st.file_uploader("import an exported bundle", type=["zip"], key="runs_import")
+if uploaded is not None:
+    from hflab.store import BundleError
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / uploaded.name
+        p.write_bytes(uploaded.getvalue())
+        try:
+            ids = lab.store.import_bundle(p)
+        except BundleError as e:
+            st.error(str(e))
+        else:
+            st.success(f"imported as runs {ids}")

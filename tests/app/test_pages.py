@@ -1,0 +1,173 @@
+"""Every page under streamlit.testing.v1.AppTest: renders on defaults, runs, rejects bad input."""
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from hflab.experiment import preset_config
+from hflab.lab import get_lab, run_to_store
+from hflab.tasks import TASK_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ["train", "curvature", "cg_inspector", "derivations", "runs"]
+# presets whose default networks are too large for a 2-core test: shrink the model, keep the task
+SMALL_LAYERS = {"mnist": "16", "mnist-ae": "16-8", "curves": "16-8"}
+
+
+def page(name, query=None):
+    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    return at
+
+
+def wait_idle(timeout=240):
+    lab = get_lab()
+    deadline = time.time() + timeout
+    while lab.active() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not lab.active(), "runs did not finish in time"
+
+
+def test_app_entry_renders():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_on_defaults_with_an_empty_store(name):
+    at = page(name).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_each_preset_starts_and_finishes_a_tiny_run(task):
+    query = {"task": task, "optimizers": "hf,adam", "steps": "1", "max_cg_iters": "3"}
+    if task in SMALL_LAYERS:
+        query["layers"] = SMALL_LAYERS[task]
+    at = page("train", query).run()
+    assert not at.exception
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    wait_idle()
+    at.run()
+    runs = get_lab().store.runs()
+    assert list(runs["status"]) == ["finished", "finished"], runs[["status", "error"]]
+    assert set(runs["optimizer"]) == {"hf", "adam"} and set(runs["task"]) == {task}
+    assert len(at.get("plotly_chart")) == 2                  # loss and error curves
+
+
+def test_live_curves_grow_and_stop_works():
+    at = page("train", {"task": "seed-333", "optimizers": "hf,sgd", "steps": "100000"}).run()
+    at.button(key="start").click().run()
+    lab = get_lab()
+    deadline = time.time() + 60
+    while time.time() < deadline and lab.store.metrics(lab.active()).shape[0] < 6:
+        time.sleep(0.1)
+    at.run()
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    n1 = lab.store.metrics(list(lab.store.runs()["id"])).shape[0]
+    time.sleep(0.5)
+    assert lab.store.metrics(list(lab.store.runs()["id"])).shape[0] > n1
+    at.button(key="stop").click().run()
+    wait_idle(60)
+    assert set(lab.store.runs()["status"]) == {"stopped"}
+    at.button(key="resume").click().run()
+    assert lab.active()
+    for run_id in lab.active():
+        lab.stop(run_id)
+    wait_idle(60)
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"layers": "32-abc"}, "layers: '32-abc'"),
+    ({"layers": "32-0"}, "at least 1 unit"),
+    ({"layers": " "}, "layer string like"),
+    ({"task": "addition", "layers": "32-16"}, "RNN problem"),
+    ({"task": "digits", "loss": "squared"}, "one-hot class targets"),
+    ({"optimizers": "hf", "devices": "zero"}, "devices: 'zero'"),
+])
+def test_bad_form_input_shows_the_specific_error(query, message):
+    at = page("train", query).run()
+    at.button(key="start").click().run()
+    errors = [e.value for e in at.error]
+    assert any(message in e for e in errors), errors
+    assert get_lab().store.runs().empty
+
+
+def test_stale_url_values_warn_and_fall_back():
+    at = page("train", {"task": "imagenet", "steps": "many", "colour": "red"}).run()
+    warnings = " ".join(w.value for w in at.warning)
+    assert "task 'imagenet' is unknown" in warnings
+    assert "steps='many' is not valid" in warnings
+    assert "'colour' is not a setting" in warnings
+    assert at.selectbox(key="f_task").value == "digits-ae"
+
+
+def test_widget_changes_go_into_the_url():
+    at = page("train").run()
+    at.selectbox(key="f_task").set_value("spirals").run()
+    at.text_input(key="f_layers").set_value("8-8").run()
+    assert at.query_params["task"] == "spirals" and at.query_params["layers"] == "8-8"
+
+
+def test_curvature_page_fresh_model_and_run_checkpoint():
+    at = page("curvature").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 6                   # H, G, H−G, 2 Jacobians, spectrum
+    lab = get_lab()
+    cfg = preset_config("seed-333", steps=4, checkpoint_every=2)
+    run_id = lab.store.create_run(cfg)
+    run_to_store(lab.store, run_id, cfg)
+    at = page("curvature", {"run": str(run_id)}).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 6
+    assert any("at update 4" in c.value for c in at.caption)
+
+
+def test_curvature_page_parameter_cap_message():
+    lab = get_lab()
+    cfg = preset_config("digits", layers="64", steps=1, checkpoint_every=1)
+    run_id = lab.store.create_run(cfg)
+    run_to_store(lab.store, run_id, cfg)
+    at = page("curvature", {"run": str(run_id)}).run()
+    assert any("dense Hessian is limited to 3,000 parameters" in e.value for e in at.error)
+
+
+def test_cg_inspector_shows_trace_and_timelines():
+    lab = get_lab()
+    cfg = preset_config("digits-ae", steps=3, checkpoint_every=0)
+    run_id = lab.store.create_run(cfg)
+    run_to_store(lab.store, run_id, cfg)
+    at = page("cg_inspector").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2
+    assert [m.label for m in at.metric][:2] == ["CG iterations", "stop reason"]
+
+
+def test_derivations_page_agreement_and_bad_sizes():
+    at = page("derivations").run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "f(1) = **40**" in text
+    assert "max |Bishop − autodiff|" in text
+    at.text_input(key="der_sizes").set_value("3-x").run()
+    assert any("layer sizes: '3-x' is not allowed" in e.value for e in at.error)
+
+
+def test_runs_page_overlay_export_delete():
+    lab = get_lab()
+    ids = []
+    for opt in ("hf", "adam"):
+        cfg = preset_config("seed-333", optimizer=opt, steps=3, learning_rate=0.01)
+        ids.append(lab.store.create_run(cfg))
+        run_to_store(lab.store, ids[-1], cfg)
+    at = page("runs").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("download_button")) >= 3
+    at.checkbox(key="runs_sure").check().run()
+    at.button(key="runs_delete").click().run()
+    assert lab.store.runs().empty
