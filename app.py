@@ -5,13 +5,13 @@ import streamlit as st
 
 import hflab  # noqa: F401
 
-st.set_page_config(page_title="HF Lab", page_icon="∇", layout="wide")
+st.set_page_config(page_title="HF Lab", layout="wide")
 
 PAGES = [
-    st.Page("pages/train.py", title="Train & compare", icon="📈", default=True),
-    st.Page("pages/curvature.py", title="Curvature", icon="🧮"),
-    st.Page("pages/cg_inspector.py", title="CG inspector", icon="🔍"),
-    st.Page("pages/derivations.py", title="Derivations", icon="✍️"),
-    st.Page("pages/runs.py", title="Runs", icon="🗂️"),
+    st.Page("pages/train.py", title="Train & compare", icon=":material/show_chart:", default=True),
+    st.Page("pages/curvature.py", title="Curvature", icon=":material/grid_on:"),
+    st.Page("pages/cg_inspector.py", title="CG inspector", icon=":material/search:"),
+    st.Page("pages/derivations.py", title="Derivations", icon=":material/edit_note:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
 ]
 st.navigation(PAGES).run()

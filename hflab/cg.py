@@ -17,7 +17,8 @@ traces live in fixed-size buffers of length ``max_iters + 1`` (index ``i`` = aft
 Stopping (first that holds, checked after each iteration ``i``):
   * non-positive curvature ``dᵀ A d ≤ 0``: the step along ``d`` is *not* taken (reason 2);
   * relative progress (Martens 2010 §4.4): ``k = max(10, ⌈0.1 i⌉)``, stop when ``i > k``,
-    ``φ_i < 0`` and ``(φ_i − φ_{i−k}) / φ_i < k ε`` with ``ε = 5·10⁻⁴`` (reason 1);
+    ``φ_i < 0`` and ``(φ_i − φ_{i−k}) / φ_i < k ε`` with ``ε = 5·10⁻⁴`` (reason 1); ``ε ≤ 0``
+    turns this rule off;
   * residual tolerance ``‖r‖ ≤ tol ‖b‖`` (SciPy's relative ``rtol`` semantics; the default
     ``1e-12`` only fires on exact convergence in float64) (reason 3);
   * ``i = max_iters`` (reason 0).
@@ -120,7 +121,10 @@ def solve_flat(matvec: Callable, b, x0=None, *, precond: Callable | None = None,
 
         k = progress_window(i_new)
         phi_k = phi_buf[jnp.maximum(i_new - k, 0)]
-        relative = (i_new > k) & (phi < 0) & ((phi - phi_k) / phi < k * eps)
+        if eps > 0:
+            relative = (i_new > k) & (phi < 0) & ((phi - phi_k) / phi < k * eps)
+        else:           # eps ≤ 0 disables the rule (fixed-iteration benchmarks, exact solves)
+            relative = jnp.bool_(False)
         small = r_norm <= jnp.maximum(tol * b_norm, jnp.finfo(dtype).tiny)
         at_max = i_new >= max_iters
         reason = jnp.where(relative, 1, jnp.where(small, 3, 0)).astype(jnp.int32)

@@ -176,14 +176,15 @@ def _regression(rng, n):
 
 
 def _spirals(rng, n):
-    m = n // 2
-    t = np.sqrt(rng.uniform(0, 1, m)) * 3 * np.pi
-    pts = np.stack([t * np.cos(t), t * np.sin(t)], 1) / (3 * np.pi)
-    x = np.concatenate([pts, -pts]) + 0.02 * rng.standard_normal((2 * m, 2))
-    y = np.zeros((2 * m, 2))
-    y[:m, 0] = 1
-    y[m:, 1] = 1
-    perm = rng.permutation(2 * m)
+    m1 = n // 2
+    t = np.sqrt(rng.uniform(0, 1, n)) * 3 * np.pi
+    arm = np.stack([t * np.cos(t), t * np.sin(t)], 1) / (3 * np.pi)
+    arm[m1:] *= -1                                     # the second spiral is the first rotated by π
+    x = arm + 0.02 * rng.standard_normal((n, 2))
+    y = np.zeros((n, 2))
+    y[:m1, 0] = 1
+    y[m1:, 1] = 1
+    perm = rng.permutation(n)
     return x[perm] * 2.0, y[perm], None
 
 

@@ -1,0 +1,1 @@
+"""HF Lab benchmarks: `python -m benchmarks [--full] [--only NAME ...]` (see README)."""

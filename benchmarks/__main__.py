@@ -1,0 +1,32 @@
+"""Run the benchmarks: quick mode (≤ 10 minutes on 2 cores) or ``--full``; JSON lines go to
+stdout and are appended to benchmarks/results/results.jsonl; then the report is rebuilt."""
+import argparse
+import time
+
+import hflab  # noqa: F401
+
+from . import autoencoders, gv_cost, hf_update, report, rnn_problems, scaling
+from .common import emit
+
+SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
+          "autoencoders": autoencoders, "scaling": scaling}
+
+
+def main():
+    p = argparse.ArgumentParser(prog="python -m benchmarks")
+    p.add_argument("--full", action="store_true", help="paper-scale settings (hours on a CPU)")
+    p.add_argument("--only", nargs="+", choices=list(SUITES), help="run only these suites")
+    p.add_argument("--no-report", action="store_true")
+    args = p.parse_args()
+    mode = "full" if args.full else "quick"
+    t0 = time.time()
+    for name in args.only or SUITES:
+        for result in SUITES[name].run(args.full):
+            emit(result, mode)
+    print(f"# benchmarks done in {time.time() - t0:.0f} s")
+    if not args.no_report:
+        report.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Shared benchmark plumbing: timing, machine description, JSON-lines output."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+
+RESULTS = Path(__file__).resolve().parent / "results" / "results.jsonl"
+
+
+def machine() -> dict:
+    d = jax.devices()[0]
+    return {"machine": platform.node() and f"{platform.machine()} · {os.cpu_count()} cores",
+            "cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
+            "device": "cpu" if d.platform == "cpu" else d.device_kind,
+            "n_devices": len(jax.devices())}
+
+
+def emit(result: dict, mode: str):
+    row = {"benchmark": result.pop("benchmark"), **result, "mode": mode, **machine(),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    line = json.dumps(row, default=float)
+    print(line, flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as fh:
+        fh.write(line + "\n")
+    return row
+
+
+def timeit(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn(*args)`` (results waited for), after ``warmup`` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

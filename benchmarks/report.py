@@ -1,0 +1,146 @@
+"""Turn benchmarks/results/results.jsonl into docs/benchmarks.md (tables) and Plotly figures
+(docs/bench-*.html, and PNG screenshots of them taken with headless chromium when it is there)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .common import RESULTS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def load(mode: str | None = None) -> pd.DataFrame:
+    if not RESULTS.exists():
+        return pd.DataFrame()
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    df = pd.DataFrame(rows)
+    if mode:
+        df = df[df["mode"] == mode]
+    return df
+
+
+def latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return df.sort_values("time").groupby(keys, dropna=False).tail(1)
+
+
+def _md(df: pd.DataFrame, cols: list[str]) -> str:
+    cols = [c for c in cols if c in df]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df[cols].iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float):
+                cells.append("—" if pd.isna(v) else f"{v:.4g}")
+            else:
+                cells.append(str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
+    figs = {}
+    g = df[df["benchmark"] == "gv_cost"]
+    if not g.empty:
+        g = latest(g, ["case"])
+        figs["gv-cost"] = go.Figure([go.Bar(x=g["case"], y=g["gv_over_grad"], name="Gv / gradient"),
+                                     ]).add_hline(y=1.33, line_dash="dot",
+                                                  annotation_text="arithmetic limit 1.33")
+        figs["gv-cost"].update_layout(title="Gauss-Newton-vector product ÷ gradient (time)",
+                                      yaxis_title="ratio")
+    r = df[df["benchmark"] == "rnn_problem"]
+    if not r.empty:
+        r = latest(r, ["problem", "T", "optimizer", "seed"])
+        agg = r.groupby(["problem", "T", "optimizer"], as_index=False)["success_rate"].mean()
+        fig = go.Figure()
+        for opt, d in agg.groupby("optimizer"):
+            fig.add_trace(go.Bar(x=d["problem"] + " T=" + d["T"].astype(str), y=d["success_rate"],
+                                 name=opt))
+        fig.update_layout(title="RNN problems: test success rate at equal wall time",
+                          yaxis_title="success rate", barmode="group")
+        figs["rnn-success"] = fig
+    a = df[df["benchmark"] == "autoencoder"]
+    if not a.empty:
+        a = latest(a, ["task", "optimizer"])
+        fig = go.Figure()
+        for opt, d in a.groupby("optimizer"):
+            fig.add_trace(go.Bar(x=d["task"], y=d["test_error"], name=opt))
+        fig.update_layout(title="Autoencoders: test reconstruction error at equal wall time",
+                          yaxis_title="squared error summed over pixels", yaxis_type="log",
+                          barmode="group")
+        figs["autoencoders"] = fig
+    s = df[(df["benchmark"] == "scaling") & df.get("seconds_per_update", pd.Series()).notna()] \
+        if "seconds_per_update" in df else pd.DataFrame()
+    if not s.empty:
+        s = latest(s, ["devices"]).sort_values("devices")
+        figs["scaling"] = go.Figure(go.Scatter(x=s["devices"], y=s["seconds_per_update"],
+                                               mode="lines+markers"))
+        figs["scaling"].update_layout(title="Seconds per HF update vs devices",
+                                      xaxis_title="devices", yaxis_title="seconds")
+    return figs
+
+
+def _png(html: Path, png: Path):
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium,
+                                  args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = b.new_page(viewport={"width": 900, "height": 500})
+            page.goto(html.as_uri())
+            page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+            page.screenshot(path=str(png))
+            b.close()
+    except Exception as e:  # noqa: BLE001 — a missing PNG must not lose the tables
+        print(f"# no PNG for {html.name}: {e}")
+
+
+def main(mode: str | None = None):
+    df = load(mode)
+    if df.empty:
+        print("# no results yet")
+        return
+    DOCS.mkdir(exist_ok=True)
+    parts = ["# Benchmark results", ""]
+    m = df.iloc[-1]
+    parts.append(f"Latest machine: {m['machine']}, device {m['device']}, JAX {m['jax']} "
+                 f"({m['mode']} mode, {m['time']}).")
+    sections = [
+        ("Gv cost", "gv_cost", ["case"], ["case", "batch", "n_params", "grad_seconds",
+                                         "gv_seconds", "gv_over_grad", "grad_gflops",
+                                         "gv_gflops", "matmul_gflops", "device"]),
+        ("HF update throughput (250 CG iterations)", "hf_update", ["case"],
+         ["case", "seconds_per_update", "ms_per_cg_iteration", "n_params", "device"]),
+        ("Pathological RNN problems", "rnn_problem", ["problem", "T", "optimizer", "seed"],
+         ["problem", "T", "optimizer", "seed", "budget_seconds", "updates", "success_rate",
+          "best_success_rate", "seconds_to_99"]),
+        ("Deep autoencoders", "autoencoder", ["task", "optimizer"],
+         ["task", "optimizer", "budget_seconds", "updates", "train_error", "test_error"]),
+        ("Scaling over devices", "scaling", ["devices"],
+         ["devices", "seconds_per_update", "simulated", "case"]),
+    ]
+    for title, bench, keys, cols in sections:
+        d = df[df["benchmark"] == bench]
+        if d.empty:
+            continue
+        d = latest(d, keys)
+        parts += ["", f"## {title}", "", _md(d, cols)]
+    for name, fig in figures(df).items():
+        html = DOCS / f"bench-{name}.html"
+        fig.write_html(html, include_plotlyjs=True)
+        _png(html, DOCS / f"bench-{name}.png")
+        parts += ["", f"![{name}](bench-{name}.png)"]
+    (DOCS / "benchmarks.md").write_text("\n".join(parts) + "\n")
+    print(f"# wrote {DOCS / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Pathological RNN problems (Martens & Sutskever 2011) at equal wall-clock budgets:
+HF with structural damping, HF without, Adam and Nesterov momentum; success rate and the
+optimisation time to reach 99 %."""
+from __future__ import annotations
+
+import numpy as np
+
+from hflab.experiment import preset_config, run as run_loop
+
+OPTIMISERS = {
+    "hf+structural": dict(optimizer="hf"),
+    "hf": dict(optimizer="hf", structural_damping=0.0),
+    "adam": dict(optimizer="adam", learning_rate=0.003, n_chunks=1, structural_damping=0.0),
+    "momentum": dict(optimizer="momentum", learning_rate=0.01, momentum=0.9, n_chunks=1,
+                     structural_damping=0.0),
+}
+
+
+def one(problem, seq_len, label, seed, budget):
+    cfg = preset_config(problem, seq_len=seq_len, seed=seed, steps=1_000_000,
+                        max_seconds=budget, target_error=0.0, checkpoint_every=0,
+                        eval_every=5, **OPTIMISERS[label])
+    evals = []
+    out = run_loop(cfg, on_step=lambda r, t, p, s: evals.append(
+        (r["wall_seconds"], r["test_error"]) if "test_error" in r else None))
+    evals = [e for e in evals if e]
+    reached = [w for w, err in evals if err <= 0.01]
+    final_err = evals[-1][1] if evals else float("nan")
+    return {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
+            "seed": seed, "budget_seconds": budget, "updates": out.steps_done,
+            "success_rate": 1.0 - final_err, "best_success_rate": 1.0 - min(e for _, e in evals),
+            "seconds_to_99": reached[0] if reached else None, "status": out.status}
+
+
+def run(full: bool):
+    problems = ["addition", "multiplication", "xor", "temporal-order-2"]
+    lengths = [20, 50, 100] if full else [20, 50]
+    seeds = [0, 1, 2] if full else [0]
+    budget = 120.0 if full else 12.0
+    if not full:
+        problems = ["addition", "xor"]
+    for problem in problems:
+        for seq_len in lengths:
+            for label in OPTIMISERS:
+                for seed in seeds:
+                    yield one(problem, seq_len, label, seed, budget)
+
+
+def summarise(rows):
+    """Mean success and median time-to-99 % per (problem, T, optimizer)."""
+    out = {}
+    for r in rows:
+        out.setdefault((r["problem"], r["T"], r["optimizer"]), []).append(r)
+    return {k: (float(np.mean([r["success_rate"] for r in v])),
+                [r["seconds_to_99"] for r in v]) for k, v in out.items()}
