@@ -7,7 +7,7 @@ from jax.flatten_util import ravel_pytree
 
 from hflab import curvature
 from hflab.losses import BoundLoss
-from conftest import random_problem, rel_err
+from helpers import random_problem, rel_err
 
 ACTS = ["tanh", "logistic", "relu", "linear"]
 LOSSES = ["squared", "logistic", "softmax"]

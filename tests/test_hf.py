@@ -10,7 +10,7 @@ from hflab import curvature, hf
 from hflab.experiment import RunConfig, run
 from hflab.losses import Batch, get_loss, make_batch
 from hflab.models import Model
-from conftest import random_problem, rel_err
+from helpers import random_problem, rel_err
 
 
 def linear_problem(n=40, d=6, seed=0):

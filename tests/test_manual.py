@@ -8,7 +8,7 @@ from jax.flatten_util import ravel_pytree
 
 from hflab import curvature, manual
 from hflab.models import mlp_apply, rnn_apply
-from conftest import rel_err
+from helpers import rel_err
 
 
 def test_quadratic_seed_values_exactly_as_printed():
