@@ -67,12 +67,12 @@ def matrix_heatmap(mat, title: str, names: list[str] | None = None,
         z=mat, colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound, customdata=custom,
         hovertemplate="row %{y} (%{customdata[0]})<br>column %{x} (%{customdata[1]})"
                       "<br>value %{z:.6g}<extra></extra>"))
-    for _, start, stop in (blocks or []):
-        for pos in (start - 0.5, stop - 0.5):
-            if 0 < pos < cols - 0.5:
-                fig.add_vline(x=pos, line=dict(color="black", width=1))
-            if rows == cols and 0 < pos < rows - 0.5:
-                fig.add_hline(y=pos, line=dict(color="black", width=1))
+    # one line per boundary between adjacent blocks
+    for pos in sorted({p - 0.5 for _, a, b in (blocks or []) for p in (a, b)}):
+        if 0 < pos < cols - 0.5:
+            fig.add_vline(x=pos, line=dict(color="black", width=1))
+        if rows == cols and 0 < pos < rows - 0.5:
+            fig.add_hline(y=pos, line=dict(color="black", width=1))
     fig.update_yaxes(autorange="reversed")
     fig = _layout(fig, title, height=520)
     fig.update_layout(hovermode="closest")

@@ -1,0 +1,99 @@
+"""Figures are built without Streamlit, carry the right data and export it."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from hflab import analysis, formstate, plots
+from hflab.experiment import ConfigError, build, init_params, preset_config
+
+
+def metrics_frame():
+    rows = []
+    for run_id in (1, 2):
+        for step in range(1, 6):
+            rows.append({"run_id": run_id, "step": step, "wall_seconds": 0.1 * step * run_id,
+                         "n_passes": 4 * step, "train_loss": 1.0 / step + run_id,
+                         "test_loss": 1.1 / step + run_id,
+                         "train_error": np.nan if step == 3 else 0.5 / step, "test_error": 0.6 / step})
+    return pd.DataFrame(rows)
+
+
+def test_loss_curves_one_train_and_test_trace_per_run():
+    fig = plots.loss_curves(metrics_frame(), {1: "hf", 2: "adam"}, x="wall_seconds")
+    assert [t.name for t in fig.data] == ["hf · train", "hf · test", "adam · train", "adam · test"]
+    assert fig.layout.yaxis.type == "log"
+    assert list(fig.data[2].x) == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    err = plots.loss_curves(metrics_frame(), {1: "hf"}, y="error", log_y=False)
+    assert len(err.data[0].x) == 4                 # the NaN evaluation is skipped
+    with pytest.raises(ValueError):
+        plots.loss_curves(metrics_frame(), {1: "hf"}, x="epochs")
+
+
+def test_heatmap_is_centred_with_block_lines_and_named_hover():
+    m = np.array([[1.0, -3.0, 0.0], [-3.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
+    fig = plots.matrix_heatmap(m, "H", ["W1[0,0]", "W1[0,1]", "b1[0]"], [("W1", 0, 2), ("b1", 2, 3)])
+    hm = fig.data[0]
+    assert hm.zmid == 0 and hm.zmin == -3 and hm.zmax == 3
+    assert hm.customdata[0][2][1] == "b1[0]"
+    assert len(fig.layout.shapes) == 2               # one vertical + one horizontal boundary
+    df = plots.figure_data(fig)
+    assert len(df) == 9 and df["value"].abs().max() == 3
+
+
+def test_cg_trace_marks_saved_and_chosen_iterates():
+    r = np.logspace(0, -3, 21)
+    q = -np.linspace(0, 1, 21)
+    fig = plots.cg_trace(r, q, [5, 7, 9, 11, 15, 19], 15)
+    names = [t.name for t in fig.data]
+    assert names[:3] == ["‖r_i‖", "φ(p_i)", "saved iterates"]
+    assert "chosen by backtracking (i=15)" in names
+    assert list(fig.data[3].y) == [q[15]]
+
+
+def test_timelines_and_spectrum():
+    df = pd.DataFrame({"step": [1, 2, 3], "damping": [1.0, 0.67, 0.44], "rho": [0.9, np.inf, 0.8],
+                       "cg_iters": [10, 20, 30], "line_search_rate": [1, 1, 0.8]})
+    fig = plots.hf_timelines(df)
+    assert len(fig.data) == 4
+    assert np.isnan(fig.data[1].y[1])               # a non-finite ρ is a gap, not a spike
+    sp = plots.spectrum({"H": np.array([3.0, -1.0, 2.0]), "G": np.array([1.0, 0.0, 2.0])})
+    assert list(sp.data[0].y) == [3.0, 2.0, -1.0]
+
+
+def test_curvature_snapshot_matches_its_definitions():
+    built = build(preset_config("seed-333", layers="2"))
+    snap = analysis.curvature_snapshot(built, init_params(built), n_cases=4)
+    n = built.model.n_params
+    assert snap["H"].shape == snap["G"].shape == (n, n)
+    assert np.allclose(snap["H-G"], snap["H"] - snap["G"])
+    assert np.allclose(np.sort(snap["eig_G"]), np.linalg.eigvalsh(snap["G"]))
+    assert snap["J"].shape == (4 * 3, n) and snap["J_inputs"].shape == (3, 3)
+    assert len(snap["names"]) == n and snap["blocks"][0][0] == "W1"
+    big = build(preset_config("digits", layers="64"))
+    with pytest.raises(ConfigError, match="limited to 3,000 parameters"):
+        analysis.curvature_snapshot(big, init_params(big))
+
+
+def test_derivation_routes_agree():
+    assert analysis.derivation_mlp_hessian()["max_abs_bishop_vs_autodiff"] < 1e-15
+    assert analysis.derivation_mlp_hessian((2, 3, 2), "tanh")["max_abs_fd_vs_autodiff"] < 1e-8
+    assert max(r["max_abs_difference"] for r in analysis.derivation_bptt()["table"]) < 1e-12
+    assert analysis.derivation_gv()["max_abs_difference"] < 1e-12
+    q = analysis.derivation_quadratic()
+    assert q["f"] == 40 and list(q["naive_reverse_mode"]) == [10, 14, 16, 18]
+
+
+def test_form_round_trips_through_the_url():
+    form, warnings = formstate.form_from_query({"task": "addition", "optimizers": "hf,adam",
+                                                "damping": "2.5", "line_search": "false"})
+    assert not warnings
+    q = formstate.query_from_form(form)
+    assert q == {"task": "addition", "optimizers": "hf,adam", "damping": "2.5",
+                 "line_search": "false"}
+    again, _ = formstate.form_from_query(q)
+    assert again == form
+    configs = formstate.configs_from_form(form)
+    assert [c.optimizer for c in configs] == ["hf", "adam"]
+    assert configs[0].damping == 2.5 and not configs[0].line_search
+    assert configs[0].structural_damping == 0.03 and configs[1].structural_damping == 0.0
+    assert len({(c.task, c.seed, c.seq_len) for c in configs}) == 1   # same data and seed
