@@ -1,11 +1,20 @@
 """HF Lab: Hessian-free optimisation of neural networks in JAX, with every inner working visible.
 
-float64 is made available process-wide (``jax_enable_x64``) so derivative checks and float64 runs
-work; every training array is created with an explicit dtype, so float32 stays the default for
-training.
+Process-wide numerics, set once on import:
+
+* float64 is made available (``jax_enable_x64``) so derivative checks and float64 runs work;
+  every training array is created with an explicit dtype, so float32 stays the default.
+* float32 matmul precision is set explicitly to ``highest`` (true float32): on GPUs XLA would
+  otherwise be free to use TF32/bf16 passes, and results would silently change between a CPU and a
+  GPU.  ``HFLAB_MATMUL_PRECISION`` (``default``, ``high``, ``highest``) overrides it for users
+  who want the faster tensor-core path.
 """
+import os
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_default_matmul_precision",
+                  os.environ.get("HFLAB_MATMUL_PRECISION", "highest"))
 
 __version__ = "0.1.0"

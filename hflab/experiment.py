@@ -590,4 +590,12 @@ def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callabl
         if "test_error" in record and record["test_error"] <= config.target_error:
             return RunOutcome("finished", f"target test error {config.target_error:g} reached "
                               f"at step {step}", step, params, opt_state, last)
+    if last and "test_error" not in last:
+        # the run ended between evaluations (budget, stop): evaluate where it ended
+        tr_loss, tr_err = evaluate(params, built.task.train)
+        te_loss, te_err = evaluate(params, built.task.test)
+        last.update(train_loss=float(tr_loss), train_error=float(tr_err),
+                    test_loss=float(te_loss), test_error=float(te_err))
+        if on_step is not None:
+            on_step(last, None, params, opt_state)
     return RunOutcome(status, reason, step, params, opt_state, last)

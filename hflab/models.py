@@ -30,6 +30,12 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 INITS = ("sparse", "gaussian", "glorot")
 SPARSE_FAN_IN = 15
+# Unrolling the time loop fully lets XLA fuse across steps; on CPU the per-iteration overhead of a
+# rolled loop dominates the small (batch × hidden) matmuls of an RNN step.  Measured on 2 cores,
+# one HF update (100 CG iterations, batch 1000, 64 units) took 2.08 s rolled vs 1.25 s unrolled at
+# T = 22, and 5.5 s vs 3.7 s at T = 55; partial unrolling (2–16) did not help.  Compile time grows
+# with T, so sequences longer than this stay rolled.
+FULL_UNROLL_MAX_STEPS = 64
 
 
 def activation(name: str) -> Callable:
@@ -123,7 +129,9 @@ def rnn_apply_with_hidden(params, x, activation_name: str = "tanh"):
         h = act(xp + h @ params["W_rec"])
         return h, h
 
-    _, hs = jax.lax.scan(step, h0, x_proj)
+    steps = x_proj.shape[0]
+    unroll = steps if steps <= FULL_UNROLL_MAX_STEPS else 1
+    _, hs = jax.lax.scan(step, h0, x_proj, unroll=max(unroll, 1))
     hs = jnp.swapaxes(hs, 0, 1)                           # (batch, T, n_hidden)
     return hs @ params["W_out"] + params["b_out"], hs
 
