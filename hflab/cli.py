@@ -134,7 +134,9 @@ def _execute(store, run_id, config, quiet, resume=False) -> int:
     evals = m.dropna(subset=["test_error"]) if not m.empty else m
     if not evals.empty:
         last = evals.iloc[-1]
-        print(f"steps {int(m['step'].max())}, optimisation time {m['wall_seconds'].max():.2f} s, "
+        compile_s = m["compile_seconds"].max() if "compile_seconds" in m else 0.0
+        print(f"steps {int(m['step'].max())}, optimisation time {m['wall_seconds'].max():.2f} s "
+              f"(+ {compile_s:.1f} s compiling), "
               f"train loss {last['train_loss']:.6g}, test loss {last['test_loss']:.6g}, "
               f"test error {last['test_error']:.6g}")
         if config.spec.metric == "success":

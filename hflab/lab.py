@@ -21,7 +21,7 @@ import numpy as np
 from .experiment import ConfigError, RunConfig, build, init_params, run
 from .store import Store
 
-COUNTER_KEYS = ("wall_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
+COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
 
 
 def device_description(config: RunConfig | None = None) -> str:
