@@ -15,9 +15,9 @@ OPTIMISERS = {
 
 def cases(full: bool):
     gpu = jax.devices()[0].platform != "cpu"
-    yield "digits-ae", {}, 60.0 if full else 15.0
+    yield "digits-ae", {}, 60.0 if full else 10.0
     yield "curves", ({"n_train": 20000, "n_test": 10000} if full and gpu else
-                     {"n_train": 2000, "n_test": 500}), 300.0 if full else 30.0
+                     {"n_train": 2000, "n_test": 500}), 300.0 if full else 20.0
     if full:
         yield "mnist-ae", {"grad_batch": 1000}, 600.0
 

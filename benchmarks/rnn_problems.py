@@ -36,7 +36,7 @@ def run(full: bool):
     problems = ["addition", "multiplication", "xor", "temporal-order-2"]
     lengths = [20, 50, 100] if full else [20, 50]
     seeds = [0, 1, 2] if full else [0]
-    budget = 120.0 if full else 12.0
+    budget = 120.0 if full else 10.0
     if not full:
         problems = ["addition", "xor"]
     for problem in problems:
