@@ -27,6 +27,8 @@ CASES = [
     ("mlp 784-500-500-10 softmax", "mlp", (784, 500, 500, 10), ("logistic", "logistic"),
      "softmax", 1000),
     ("rnn 64 tanh units T=20", "rnn", (2, 64, 1), ("tanh",), "squared", 1000),
+    ("digits-autoencoder 64-32-16-32-64", "mlp", (64, 32, 16, 32, 64), ("logistic",) * 3,
+     "squared", 1797),
 ]
 
 
