@@ -154,7 +154,8 @@ def main(argv=None) -> int:
             store = Store()
             store.mark_dead_runs_interrupted()
             run_id = store.create_run(config, status="queued")
-            print(f"run {run_id} → {store.path}", flush=True)
+            from .lab import device_description
+            print(f"run {run_id} → {store.path} on {device_description(config)}", flush=True)
             code = _execute(store, run_id, config, args.quiet)
             if args.csv or args.json_out:
                 m = store.metrics(run_id)

@@ -130,10 +130,10 @@ class Store:
     separate processes and separate ``Store`` objects coordinate through SQLite's WAL locking."""
 
     def __init__(self, home: str | os.PathLike | None = None):
-        self.home = Path(home) if home is not None else default_home()
-        self.path = self.home / "hflab.sqlite" if self.home.suffix != ".sqlite" else self.home
-        if self.path.suffix == ".sqlite" and self.home.suffix == ".sqlite":
-            self.home = self.path.parent
+        """``home`` is the store's folder, or the path of a ``.sqlite`` file inside one."""
+        given = Path(home) if home is not None else default_home()
+        self.path = given if given.suffix == ".sqlite" else given / "hflab.sqlite"
+        self.home = self.path.parent
         self.checkpoint_dir = self.home / "checkpoints"
         self.home.mkdir(parents=True, exist_ok=True)
         self._check_file()

@@ -18,11 +18,19 @@ def lab() -> Lab:
     return get_lab()
 
 
-def device_badge():
+def device_badge(devices_spec: str | None = None):
+    """Sidebar badge: the device kind and count, and the mesh a run with ``devices_spec`` uses."""
     devices = jax.devices()
     d = devices[0]
     name = "CPU" if d.platform == "cpu" else d.device_kind
-    st.sidebar.markdown(f"**Device** · `{name}` × {len(devices)} · JAX {jax.__version__}")
+    text = f"**Device** · `{name}` × {len(devices)} · JAX {jax.__version__}"
+    if devices_spec is not None:
+        from .experiment import ConfigError, RunConfig
+        try:
+            text += f"  \n**Runs use** · `{device_description(RunConfig(devices=devices_spec))}`"
+        except (ConfigError, ValueError) as e:
+            text += f"  \n**Runs use** · invalid devices setting ({e})"
+    st.sidebar.markdown(text)
 
 
 def chart(fig, key: str, filename: str):

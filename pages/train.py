@@ -10,7 +10,6 @@ from hflab.formstate import (OPTIMIZER_CHOICES, configs_from_form, form_from_que
 from hflab.tasks import SPECS, TASK_NAMES
 
 st.header("Train & compare")
-ui.device_badge()
 lab = ui.lab()
 
 # ---- form state: URL first (so a copied URL reproduces the set-up), then the widgets
@@ -70,6 +69,7 @@ with st.sidebar:
         st.text_input("devices (1, N, all, cpu)", key="f_devices")
 
 form = {k: st.session_state.get(f"f_{k}", v) for k, v in task_defaults(task).items()}
+ui.device_badge(form["devices"])
 form["seq_len"] = int(form["seq_len"] or 0)
 st.session_state.form = form
 st.query_params.from_dict(query_from_form(form))

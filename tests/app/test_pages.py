@@ -111,6 +111,8 @@ def test_widget_changes_go_into_the_url():
     at.selectbox(key="f_task").set_value("spirals").run()
     at.text_input(key="f_layers").set_value("8-8").run()
     assert at.query_params["task"] == "spirals" and at.query_params["layers"] == "8-8"
+    badge = " ".join(m.value for m in at.sidebar.markdown)
+    assert "**Runs use** · `cpu`" in badge
 
 
 def test_curvature_page_fresh_model_and_run_checkpoint():
