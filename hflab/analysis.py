@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import curvature, manual
 from .experiment import RunConfig, build, init_params
-from .lab import _restore
+from .lab import restore_state
 from .losses import BoundLoss
 from .models import Model
 
@@ -32,7 +32,7 @@ def run_params(store, run_id: int):
     if ck is None:
         return config, built, init_params(built), 0
     step, leaves = ck
-    params, _ = _restore(built, leaves)
+    params, _ = restore_state(built, leaves)
     return config, built, params, step
 
 

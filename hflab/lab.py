@@ -38,7 +38,7 @@ def _state_leaves(params, opt_state) -> dict[str, np.ndarray]:
     return {f"leaf_{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}
 
 
-def _restore(built, leaves: dict[str, np.ndarray]):
+def restore_state(built, leaves: dict[str, np.ndarray]):
     template_params = init_params(built)
     template = (template_params, built.optimizer.init(template_params))
     treedef = jax.tree_util.tree_structure(template)
@@ -67,7 +67,7 @@ def run_to_store(store: Store, run_id: int, config: RunConfig, should_stop=None,
             ck = store.latest_checkpoint(run_id)
             if ck is not None:
                 start_step, leaves = ck
-                params, opt_state = _restore(built, leaves)
+                params, opt_state = restore_state(built, leaves)
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
             store.truncate_after(run_id, start_step)
