@@ -463,6 +463,13 @@ def evaluator(built: Built) -> Callable:
     return _EVAL_CACHE[key]
 
 
+def _evaluation(evaluate: Callable, params, task) -> dict:
+    tr_loss, tr_err = evaluate(params, task.train)
+    te_loss, te_err = evaluate(params, task.test)
+    return {"train_loss": float(tr_loss), "train_error": float(tr_err),
+            "test_loss": float(te_loss), "test_error": float(te_err)}
+
+
 # ----------------------------------------------------------------------------- the loop
 STEP_FIELDS = ("step", "wall_seconds", "train_loss", "train_error", "test_loss", "test_error",
                "n_grad", "n_gv", "n_forward", "n_passes")
@@ -592,10 +599,7 @@ def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callabl
                   "n_forward": totals["n_forward"], "n_passes": totals["n_passes"],
                   "step_n_grad": scalars["n_grad"], "step_n_gv": scalars["n_gv"]}
         if step % config.eval_every == 0 or step == config.steps or step == 1:
-            tr_loss, tr_err = evaluate(params, built.task.train)
-            te_loss, te_err = evaluate(params, built.task.test)
-            record.update(train_loss=float(tr_loss), train_error=float(tr_err),
-                          test_loss=float(te_loss), test_error=float(te_err))
+            record.update(_evaluation(evaluate, params, built.task))
         last = record
         if on_step is not None:
             on_step(record, trace, params, opt_state)
@@ -624,10 +628,7 @@ def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callabl
                               f"at step {step}", step, params, opt_state, last)
     if last and "test_error" not in last:
         # the run ended between evaluations (budget, stop): evaluate where it ended
-        tr_loss, tr_err = evaluate(params, built.task.train)
-        te_loss, te_err = evaluate(params, built.task.test)
-        last.update(train_loss=float(tr_loss), train_error=float(tr_err),
-                    test_loss=float(te_loss), test_error=float(te_err))
+        last.update(_evaluation(evaluate, params, built.task))
         if on_step is not None:
             on_step(last, None, params, opt_state)
     return RunOutcome(status, reason, step, params, opt_state, last)

@@ -33,8 +33,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from . import cg as cg_lib
-from .losses import Batch, MatchingLoss, n_cases
+from . import curvature
+from .losses import Batch, MatchingLoss, case_weights, n_cases
 from .models import Model
+from .parallel import pad_batch
 
 CURVATURES = ("gauss_newton", "hessian", "fisher")
 
@@ -112,8 +114,7 @@ def structural_loss_hvp(activation_name: str):
 
 def hidden_weights(mask):
     """Per-(case, step) weight for D: 1/n_cases on real cases, 0 on padding."""
-    case_w = mask if mask.ndim == 1 else jnp.max(mask.reshape(mask.shape[0], -1), axis=1)
-    return case_w / n_cases(mask)
+    return case_weights(mask) / n_cases(mask)
 
 
 def structural_damping_vp(model: Model, params, batch: Batch, v):
@@ -156,6 +157,13 @@ class HessianFree:
         flat = ravel_pytree(params)[0]
         return HFState(jnp.asarray(self.config.damping, flat.dtype), jnp.zeros_like(flat),
                        jnp.zeros((), jnp.int32))
+
+    def _case_loss(self, unravel):
+        """Unnormalised loss of one case ``(x, y, mask)`` as a function of flat parameters."""
+        def case_loss(p, x, y, m):
+            z = self.model.apply(unravel(p), x[None])
+            return self.loss.per_case(z, y[None], m[None])[0]
+        return case_loss
 
     # -- curvature ------------------------------------------------------------------------
     def _curvature_ops(self, flat, unravel, batch: Batch, lam):
@@ -203,11 +211,7 @@ class HessianFree:
             _, hv = jax.linearize(jax.grad(obj), flat)
             curv = hv
         else:  # empirical Fisher
-            def case_loss(p, x, y, m):
-                z = model.apply(unravel(p), x[None])
-                return loss.per_case(z, y[None], m[None])[0]
-            gs = jax.vmap(jax.grad(case_loss), in_axes=(None, 0, 0, 0))(
-                flat, batch.x, batch.y, batch.mask)
+            gs = curvature.per_example_grads(self._case_loss(unravel), flat, *batch)
             nc = n_cases(batch.mask)
             f_c = self._objective_flat(flat, unravel, batch)
 
@@ -231,29 +235,18 @@ class HessianFree:
         Computed on the curvature batch, in blocks of ``precond_chunk`` cases (vmap inside a
         scan) so memory stays at one block of per-example gradients.
         """
-        cfg, model, loss = self.config, self.model, self.loss
-
-        def case_loss(p, x, y, m):
-            z = model.apply(unravel(p), x[None])
-            return loss.per_case(z, y[None], m[None])[0]
-
-        n = batch.x.shape[0]
-        chunk = min(cfg.precond_chunk, n)
-        n_blocks = -(-n // chunk)
-        pad = n_blocks * chunk - n
-
-        def padded(a):
-            a = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
-            return a.reshape((n_blocks, chunk) + a.shape[1:])
-
-        xs, ys, ms = padded(batch.x), padded(batch.y), padded(batch.mask)
-        per_case = jax.vmap(jax.grad(case_loss), in_axes=(None, 0, 0, 0))
+        cfg = self.config
+        chunk = min(cfg.precond_chunk, batch.x.shape[0])
+        # zero-mask padding cases have zero per-case loss, hence zero gradient
+        blocks = jax.tree_util.tree_map(lambda a: a.reshape((-1, chunk) + a.shape[1:]),
+                                        pad_batch(batch, chunk))
+        case_loss = self._case_loss(unravel)
 
         def block(acc, data):
-            g = per_case(flat, *data)
+            g = curvature.per_example_grads(case_loss, flat, *data)
             return acc + jnp.sum(g * g, axis=0), None
 
-        sq, _ = jax.lax.scan(block, jnp.zeros_like(flat), (xs, ys, ms))
+        sq, _ = jax.lax.scan(block, jnp.zeros_like(flat), tuple(blocks))
         diag = sq / n_cases(batch.mask)
         return (diag + lam + cfg.weight_cost) ** cfg.precond_alpha
 

@@ -44,10 +44,14 @@ def make_batch(x, y, mask=None) -> Batch:
     return Batch(x, y, jnp.asarray(mask, y.dtype))
 
 
+def case_weights(mask) -> jax.Array:
+    """Per case: its largest mask entry (1 for a real case, 0 for padding): shape (batch,)."""
+    return mask if mask.ndim == 1 else jnp.max(mask.reshape(mask.shape[0], -1), axis=1)
+
+
 def n_cases(mask) -> jax.Array:
     """Number of real cases: those with any non-zero mask entry (at least 1, to avoid 0/0)."""
-    case_weight = mask if mask.ndim == 1 else jnp.max(mask.reshape(mask.shape[0], -1), axis=1)
-    return jnp.maximum(jnp.sum(case_weight), 1.0)
+    return jnp.maximum(jnp.sum(case_weights(mask)), 1.0)
 
 
 class MatchingLoss:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .losses import Batch, get_loss, make_batch
+from .losses import Batch, case_weights, get_loss, make_batch, n_cases
 
 SUCCESS_TOLERANCE = 0.04
 
@@ -123,8 +123,8 @@ def task_error(spec: TaskSpec, z, batch: Batch):
     loss = get_loss(spec.loss)
     out = loss.output(z)
     y, mask = batch.y, batch.mask
-    case_w = mask if mask.ndim == 1 else jnp.max(mask.reshape(mask.shape[0], -1), axis=1)
-    n = jnp.maximum(jnp.sum(case_w), 1.0)
+    case_w = case_weights(mask)
+    n = n_cases(mask)
     if spec.metric in ("mse", "reconstruction"):
         # squared error summed over outputs (pixels) and target steps, averaged over cases
         sq = mask * jnp.sum((out - y) ** 2, axis=-1)
