@@ -1,9 +1,11 @@
-"""HF Lab — Streamlit entry point: navigation over the pages in pages/."""
+"""HF Lab — Streamlit entry point: the shared frame (page set-up, navigation, device badge) and
+the pages in pages/, each one concern."""
 import jax  # noqa: F401  (import numeric libraries before any worker thread starts)
 import numpy  # noqa: F401
 import streamlit as st
 
 import hflab  # noqa: F401
+from hflab import ui
 
 st.set_page_config(page_title="HF Lab", layout="wide")
 
@@ -14,4 +16,6 @@ PAGES = [
     st.Page("pages/derivations.py", title="Derivations", icon=":material/edit_note:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
 ]
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+ui.device_badge(st.session_state.get("f_devices", st.session_state.get("form", {}).get("devices")))
+page.run()

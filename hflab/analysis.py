@@ -15,12 +15,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import curvature, manual
-from .experiment import RunConfig, build, init_params
+from .config import RunConfig, preset_config
+from .experiment import build, init_params
 from .lab import restore_state
-from .losses import BoundLoss
-from .models import Model
+from .losses import Batch, BoundLoss, get_loss
+from .models import ACTIVATIONS, Model, mlp_apply, rnn_apply
+from .tasks import SPECS
 
-FULL_SPECTRUM_MAX = 400
+FRESH_MODEL_TASKS = ("seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor")
 
 
 def run_params(store, run_id: int):
@@ -36,42 +38,41 @@ def run_params(store, run_id: int):
     return config, built, params, step
 
 
-def curvature_snapshot(built, params, n_cases: int = 16, k: int = 8) -> dict:
-    """Dense curvature matrices of ``params`` on the first ``n_cases`` training cases (float64)."""
+def fresh_model(task: str, layers: str, seed: int = 0):
+    """(built, params) of a freshly initialised small model of ``task`` (Gaussian init; RNN tasks
+    with T = 5).  Raises :class:`~hflab.config.ConfigError` for a bad layer string."""
+    extra = {"seq_len": 5} if SPECS[task].kind == "rnn" else {}
+    cfg = preset_config(task, layers=layers, seed=int(seed), init="gaussian", **extra).validate()
+    built = build(cfg)
+    return built, init_params(built)
+
+
+def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
+    """Dense H, G, H − G and Jacobians of ``params`` on the first ``n_cases`` training cases
+    (float64), from the lab's curvature operator, with their full spectra."""
     model: Model = built.model
     n = model.n_params
     curvature.require_dense_size(n)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     data = built.task.train
-    x = jnp.asarray(data.x[:n_cases], jnp.float64)
-    y = jnp.asarray(data.y[:n_cases], jnp.float64)
-    mask = jnp.asarray(data.mask[:n_cases], jnp.float64)
-    loss = BoundLoss(built.loss, y, mask)
-    f = lambda p: model.apply(p, x)  # noqa: E731
-    fun = lambda p: loss(f(p))  # noqa: E731
+    batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in data))
 
     @jax.jit
     def dense(p):
-        return (curvature.hessian_matrix(fun, p), curvature.gauss_newton_matrix(f, loss, p),
-                curvature.jacobian_matrix(f, p))
+        ops = {kind: curvature.CurvatureOperator(model.apply, built.loss, p, batch, kind=kind)
+               for kind in ("hessian", "gauss_newton")}
+        jac = curvature.jacobian_matrix(lambda q: model.apply(q, batch.x), p)
+        return ops["hessian"].to_dense(), ops["gauss_newton"].to_dense(), jac
     h, g, jac = (np.asarray(a) for a in dense(params))
     # Jacobian of the outputs of the first case with respect to its inputs
-    x0 = x[:1]
+    x0 = batch.x[:1]
     j_in = np.asarray(jax.jacfwd(lambda xi: jnp.ravel(model.apply(params, xi)))(x0)).reshape(
         -1, int(np.prod(x0.shape[1:])))
-    if n <= FULL_SPECTRUM_MAX:
-        eig_h, eig_g = np.linalg.eigvalsh(h)[::-1], np.linalg.eigvalsh(g)[::-1]
-    else:
-        mv_h, _ = curvature.flat_operator(lambda v: curvature.hvp(fun, params, v), params)
-        mv_g, _ = curvature.flat_operator(lambda v: curvature.gauss_newton_vp(f, loss, params, v),
-                                          params)
-        eig_h = np.concatenate([curvature.extreme_eigenvalues(mv_h, n, k, "LA"),
-                                curvature.extreme_eigenvalues(mv_h, n, k, "SA")[::-1]])
-        eig_g = np.concatenate([curvature.extreme_eigenvalues(mv_g, n, k, "LA"),
-                                curvature.extreme_eigenvalues(mv_g, n, k, "SA")[::-1]])
-    return {"H": h, "G": g, "H-G": h - g, "J": jac, "J_inputs": j_in, "eig_H": eig_h,
-            "eig_G": eig_g, "names": model.parameter_names(), "blocks": model.parameter_blocks(),
-            "n_params": n, "n_cases": int(x.shape[0]), "full_spectrum": n <= FULL_SPECTRUM_MAX}
+    return {"H": h, "G": g, "H-G": h - g, "J": jac, "J_inputs": j_in,
+            "eig_H": np.linalg.eigvalsh(0.5 * (h + h.T))[::-1],
+            "eig_G": np.linalg.eigvalsh(0.5 * (g + g.T))[::-1],
+            "names": model.parameter_names(), "blocks": model.parameter_blocks(),
+            "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": True}
 
 
 # ----------------------------------------------------------------------------- derivations
@@ -110,7 +111,6 @@ def derivation_mlp_hessian(sizes=(3, 3, 3), activation="logistic", seed: int = 0
         x = rng.standard_normal(sizes[0])
     acts = [activation] * (len(sizes) - 1)
     params = [{"W": jnp.asarray(w.T), "b": jnp.asarray(b)} for w, b in zip(ws, bs)]
-    from .models import ACTIVATIONS, mlp_apply
     out = ACTIVATIONS[activation]
     fun = lambda p: jnp.sum(out(mlp_apply(p, jnp.asarray(x), acts[:-1])))  # noqa: E731
     auto = np.asarray(curvature.hessian_matrix(fun, params))
@@ -131,7 +131,6 @@ def derivation_bptt(n_in=3, n_hidden=3, n_out=2, steps=3, seed: int = 1234) -> d
               "b_out": rng.randn(n_out)}
     x = rng.randn(1, steps, n_in)
     manual_g = manual.bptt_gradients(params, x, np.ones((1, steps, n_out)))
-    from .models import rnn_apply
     auto = jax.grad(lambda p: jnp.sum(rnn_apply(p, jnp.asarray(x))))(
         jax.tree_util.tree_map(jnp.asarray, params))
     rows = [{"parameter": k, "shape": str(manual_g[k].shape),
@@ -143,7 +142,6 @@ def derivation_bptt(n_in=3, n_hidden=3, n_out=2, steps=3, seed: int = 1234) -> d
 
 def derivation_gv(sizes=(3, 4, 2), activation="tanh", loss_name="softmax", seed: int = 0) -> dict:
     """The Gv product vs the dense Jᵀ H_L J."""
-    from .losses import get_loss
     model = Model("mlp", tuple(sizes), (activation,) * (len(sizes) - 2), "gaussian")
     key = jax.random.PRNGKey(seed)
     params = model.init_params(key, jnp.float64)

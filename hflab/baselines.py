@@ -1,9 +1,11 @@
-"""First-order baselines (SGD, Nesterov momentum, Adam) from optax behind HF's interface.
+"""First-order baselines from optax — SGD, Nesterov momentum, Adam — behind the optimiser protocol.
 
 ``opt.update(params, state, grad_batch, curv_batch)`` returns ``(params, state, info)`` exactly
-like :class:`hflab.hf.HessianFree`, so the run loop treats every optimiser alike; the curvature
-batch is ignored.  A non-finite loss or gradient leaves the parameters unchanged and is reported
-(``accepted = False``); the run loop marks such a run ``diverged``.
+like :class:`hflab.hf.HessianFree`; the curvature batch is ignored.  Each baseline is an optax
+``GradientTransformation`` applied to the gradient of the objective ``L + ½·weight_cost·‖θ‖²``.
+A non-finite loss or gradient leaves the parameters unchanged and is reported
+(``accepted = False``); the run loop then marks the run ``diverged`` (``retries_rejected`` is
+False).  :mod:`hflab.lbfgs` extends :class:`FirstOrder` with optax's L-BFGS.
 """
 from __future__ import annotations
 
@@ -16,13 +18,12 @@ from jax.flatten_util import ravel_pytree
 
 from .losses import Batch, MatchingLoss
 from .models import Model
-
-OPTIMIZERS = ("sgd", "momentum", "adam")
+from .protocol import scalar_record
 
 
 class FirstOrderInfo(NamedTuple):
     loss_before: jax.Array
-    loss_after: jax.Array       # objective at the new parameters is not evaluated (NaN)
+    loss_after: jax.Array       # objective at the new parameters when known (else NaN)
     grad_norm: jax.Array
     step_norm: jax.Array
     accepted: jax.Array
@@ -32,28 +33,34 @@ class FirstOrderInfo(NamedTuple):
     n_forward_backward_passes: jax.Array
 
 
-def make_transform(name: str, learning_rate: float, momentum: float = 0.9) -> optax.GradientTransformation:
-    if name == "sgd":
-        return optax.sgd(learning_rate)
-    if name == "momentum":
-        return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
-    if name == "adam":
-        return optax.adam(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}; allowed: {list(OPTIMIZERS)} and 'hf'")
+def sgd(learning_rate: float, **_) -> optax.GradientTransformation:
+    return optax.sgd(learning_rate)
+
+
+def nesterov(learning_rate: float, momentum: float = 0.9, **_) -> optax.GradientTransformation:
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+
+
+def adam(learning_rate: float, **_) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
+def keep_if(ok, new, old):
+    """``new`` where ``ok`` else ``old``, leaf by leaf (a rejected update changes nothing)."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
 class FirstOrder:
-    kind = "first_order"
+    """An optax transformation on the objective's gradient, one update per gradient batch."""
 
-    def __init__(self, model: Model, loss: MatchingLoss, name: str, learning_rate: float,
-                 momentum: float = 0.9, weight_cost: float = 0.0):
-        self.model, self.loss, self.name = model, loss, name
-        self.weight_cost = weight_cost
-        self.tx = make_transform(name, learning_rate, momentum)
+    retries_rejected = False     # a non-finite loss or gradient means the run diverged
+
+    def __init__(self, model: Model, loss: MatchingLoss, tx: optax.GradientTransformation,
+                 weight_cost: float = 0.0):
+        self.model, self.loss, self.tx, self.weight_cost = model, loss, tx, weight_cost
         self.update = jax.jit(self._update)
-        self.objective = jax.jit(self._objective)
 
-    def _objective(self, params, batch: Batch):
+    def objective(self, params, batch: Batch):
         val = self.loss.value(self.model.apply(params, batch.x), batch.y, batch.mask)
         if self.weight_cost:
             flat = ravel_pytree(params)[0]
@@ -64,21 +71,23 @@ class FirstOrder:
         return self.tx.init(params)
 
     def _update(self, params, state, grad_batch: Batch, curv_batch: Batch | None = None):
-        f0, g = jax.value_and_grad(self._objective)(params, grad_batch)
+        f0, g = jax.value_and_grad(self.objective)(params, grad_batch)
         updates, new_state = self.tx.update(g, state, params)
-        new_params = optax.apply_updates(params, updates)
+        return self._finish(params, state, f0, g, updates, new_state)
+
+    def _finish(self, params, state, f0, g, updates, new_state, n_grad=1,
+                loss_after=jnp.nan):
         g_flat = ravel_pytree(g)[0]
         ok = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g_flat))
-        new_params = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_params, params)
-        new_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_state, state)
-        one = jnp.int32(1)
-        info = FirstOrderInfo(loss_before=f0, loss_after=jnp.asarray(jnp.nan, f0.dtype),
+        new_params = keep_if(ok, optax.apply_updates(params, updates), params)
+        n_grad = jnp.asarray(n_grad, jnp.int32)
+        info = FirstOrderInfo(loss_before=f0, loss_after=jnp.asarray(loss_after, f0.dtype),
                               grad_norm=jnp.linalg.norm(g_flat),
                               step_norm=jnp.linalg.norm(ravel_pytree(updates)[0]) * ok,
-                              accepted=ok, n_grad=one, n_gv=jnp.int32(0), n_forward=jnp.int32(0),
-                              n_forward_backward_passes=2 * one)
-        return new_params, new_state, info
+                              accepted=ok, n_grad=n_grad, n_gv=jnp.int32(0),
+                              n_forward=jnp.int32(0), n_forward_backward_passes=2 * n_grad)
+        return new_params, keep_if(ok, new_state, state), info
 
-
-def first_order(model: Model, loss: MatchingLoss, name: str, learning_rate: float, **kw) -> FirstOrder:
-    return FirstOrder(model, loss, name, learning_rate, **kw)
+    @staticmethod
+    def record(info) -> tuple[dict, None]:
+        return scalar_record(info._asdict()), None

@@ -9,7 +9,7 @@ Why not ``jax.scipy.sparse.linalg.cg``: HF needs what it does not expose — the
 iterate (for the stopping rule and the lab's quadratic-model curve), iterates saved on a geometric
 schedule (for CG-backtracking), a stop on non-positive curvature, and a warm start whose φ is
 tracked.  The design is the same: the whole solver is one :func:`jax.lax.while_loop` over a small
-tuple state, so a solve is one compiled program with no host round trip per iteration; the
+named state (:class:`_LoopState`), so a solve is one compiled program with no host round trip per iteration; the
 traces live in fixed-size buffers of length ``max_iters + 1`` (index ``i`` = after ``i`` steps).
 
 φ is computed without an extra product: with ``r = b − A x``, ``φ(x) = −½ xᵀ (r + b)``.
@@ -67,90 +67,99 @@ def progress_window(i):
     return jnp.maximum(10, jnp.ceil(0.1 * i).astype(jnp.int32))
 
 
+class _LoopState(NamedTuple):
+    """CG's ``while_loop`` carry: iterate, residual, preconditioned residual, direction, traces."""
+    i: jax.Array               # iterations done
+    x: jax.Array
+    r: jax.Array               # b − A x
+    y: jax.Array               # M⁻¹ r
+    d: jax.Array               # search direction
+    ry: jax.Array              # rᵀ M⁻¹ r
+    residual_norms: jax.Array  # trace buffers, index i = after i steps
+    quad_values: jax.Array
+    saved: jax.Array           # (n_saved, n) iterates on the save schedule
+    saved_iters: jax.Array
+    next_save: jax.Array       # next free slot of ``saved``
+    reason: jax.Array          # index into STOP_REASONS
+    done: jax.Array
+
+
+def _initial_state(matvec, b, x0, apply_m, max_iters, n_saved, tol):
+    dtype = b.dtype
+    r0 = b if x0 is None else b - matvec(x0)
+    x0 = jnp.zeros_like(b) if x0 is None else x0
+    y0 = apply_m(r0)
+    nan_buf = jnp.full((max_iters + 1,), jnp.nan, dtype)
+    r_norm = jnp.linalg.norm(r0)
+    # a zero right-hand side (or exact warm start) needs no iteration at all
+    done0 = r_norm <= jnp.maximum(tol * jnp.linalg.norm(b), jnp.finfo(dtype).tiny)
+    return _LoopState(
+        i=jnp.int32(0), x=x0, r=r0, y=y0, d=y0, ry=jnp.vdot(r0, y0),
+        residual_norms=nan_buf.at[0].set(r_norm),
+        quad_values=nan_buf.at[0].set(-0.5 * jnp.vdot(x0, r0 + b)),
+        saved=jnp.zeros((n_saved, b.shape[0]), dtype),
+        saved_iters=jnp.full((n_saved,), -1, jnp.int32), next_save=jnp.int32(0),
+        reason=jnp.where(done0, 3, 0).astype(jnp.int32), done=done0)
+
+
+def _relative_progress(i, phi, quad_values, eps):
+    """Martens' rule: ``i > k``, ``φ_i < 0`` and ``(φ_i − φ_{i−k}) / φ_i < k ε``."""
+    if eps <= 0:            # disabled (fixed-iteration benchmarks, exact solves)
+        return jnp.bool_(False)
+    k = progress_window(i)
+    phi_k = quad_values[jnp.maximum(i - k, 0)]
+    return (i > k) & (phi < 0) & ((phi - phi_k) / phi < k * eps)
+
+
+def _cg_step(s: _LoopState, matvec, b, apply_m, sched, max_iters, eps, tol_abs) -> _LoopState:
+    """One preconditioned CG iteration with its stop tests and the iterate save."""
+    ad = matvec(s.d)
+    dad = jnp.vdot(s.d, ad)
+    negative = ~(dad > 0)                      # also catches NaN curvature
+    alpha = s.ry / jnp.where(negative, 1.0, dad)
+    x = s.x + alpha * s.d
+    r = s.r - alpha * ad
+    y = apply_m(r)
+    ry = jnp.vdot(r, y)
+    i = s.i + 1
+    phi = -0.5 * jnp.vdot(x, r + b)            # φ(x) = −½ xᵀ(r + b): no extra product
+    r_norm = jnp.linalg.norm(r)
+    relative = _relative_progress(i, phi, s.quad_values, eps)
+    small = r_norm <= tol_abs
+    slot = jnp.minimum(s.next_save, sched.shape[0] - 1)
+    is_save = (s.next_save < sched.shape[0]) & (sched[slot] == i)
+    step = _LoopState(
+        i=i, x=x, r=r, y=y, d=y + (ry / s.ry) * s.d, ry=ry,
+        residual_norms=s.residual_norms.at[i].set(r_norm), quad_values=s.quad_values.at[i].set(phi),
+        saved=s.saved.at[slot].set(jnp.where(is_save, x, s.saved[slot])),
+        saved_iters=s.saved_iters.at[slot].set(jnp.where(is_save, i, s.saved_iters[slot])),
+        next_save=s.next_save + is_save.astype(jnp.int32),
+        reason=jnp.where(relative, 1, jnp.where(small, 3, 0)).astype(jnp.int32),
+        done=relative | small | (i >= max_iters))
+    # non-positive curvature: the step along d is not taken; stop with reason 2
+    stop = s._replace(reason=jnp.int32(2), done=jnp.bool_(True))
+    return jax.tree_util.tree_map(lambda a, c: jnp.where(negative, a, c), stop, step)
+
+
 def solve_flat(matvec: Callable, b, x0=None, *, precond: Callable | None = None,
                max_iters: int = 250, eps: float = MARTENS_EPS, tol: float = 1e-12,
                save_base: float = 5.0, save_gamma: float = 1.3):
     """CG on flat vectors. ``precond(r)`` returns ``M⁻¹ r``. Returns ``(x, CGInfo)``."""
-    dtype = b.dtype
-    n = b.shape[0]
-    schedule = save_schedule(max_iters, save_base, save_gamma)
-    n_saved = len(schedule)
-    sched = jnp.asarray(schedule)
+    if max_iters < 1:
+        raise ValueError(f"max_iters must be at least 1, got {max_iters}")
+    sched = jnp.asarray(save_schedule(max_iters, save_base, save_gamma))
     apply_m = precond if precond is not None else (lambda r: r)
-
-    if x0 is None:
-        x0 = jnp.zeros_like(b)
-        r0 = b
-        n_mv0 = 0
-    else:
-        r0 = b - matvec(x0)
-        n_mv0 = 1
-    y0 = apply_m(r0)
-    ry0 = jnp.vdot(r0, y0)
-    b_norm = jnp.linalg.norm(b)
-    phi0 = -0.5 * jnp.vdot(x0, r0 + b)
-    nan_buf = jnp.full((max_iters + 1,), jnp.nan, dtype)
-    res_buf = nan_buf.at[0].set(jnp.linalg.norm(r0))
-    phi_buf = nan_buf.at[0].set(phi0)
-    saved = jnp.zeros((n_saved, n), dtype)
-    saved_iters = jnp.full((n_saved,), -1, jnp.int32)
-    # a zero right-hand side (or exact warm start) needs no iteration at all
-    done0 = jnp.linalg.norm(r0) <= jnp.maximum(tol * b_norm, jnp.finfo(dtype).tiny)
-    reason0 = jnp.where(done0, 3, 0).astype(jnp.int32)
-
-    state = (jnp.int32(0), x0, r0, y0, y0, ry0, res_buf, phi_buf, saved, saved_iters,
-             jnp.int32(0), reason0, done0)
-
-    def cond(s):
-        return ~s[-1]
-
-    def body(s):
-        i, x, r, y, d, ry, res_buf, phi_buf, saved, saved_iters, next_save, _, _ = s
-        ad = matvec(d)
-        dad = jnp.vdot(d, ad)
-        negative = ~(dad > 0)                      # also catches NaN curvature
-        alpha = ry / jnp.where(negative, 1.0, dad)
-        x_new = x + alpha * d
-        r_new = r - alpha * ad
-        y_new = apply_m(r_new)
-        ry_new = jnp.vdot(r_new, y_new)
-        d_new = y_new + (ry_new / ry) * d
-        i_new = i + 1
-        phi = -0.5 * jnp.vdot(x_new, r_new + b)
-        r_norm = jnp.linalg.norm(r_new)
-
-        k = progress_window(i_new)
-        phi_k = phi_buf[jnp.maximum(i_new - k, 0)]
-        if eps > 0:
-            relative = (i_new > k) & (phi < 0) & ((phi - phi_k) / phi < k * eps)
-        else:           # eps ≤ 0 disables the rule (fixed-iteration benchmarks, exact solves)
-            relative = jnp.bool_(False)
-        small = r_norm <= jnp.maximum(tol * b_norm, jnp.finfo(dtype).tiny)
-        at_max = i_new >= max_iters
-        reason = jnp.where(relative, 1, jnp.where(small, 3, 0)).astype(jnp.int32)
-        done = relative | small | at_max
-
-        # save x_{i_new} if it is on the schedule (one row written in place per iteration)
-        slot = jnp.minimum(next_save, n_saved - 1)
-        is_save = (next_save < n_saved) & (sched[slot] == i_new)
-        saved_new = saved.at[slot].set(jnp.where(is_save, x_new, saved[slot]))
-        saved_iters_new = saved_iters.at[slot].set(jnp.where(is_save, i_new, saved_iters[slot]))
-        next_save_new = next_save + is_save.astype(jnp.int32)
-
-        step = (i_new, x_new, r_new, y_new, d_new, ry_new,
-                res_buf.at[i_new].set(r_norm), phi_buf.at[i_new].set(phi),
-                saved_new, saved_iters_new, next_save_new, reason, done)
-        # non-positive curvature: keep the current iterate, stop with reason 2
-        stop = (i, x, r, y, d, ry, res_buf, phi_buf, saved, saved_iters, next_save,
-                jnp.int32(2), jnp.bool_(True))
-        return jax.tree_util.tree_map(lambda a, c: jnp.where(negative, a, c), stop, step)
-
-    out = jax.lax.while_loop(cond, body, state)
-    i, x, *_ = out
-    info = CGInfo(iterations=i, residual_norms=out[6], quad_values=out[7], stop_reason=out[11],
-                  saved_iterates=out[8], saved_iters=out[9],
-                  n_matvecs=i + n_mv0 + (out[11] == 2).astype(jnp.int32))
-    return x, info
+    state = _initial_state(matvec, b, x0, apply_m, max_iters, int(sched.shape[0]), tol)
+    tol_abs = jnp.maximum(tol * jnp.linalg.norm(b), jnp.finfo(b.dtype).tiny)
+    out = jax.lax.while_loop(
+        lambda s: ~s.done,
+        lambda s: _cg_step(s, matvec, b, apply_m, sched, max_iters, eps, tol_abs), state)
+    n_mv0 = 0 if x0 is None else 1
+    info = CGInfo(iterations=out.i, residual_norms=out.residual_norms,
+                  quad_values=out.quad_values, stop_reason=out.reason,
+                  saved_iterates=out.saved, saved_iters=out.saved_iters,
+                  n_matvecs=out.i + n_mv0 + (out.reason == 2).astype(jnp.int32))
+    return out.x, info
 
 
 def solve(matvec: Callable, b, x0=None, *, precond: Callable | None = None, max_iters: int = 250,

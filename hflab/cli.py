@@ -1,7 +1,7 @@
 """Command line: ``python -m hflab run …`` and ``python -m hflab runs list|show|export|delete|resume``.
 
 Every RunConfig field is a flag (``--seq-len 20``, ``--line-search false``).  Settings are layered:
-the task's recommended preset (:data:`hflab.experiment.PRESETS`, skipped with ``--no-preset``),
+the task's recommended preset (:func:`hflab.config.preset_dict`, skipped with ``--no-preset``),
 then ``--config FILE`` (a JSON object of fields), then the flags.  Runs go to the same store as the app
 (``$HFLAB_HOME``, default ``./runs``).  Bad input exits with status 2 and a message naming the
 field, the value and what is allowed.
@@ -9,7 +9,6 @@ field, the value and what is allowed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import signal
@@ -18,15 +17,22 @@ import threading
 import time
 from pathlib import Path
 
-from .experiment import ConfigError, RunConfig
+from . import bundles
+from .bundles import BundleError
+from .config import FIELDS, ConfigError, RunConfig, preset_dict
+from .lab import Lab, device_description, run_to_store
+from .store import Store, StoreError
 
 
 def _config_parser(sub):
     p = sub.add_parser("run", help="train one configuration, writing every step to the store")
     p.add_argument("--config", help="JSON file of RunConfig fields (flags override it)")
-    for f in dataclasses.fields(RunConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       metavar=f.name.upper(), help=f"(default: {f.default!r})")
+    for name, f in FIELDS.items():
+        choices = f.metadata.get("choices")
+        allowed = f"; one of {', '.join(c for c in choices if c)}" if choices else ""
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                       metavar=name.upper(),
+                       help=f"{f.metadata['help']}{allowed} (default: {f.default!r})")
     p.add_argument("--csv", help="also write the step metrics to this CSV file")
     p.add_argument("--json", dest="json_out", help="also write the step metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,18 +73,24 @@ def config_from_args(args) -> RunConfig:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError("config", args.config, "an existing JSON file") from None
+        except IsADirectoryError:
+            raise ConfigError("config", args.config, "a JSON file, not a folder") from None
+        except PermissionError:
+            raise ConfigError("config", args.config, "a JSON file you may read") from None
+        except RecursionError:
+            raise ConfigError("config", args.config, "JSON nested less deeply") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError("config", args.config, f"valid JSON ({e})") from None
         if not isinstance(data, dict):
             raise ConfigError("config", args.config, "a JSON object of RunConfig fields")
-    for f in dataclasses.fields(RunConfig):
-        v = getattr(args, f.name)
+    for name in FIELDS:
+        v = getattr(args, name)
         if v is not None:
-            data[f.name] = v
+            data[name] = v
     if not args.no_preset:
-        from .experiment import PRESETS
-        task = data.get("task", RunConfig.task)
-        data = {**PRESETS.get(task, {}), **data} if isinstance(task, str) else data
+        task, opt = data.get("task", RunConfig.task), data.get("optimizer", RunConfig.optimizer)
+        if isinstance(task, str) and isinstance(opt, str):
+            data = {**preset_dict(task, opt), **data}
     return RunConfig.from_dict(data).validate()
 
 
@@ -117,7 +129,6 @@ class Progress:
 
 
 def _execute(store, run_id, config, quiet, resume=False) -> int:
-    from .lab import run_to_store
     stop = threading.Event()
 
     def handle(signum, frame):  # Ctrl-C / SIGTERM: stop cleanly after the current update
@@ -147,15 +158,17 @@ def _execute(store, run_id, config, quiet, resume=False) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .store import BundleError, Store, StoreError
     try:
         if args.command == "run":
             config = config_from_args(args)
+            where = device_description(config)       # fails before anything is stored
+            for flag, out in (("csv", args.csv), ("json", args.json_out)):
+                if out and not Path(out).resolve().parent.is_dir():
+                    raise ConfigError(flag, out, "a file in an existing folder")
             store = Store()
             store.mark_dead_runs_interrupted()
             run_id = store.create_run(config, status="queued")
-            from .lab import device_description
-            print(f"run {run_id} → {store.path} on {device_description(config)}", flush=True)
+            print(f"run {run_id} → {store.path} on {where}", flush=True)
             code = _execute(store, run_id, config, args.quiet)
             if args.csv or args.json_out:
                 m = store.metrics(run_id)
@@ -182,22 +195,20 @@ def main(argv=None) -> int:
             if not m.empty:
                 print(m.tail(5).to_string(index=False))
         elif args.action == "export":
-            path = store.export(args.run_ids, args.out, args.format)
+            path = bundles.export(store, args.run_ids, args.out, args.format)
             print(f"wrote {path}")
         elif args.action == "import":
-            ids = store.import_bundle(args.bundle)
+            ids = bundles.import_bundle(store, args.bundle)
             print("imported as runs " + ", ".join(map(str, ids)))
         elif args.action == "delete":
-            for i in args.run_ids:
-                store.get_run(i)
-            for i in args.run_ids:
-                store.delete_run(i)
+            Lab(store.home).delete(args.run_ids)
             print("deleted " + ", ".join(map(str, args.run_ids)))
         elif args.action == "resume":
             info = store.get_run(args.run_id)
             if info["status"] == "finished":
                 print(f"run {args.run_id} is already finished")
                 return 0
+            Lab(store.home).check_resumable(args.run_id)
             config = RunConfig.from_dict(info["config"])
             return _execute(store, args.run_id, config, args.quiet, resume=True)
         return 0

@@ -1,132 +1,181 @@
-"""The Train page's form as plain data: defaults from task presets, the URL query string (like
-TensorFlow Playground: copying the URL reproduces the set-up), and the RunConfigs it starts.
+"""The Train page's form as plain data, derived from the config and the optimiser registry.
 
-No Streamlit here, so the parsing and its warnings are unit-tested directly.
+A form is a flat dict: the task, the chosen optimisers, the fields every run of a comparison
+shares (:data:`COMMON_FIELDS`), and each registered optimiser's own settings (:func:`form_key`).
+Types, allowed choices and help text come from :data:`hflab.config.FIELDS`; defaults from the
+task's preset.  The URL query string mirrors the form (like TensorFlow Playground: copying the
+URL reproduces the set-up); invalid or out-of-range URL values are named in a warning and fall
+back to the task's default.  No Streamlit here, so all of it is unit-tested directly.
 """
 from __future__ import annotations
 
-from .experiment import PRESETS, ConfigError, RunConfig, preset_config
+from . import optimizers
+from .config import (FIELDS, ConfigError, RunConfig, coerce, field_kind, preset_config,
+                     preset_dict)
 from .tasks import SPECS, TASK_NAMES
 
-OPTIMIZER_CHOICES = ("hf", "sgd", "momentum", "adam")
-DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 0.003}
+DEFAULT_TASK = "digits-ae"
+DEFAULT_OPTIMIZERS = ["hf", "sgd"]
+# the settings every run of one comparison shares (what the page offers besides optimisers)
+COMMON_FIELDS = ("steps", "seed", "layers", "activation", "loss", "init", "seq_len",
+                 "weight_cost", "dtype", "devices")
+_SHORT = {"learning_rate": "lr"}
 
-# form field → (type, RunConfig field or None)
-FIELDS = {
-    "task": str, "optimizers": list, "steps": int, "seed": int, "layers": str,
-    "activation": str, "loss": str, "init": str, "seq_len": int, "damping": float,
-    "structural_damping": float, "max_cg_iters": int, "n_chunks": int, "weight_cost": float,
-    "curvature": str, "preconditioner": bool, "backtracking": bool, "line_search": bool,
-    "lr_sgd": float, "lr_momentum": float, "lr_adam": float, "dtype": str, "devices": str,
-}
+
+def _shared_settings() -> set[str]:
+    seen: dict[str, int] = {}
+    for entry in optimizers.REGISTRY.values():
+        for name in entry.settings:
+            seen[name] = seen.get(name, 0) + 1
+    return {k for k, n in seen.items() if n > 1}
+
+
+def form_key(optimizer: str, field: str) -> str:
+    """Form / URL key of an optimiser's setting: ``lr_adam`` for a field several optimisers
+    read, the field's own name (``damping``) for one only its optimiser reads."""
+    if field in _shared_settings():
+        return f"{_SHORT.get(field, field)}_{optimizer}"
+    return field
+
+
+def optimizer_keys() -> dict[str, tuple[str, str]]:
+    """form key → (optimizer, RunConfig field) for every registered optimiser's settings."""
+    return {form_key(o, f): (o, f) for o, e in optimizers.REGISTRY.items() for f in e.settings}
+
+
+def all_keys() -> tuple[str, ...]:
+    return ("task", "optimizers", *COMMON_FIELDS, *optimizer_keys())
 
 
 def task_defaults(task: str) -> dict:
-    """Form values for a task: its preset, the model it implies, default learning rates."""
+    """Form values for a task: its preset, the model it implies, each optimiser's settings."""
     spec = SPECS[task]
     cfg = preset_config(task)
-    return {
-        "task": task, "optimizers": ["hf", "sgd"], "steps": cfg.steps, "seed": 0,
-        "layers": spec.default_layers, "activation": spec.default_activation, "loss": spec.loss,
-        "init": cfg.init, "seq_len": spec.default_seq_len if spec.kind == "rnn" else 0,
-        "damping": cfg.damping, "structural_damping": cfg.structural_damping,
-        "max_cg_iters": cfg.max_cg_iters, "n_chunks": cfg.n_chunks, "weight_cost": cfg.weight_cost,
-        "curvature": cfg.curvature, "preconditioner": cfg.preconditioner,
-        "backtracking": cfg.backtracking, "line_search": cfg.line_search,
-        "lr_sgd": DEFAULT_LR["sgd"], "lr_momentum": DEFAULT_LR["momentum"],
-        "lr_adam": DEFAULT_LR["adam"], "dtype": "float32", "devices": "1",
-    }
+    form = {"task": task, "optimizers": list(DEFAULT_OPTIMIZERS)}
+    for name in COMMON_FIELDS:
+        form[name] = getattr(cfg, name)
+    form.update(layers=spec.default_layers, activation=spec.default_activation, loss=spec.loss,
+                seq_len=spec.default_seq_len if spec.kind == "rnn" else 0)
+    for key, (opt, name) in optimizer_keys().items():
+        form[key] = getattr(preset_config(task, optimizer=opt), name)
+    return form
 
 
-DEFAULT_TASK = "digits-ae"
-
-
-def _parse(name: str, text: str):
-    kind = FIELDS[name]
-    if kind is list:
+def _parse(key: str, text: str, form: dict):
+    if key == "optimizers":
         items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if t not in OPTIMIZER_CHOICES]
+        bad = [t for t in items if t not in optimizers.NAMES]
         if bad or not items:
-            raise ValueError(f"optimizers must be from {list(OPTIMIZER_CHOICES)}")
+            raise ValueError(f"a comma-separated list from {list(optimizers.NAMES)}")
         return items
-    if kind is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("true or false")
-    if kind is int:
-        return int(text)
-    if kind is float:
-        v = float(text)
-        if v != v:
-            raise ValueError("a number")
-        return v
-    return text
+    field = optimizer_keys().get(key, (None, key))[1]
+    if key == "seq_len" and text.strip() in ("", "0"):
+        return 0
+    try:
+        value = coerce(field, text)
+    except ConfigError as e:
+        raise ValueError(e.allowed) from None
+    choices = FIELDS[field].metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"one of {[c for c in choices if c]}")
+    return value
+
+
+def configs_from_form(form: dict) -> list:
+    """One validated RunConfig per chosen optimiser, sharing task, data and seed.
+
+    Raises :class:`ConfigError` (naming the form's field) for the first bad value.
+    """
+    if not form.get("optimizers"):
+        raise ConfigError("optimizers", [], f"choose at least one of {list(optimizers.NAMES)}")
+    task = form["task"]
+    if task not in SPECS:
+        raise ConfigError("task", task, f"one of {list(TASK_NAMES)}")
+    configs = []
+    for opt in form["optimizers"]:
+        data = {**preset_dict(task, opt), "task": task, "optimizer": opt,
+                "name": f"{task} · {opt}"}
+        for name in COMMON_FIELDS:
+            data[name] = form[name]
+        data["seq_len"] = (form["seq_len"] or None) if SPECS[task].kind == "rnn" else None
+        if not str(form["layers"]).strip():
+            raise ConfigError("layers", form["layers"], "a layer string like '32-16' "
+                              "(hidden widths separated by '-')")
+        for name in optimizers.get(opt).settings:
+            data[name] = form[form_key(opt, name)]
+        try:
+            configs.append(RunConfig.from_dict(data).validate())
+        except ConfigError as e:
+            key = form_key(opt, e.field) if e.field in optimizers.get(opt).settings else e.field
+            raise ConfigError(key, e.value, e.allowed) from None
+    return configs
 
 
 def form_from_query(query: dict) -> tuple[dict, list[str]]:
-    """Form values from URL query parameters; bad or stale values give warnings and fall back
-    to the task's defaults (an unknown task falls back to the default task)."""
+    """Form values from URL query parameters, and warnings for what was not used.
+
+    Unknown keys, unparsable values and values the config rejects (out of range, inconsistent)
+    are each named and fall back to the task's default; an unknown task falls back to the
+    default task.
+    """
     warnings = []
     task = query.get("task", DEFAULT_TASK)
     if task not in TASK_NAMES:
         warnings.append(f"URL: task {task!r} is unknown — using {DEFAULT_TASK!r}")
         task = DEFAULT_TASK
-    form = task_defaults(task)
+    defaults = task_defaults(task)
+    form, from_url = dict(defaults), set()
+    keys = set(all_keys())
     for key, raw in query.items():
         if key in ("task", "run"):
             continue
-        if key not in FIELDS:
+        if key not in keys:
             warnings.append(f"URL: parameter {key!r} is not a setting of this page — ignored")
             continue
         try:
-            form[key] = _parse(key, str(raw))
+            form[key] = _parse(key, str(raw), form)
+            from_url.add(key)
         except ValueError as e:
-            warnings.append(f"URL: {key}={raw!r} is not valid ({e}) — using the default "
-                            f"{form[key]!r}")
+            warnings.append(f"URL: {key}={raw!r} is not valid ({e}) — using the task default "
+                            f"{defaults[key]!r}")
+    for _ in range(len(from_url) + 1):          # out-of-range values, one at a time
+        try:
+            configs_from_form(form)
+            break
+        except ConfigError as e:
+            if e.field not in from_url:
+                break
+            warnings.append(f"URL: {e.field}={form[e.field]!r} is not allowed ({e.allowed}) — "
+                            f"using the task default {defaults[e.field]!r}")
+            form[e.field] = defaults[e.field]
+            from_url.discard(e.field)
     return form, warnings
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def query_from_form(form: dict) -> dict[str, str]:
     """Only the values that differ from the task's defaults, so URLs stay short."""
     defaults = task_defaults(form["task"])
     out = {"task": form["task"]}
-    for key, value in form.items():
-        if key == "task" or key not in FIELDS or value == defaults.get(key):
-            continue
-        out[key] = ",".join(value) if isinstance(value, list) else str(value).lower() \
-            if isinstance(value, bool) else str(value)
+    for key in all_keys():
+        if key != "task" and key in form and form[key] != defaults.get(key):
+            out[key] = _text(form[key])
     return out
 
 
-def configs_from_form(form: dict) -> list[RunConfig]:
-    """One validated RunConfig per chosen optimiser, sharing task, data and seed.
+def widget_kind(key: str) -> tuple[str, tuple | None]:
+    """('bool' | 'int' | 'float' | 'str', choices) of a form key, from the config's fields."""
+    field = optimizer_keys().get(key, (None, key))[1]
+    choices = FIELDS[field].metadata.get("choices")
+    return field_kind(field), (tuple(c for c in choices if c) if choices else None)
 
-    Raises :class:`ConfigError` (naming the field) for the first bad value.
-    """
-    if not form.get("optimizers"):
-        raise ConfigError("optimizers", [], f"choose at least one of {list(OPTIMIZER_CHOICES)}")
-    spec = SPECS[form["task"]]
-    configs = []
-    for opt in form["optimizers"]:
-        base = dict(PRESETS.get(form["task"], {}))
-        base.update(task=form["task"], optimizer=opt, steps=form["steps"], seed=form["seed"],
-                    layers=form["layers"], activation=form["activation"], loss=form["loss"],
-                    init=form["init"], dtype=form["dtype"], devices=form["devices"],
-                    weight_cost=form["weight_cost"], name=f"{form['task']} · {opt}")
-        if not str(form["layers"]).strip():
-            raise ConfigError("layers", form["layers"], "a layer string like '32-16' "
-                              "(hidden widths separated by '-')")
-        if spec.kind == "rnn":
-            base["seq_len"] = form["seq_len"]
-        if opt == "hf":
-            base.update(damping=form["damping"], structural_damping=form["structural_damping"],
-                        max_cg_iters=form["max_cg_iters"], n_chunks=form["n_chunks"],
-                        curvature=form["curvature"], preconditioner=form["preconditioner"],
-                        backtracking=form["backtracking"], line_search=form["line_search"])
-        else:
-            base.update(learning_rate=form[f"lr_{opt}"], structural_damping=0.0, n_chunks=1)
-        # first-order runs compare at equal data: same stream, no target-based early stop
-        configs.append(RunConfig.from_dict(base).validate())
-    return configs
+
+def field_help(key: str) -> str:
+    return FIELDS[optimizer_keys().get(key, (None, key))[1]].metadata["help"]

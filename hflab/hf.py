@@ -30,20 +30,19 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import cg as cg_lib
 from . import curvature
-from .losses import Batch, MatchingLoss, case_weights, n_cases
+from .losses import Batch, MatchingLoss
 from .models import Model
-from .parallel import pad_batch
-
-CURVATURES = ("gauss_newton", "hessian", "fisher")
+from .protocol import scalar_record
 
 
 @dataclass(frozen=True)
 class HFConfig:
-    """Constants default to Martens (2010) / Martens & Sutskever (2011) (see DESIGN §3)."""
+    """Constants default to Martens (2010) / Martens & Sutskever (2011) (see the module docstring)."""
     curvature: str = "gauss_newton"
     damping: float = 45.0                 # initial λ
     structural_damping: float = 0.0       # μ (0.03 in Martens & Sutskever 2011 for RNNs)
@@ -68,8 +67,9 @@ class HFConfig:
     max_damping: float = 1e10
 
     def __post_init__(self):
-        if self.curvature not in CURVATURES:
-            raise ValueError(f"curvature {self.curvature!r} unknown; allowed: {list(CURVATURES)}")
+        if self.curvature not in curvature.KINDS:
+            raise ValueError(f"curvature {self.curvature!r} unknown; allowed: "
+                             f"{list(curvature.KINDS)}")
 
 
 class HFState(NamedTuple):
@@ -100,251 +100,163 @@ class HFInfo(NamedTuple):
     n_forward_backward_passes: jax.Array   # 2·n_grad + 2·n_gv + n_forward
 
 
-def structural_loss_hvp(activation_name: str):
-    """Output-space Hessian of the structural distance D on hidden states ``h``.
-
-    tanh/linear/relu units: squared error, ``H_D = I``.  Logistic units: cross-entropy between
-    ``σ(a)`` and ``σ(a')`` (matching loss in the pre-activation ``a``) has ``σ(1−σ)`` in ``a``;
-    expressed in ``h = σ(a)`` through ``∂a/∂h = 1/(h(1−h))`` that is ``diag(1/(h(1−h)))``.
-    """
-    if activation_name == "logistic":
-        return lambda h, u: u / jnp.clip(h * (1.0 - h), 1e-6, None)
-    return lambda h, u: u
+def levenberg_marquardt(rho, damping, config: HFConfig):
+    """Martens (2010) §4.1: ``ρ < ¼`` (or non-finite) ⇒ ``λ ← 3/2 λ``; ``ρ > ¾`` ⇒ ``λ ← 2/3 λ``;
+    otherwise λ stays.  The result is clipped to ``[min_damping, max_damping]``."""
+    new = jnp.where(rho < config.rho_low, damping * config.damping_up,
+                    jnp.where(rho > config.rho_high, damping * config.damping_down, damping))
+    return jnp.clip(new, config.min_damping, config.max_damping)
 
 
-def hidden_weights(mask):
-    """Per-(case, step) weight for D: 1/n_cases on real cases, 0 on padding."""
-    return case_weights(mask) / n_cases(mask)
-
-
-def structural_damping_vp(model: Model, params, batch: Batch, v):
-    """``J_hᵀ H_D J_h v`` (without the λμ factor), for tests and the lab."""
-    flat, unravel = ravel_pytree(params)
-    flat_v = ravel_pytree(v)[0]
-    hfun = lambda p: model.apply_with_hidden(unravel(p), batch.x)[1]  # noqa: E731
-    h, jvp = jax.linearize(hfun, flat)
-    vjp = jax.linear_transpose(jvp, flat)
-    w = hidden_weights(batch.mask)[:, None, None]
-    (out,) = vjp(w * structural_loss_hvp(model.activations[0])(h, jvp(flat_v)))
-    return unravel(out)
+def reduction_ratio(f_new, f_old, grad, step, curvature_step):
+    """``ρ = (f(θ+p) − f(θ)) / (gᵀp + ½ pᵀCp)``: actual over predicted reduction, with the
+    *undamped* quadratic model; non-finite ρ becomes −∞ (it then raises λ)."""
+    rho = (f_new - f_old) / (jnp.vdot(grad, step) + 0.5 * jnp.vdot(step, curvature_step))
+    return jnp.where(jnp.isfinite(rho), rho, -jnp.inf)
 
 
 class HessianFree:
     """HF optimiser for a :class:`~hflab.models.Model` and a matching loss."""
-
-    kind = "hf"
 
     def __init__(self, model: Model, loss: MatchingLoss, config: HFConfig = HFConfig()):
         if config.structural_damping and model.kind != "rnn":
             raise ValueError("structural damping needs an RNN (it acts on hidden states)")
         self.model, self.loss, self.config = model, loss, config
         self.update = jax.jit(self._update)
-        self.objective = jax.jit(self._objective_params)
-
-    # -- objective ------------------------------------------------------------------------
-    def _objective_flat(self, flat, unravel, batch: Batch):
-        z = self.model.apply(unravel(flat), batch.x)
-        val = self.loss.value(z, batch.y, batch.mask)
-        if self.config.weight_cost:
-            val = val + 0.5 * self.config.weight_cost * jnp.vdot(flat, flat)
-        return val
-
-    def _objective_params(self, params, batch: Batch):
-        flat, unravel = ravel_pytree(params)
-        return self._objective_flat(flat, unravel, batch)
 
     def init(self, params) -> HFState:
         flat = ravel_pytree(params)[0]
         return HFState(jnp.asarray(self.config.damping, flat.dtype), jnp.zeros_like(flat),
                        jnp.zeros((), jnp.int32))
 
-    def _case_loss(self, unravel):
-        """Unnormalised loss of one case ``(x, y, mask)`` as a function of flat parameters."""
-        def case_loss(p, x, y, m):
-            z = self.model.apply(unravel(p), x[None])
-            return self.loss.per_case(z, y[None], m[None])[0]
-        return case_loss
+    # -- stages ---------------------------------------------------------------------------
+    def _objective(self, unravel, batch: Batch):
+        """``p ↦ L(z(p)) + ½·weight_cost·‖p‖²`` on flat parameters."""
+        wc = self.config.weight_cost
 
-    # -- curvature ------------------------------------------------------------------------
-    def _curvature_ops(self, flat, unravel, batch: Batch, lam):
-        """Return ``(f_c(θ), C v, A v)``: objective on the curvature batch, undamped curvature
-        product (weight cost included) and damped product (λ, structural damping included)."""
-        cfg, model, loss = self.config, self.model, self.loss
-        wc = cfg.weight_cost
-        mu = cfg.structural_damping
-        h_hvp = structural_loss_hvp(model.activations[0]) if model.kind == "rnn" else None
-        hw = hidden_weights(batch.mask)[:, None, None] if model.kind == "rnn" else None
+        def objective(p):
+            return (self.loss.value(self.model.apply(unravel(p), batch.x), batch.y, batch.mask)
+                    + 0.5 * wc * jnp.vdot(p, p))
+        return objective
 
-        if cfg.curvature == "gauss_newton":
-            if mu:
-                fn = lambda p: model.apply_with_hidden(unravel(p), batch.x)  # noqa: E731
-            else:
-                fn = lambda p: model.apply(unravel(p), batch.x)  # noqa: E731
-            out, jvp = jax.linearize(fn, flat)
-            vjp = jax.linear_transpose(jvp, flat)
-            z = out[0] if mu else out
-            f_c = loss.value(z, batch.y, batch.mask) + 0.5 * wc * jnp.vdot(flat, flat)
+    def _curvature(self, params, batch: Batch) -> curvature.CurvatureOperator:
+        """Stage 2: the curvature operator on the curvature batch, linearised once."""
+        cfg, model = self.config, self.model
+        structural = bool(cfg.structural_damping)       # only RNNs (checked in __init__)
+        return curvature.CurvatureOperator(
+            model.apply, self.loss, params, batch, kind=cfg.curvature,
+            weight_cost=cfg.weight_cost,
+            hidden_fn=model.apply_with_hidden if structural else None,
+            hidden_activation=model.activations[0] if structural else "tanh")
 
-            if mu:
-                h = out[1]
-
-                def curv(v):
-                    jz, jh = jvp(v)
-                    (r,) = vjp((loss.hessian_vp(z, batch.y, batch.mask, jz), jnp.zeros_like(jh)))
-                    return r + wc * v
-
-                def damped(v):
-                    jz, jh = jvp(v)
-                    (r,) = vjp((loss.hessian_vp(z, batch.y, batch.mask, jz),
-                                (lam * mu) * hw * h_hvp(h, jh)))
-                    return r + (wc + lam) * v
-                return f_c, curv, damped
-
-            def curv(v):
-                (r,) = vjp(loss.hessian_vp(z, batch.y, batch.mask, jvp(v)))
-                return r + wc * v
-            return f_c, curv, lambda v: curv(v) + lam * v
-
-        if cfg.curvature == "hessian":
-            obj = lambda p: self._objective_flat(p, unravel, batch)  # noqa: E731
-            f_c = obj(flat)
-            _, hv = jax.linearize(jax.grad(obj), flat)
-            curv = hv
-        else:  # empirical Fisher
-            gs = curvature.per_example_grads(self._case_loss(unravel), flat, *batch)
-            nc = n_cases(batch.mask)
-            f_c = self._objective_flat(flat, unravel, batch)
-
-            def curv(v):
-                return gs.T @ (gs @ v) / nc + wc * v
-
-        if mu:
-            hfun = lambda p: model.apply_with_hidden(unravel(p), batch.x)[1]  # noqa: E731
-            h, hjvp = jax.linearize(hfun, flat)
-            hvjp = jax.linear_transpose(hjvp, flat)
-
-            def damped(v):
-                (s,) = hvjp(hw * h_hvp(h, hjvp(v)))
-                return curv(v) + lam * v + (lam * mu) * s
-            return f_c, curv, damped
-        return f_c, curv, lambda v: curv(v) + lam * v
-
-    def _precond_diag(self, flat, unravel, batch: Batch, lam):
-        """``(diag((1/N) Σ_i ∇f_i ⊙ ∇f_i) + λ + weight_cost)^α`` from per-case gradients.
-
-        Computed on the curvature batch, in blocks of ``precond_chunk`` cases (vmap inside a
-        scan) so memory stays at one block of per-example gradients.
-        """
+    def _preconditioner(self, op, damping):
+        """Martens' diagonal ``M = (diag(F̂) + λ + weight_cost)^α``; CG applies ``r / M``."""
         cfg = self.config
-        chunk = min(cfg.precond_chunk, batch.x.shape[0])
-        # zero-mask padding cases have zero per-case loss, hence zero gradient
-        blocks = jax.tree_util.tree_map(lambda a: a.reshape((-1, chunk) + a.shape[1:]),
-                                        pad_batch(batch, chunk))
-        case_loss = self._case_loss(unravel)
+        if not cfg.preconditioner:
+            return None
+        diag = curvature.empirical_fisher_diagonal(self.model.apply, self.loss, op.flat,
+                                                   op.unravel, op.batch, cfg.precond_chunk)
+        m_diag = (diag + damping + cfg.weight_cost) ** cfg.precond_alpha
+        return lambda r: r / m_diag
 
-        def block(acc, data):
-            g = curvature.per_example_grads(case_loss, flat, *data)
-            return acc + jnp.sum(g * g, axis=0), None
+    def _solve(self, op, grad, damping, prev_step):
+        """Stage 3: CG on ``(C + λI + λμS) p = −g`` from ``ζ·p_prev``."""
+        cfg = self.config
+        return cg_lib.solve_flat(op.damped(damping, cfg.structural_damping), -grad,
+                                 cfg.cg_decay * prev_step,
+                                 precond=self._preconditioner(op, damping),
+                                 max_iters=cfg.max_cg_iters, eps=cfg.cg_eps, tol=cfg.cg_tol)
 
-        sq, _ = jax.lax.scan(block, jnp.zeros_like(flat), tuple(blocks))
-        diag = sq / n_cases(batch.mask)
-        return (diag + lam + cfg.weight_cost) ** cfg.precond_alpha
+    def _backtrack(self, objective, flat, iterates, iters, count):
+        """Stage 4 (CG-backtracking): from the last iterate step back through the saved ones
+        while the objective keeps decreasing.  Returns ``(p, f(θ+p), its CG iteration, evals)``."""
+        f_last = objective(flat + iterates[count - 1])
+        if not self.config.backtracking:
+            return iterates[count - 1], f_last, iters[count - 1], jnp.int32(1)
+
+        def body(s):
+            j, best, _, n_eval = s
+            f_prev = objective(flat + iterates[j - 1])
+            better = f_prev < best
+            return (jnp.where(better, j - 1, j), jnp.where(better, f_prev, best), better,
+                    n_eval + 1)
+
+        j, f_p, _, n_eval = jax.lax.while_loop(
+            lambda s: s[2] & (s[0] > 0), body,
+            (count - 1, f_last, jnp.isfinite(f_last), jnp.int32(1)))
+        return iterates[j], f_p, iters[j], n_eval
+
+    def _armijo(self, objective, flat, p, f0, slope, f_p):
+        """Stage 6: rates 1, 0.8, 0.8², … until ``f(θ + r p) ≤ f₀ + c·r·gᵀp`` (≤ 60 tries).
+        Returns ``(rate, f(θ + r p), tries, accepted)``."""
+        cfg = self.config
+        one = jnp.asarray(1.0, flat.dtype)
+        if not cfg.line_search:
+            return one, f_p, jnp.int32(0), jnp.isfinite(f_p)
+
+        def sufficient(rate, f):
+            return jnp.isfinite(f) & (f <= f0 + cfg.ls_c * rate * slope)
+
+        def body(s):
+            rate = s[0] * cfg.ls_decay
+            return rate, objective(flat + rate * p), s[2] + 1
+
+        rate, f_new, tries = jax.lax.while_loop(
+            lambda s: ~sufficient(s[0], s[1]) & (s[2] < cfg.ls_max_tries), body,
+            (one, f_p, jnp.int32(0)))
+        return rate, f_new, tries, sufficient(rate, f_new)
 
     # -- the update -----------------------------------------------------------------------
     def _update(self, params, state: HFState, grad_batch: Batch, curv_batch: Batch):
         cfg = self.config
         flat, unravel = ravel_pytree(params)
-        dtype = flat.dtype
-        lam = state.damping.astype(dtype)
-        obj = lambda p: self._objective_flat(p, unravel, grad_batch)  # noqa: E731
-
-        f0, g = jax.value_and_grad(obj)(flat)
-        f_c0, curv, damped = self._curvature_ops(flat, unravel, curv_batch, lam)
-
-        precond = None
-        if cfg.preconditioner:
-            m_diag = self._precond_diag(flat, unravel, curv_batch, lam)
-            precond = lambda r: r / m_diag  # noqa: E731
-
-        x0 = cfg.cg_decay * state.prev_step
-        p_final, info = cg_lib.solve_flat(damped, -g, x0, precond=precond,
-                                          max_iters=cfg.max_cg_iters, eps=cfg.cg_eps,
-                                          tol=cfg.cg_tol)
-
-        # -- CG-backtracking over the saved iterates, from the last one backwards
-        iterates, iters, count = cg_lib.backtrack_candidates(info, p_final)
-        f_last = obj(flat + iterates[count - 1])
-        if cfg.backtracking:
-            def bt_cond(s):
-                j, best, going, _ = s
-                return going & (j > 0)
-
-            def bt_body(s):
-                j, best, _, n_eval = s
-                f_prev = obj(flat + iterates[j - 1])
-                better = f_prev < best
-                return (jnp.where(better, j - 1, j), jnp.where(better, f_prev, best), better,
-                        n_eval + 1)
-
-            j, f_p, _, n_bt = jax.lax.while_loop(
-                bt_cond, bt_body, (count - 1, f_last, jnp.isfinite(f_last), jnp.int32(1)))
-        else:
-            j, f_p, n_bt = count - 1, f_last, jnp.int32(1)
-        p = iterates[j]
-        chosen_iter = iters[j]
-
-        # -- reduction ratio on the curvature batch, damping left out of q
-        f_c1 = self._objective_flat(flat + p, unravel, curv_batch)
-        q = jnp.vdot(g, p) + 0.5 * jnp.vdot(p, curv(p))
-        rho = (f_c1 - f_c0) / q
-        rho = jnp.where(jnp.isfinite(rho), rho, -jnp.inf)
-        new_lam = jnp.where(rho < cfg.rho_low, lam * cfg.damping_up,
-                            jnp.where(rho > cfg.rho_high, lam * cfg.damping_down, lam))
-        new_lam = jnp.clip(new_lam, cfg.min_damping, cfg.max_damping)
-
-        # -- Armijo line search along p on the gradient batch
-        slope = jnp.vdot(g, p)
-        if cfg.line_search:
-            def armijo(rate, f):
-                return jnp.isfinite(f) & (f <= f0 + cfg.ls_c * rate * slope)
-
-            def ls_cond(s):
-                rate, f, tries = s
-                return ~armijo(rate, f) & (tries < cfg.ls_max_tries)
-
-            def ls_body(s):
-                rate, _, tries = s
-                rate = rate * cfg.ls_decay
-                return rate, obj(flat + rate * p), tries + 1
-
-            rate, f_new, n_ls = jax.lax.while_loop(ls_cond, ls_body,
-                                                   (jnp.asarray(1.0, dtype), f_p, jnp.int32(0)))
-            ok = armijo(rate, f_new)
-        else:
-            rate, f_new, n_ls = jnp.asarray(1.0, dtype), f_p, jnp.int32(0)
-            ok = jnp.isfinite(f_new)
-        # a zero step (CG found no usable direction, e.g. non-finite curvature) is no update
+        lam = state.damping.astype(flat.dtype)
+        objective = self._objective(unravel, grad_batch)
+        f0, g = jax.value_and_grad(objective)(flat)                          # 1. gradient
+        op = self._curvature(params, curv_batch)                             # 2. curvature
+        p_final, cg_info = self._solve(op, g, lam, state.prev_step)          # 3. CG
+        iterates, iters, count = cg_lib.backtrack_candidates(cg_info, p_final)
+        p, f_p, chosen_iter, n_bt = self._backtrack(objective, flat, iterates, iters, count)  # 4.
+        f_c1 = self._objective(unravel, curv_batch)(flat + p)                # 5. ρ and λ
+        rho = reduction_ratio(f_c1, op.value, g, p, op.multiply(p))
+        new_lam = levenberg_marquardt(rho, lam, cfg)
+        rate, f_new, n_ls, ok = self._armijo(objective, flat, p, f0, jnp.vdot(g, p), f_p)  # 6.
+        # a zero or non-finite step (CG found no usable direction) is no update; a rejected
+        # step raises λ even if ρ looked fine (ρ was measured on another batch)
         ok = ok & jnp.all(jnp.isfinite(p)) & jnp.isfinite(f0) & jnp.any(p != 0)
-        # a rejected step must raise λ even if ρ looked fine (it was measured on another batch)
         new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up, cfg.min_damping,
                                                   cfg.max_damping))
         step = jnp.where(ok, rate * p, 0.0)
-        new_flat = jnp.where(ok, flat + step, flat)
-        new_state = HFState(new_lam, jnp.where(ok, p, 0.0).astype(dtype), state.count + 1)
-
-        n_gv = info.n_matvecs + 1
+        new_state = HFState(new_lam, jnp.where(ok, p, 0.0).astype(flat.dtype), state.count + 1)
+        n_gv = cg_info.n_matvecs + 1
         n_forward = n_bt + 1 + n_ls
-        n_grad = jnp.int32(1)
-        info_out = HFInfo(
+        info = HFInfo(
             loss_before=f0, loss_after=jnp.where(ok, f_new, f0), rho=rho, damping=lam,
-            new_damping=new_lam, cg_iters=info.iterations, cg_stop_reason=info.stop_reason,
-            cg_residuals=info.residual_norms, cg_quad_values=info.quad_values,
+            new_damping=new_lam, cg_iters=cg_info.iterations, cg_stop_reason=cg_info.stop_reason,
+            cg_residuals=cg_info.residual_norms, cg_quad_values=cg_info.quad_values,
             saved_iters=jnp.where(jnp.arange(iters.shape[0]) < count, iters, -1),
             backtrack_index=chosen_iter, step_norm=jnp.linalg.norm(step),
             line_search_rate=jnp.where(ok, rate, 0.0), accepted=ok, grad_norm=jnp.linalg.norm(g),
-            n_grad=n_grad, n_gv=n_gv, n_forward=n_forward,
-            n_forward_backward_passes=2 * n_grad + 2 * n_gv + n_forward)
-        return unravel(new_flat), new_state, info_out
+            n_grad=jnp.int32(1), n_gv=n_gv, n_forward=n_forward,
+            n_forward_backward_passes=2 + 2 * n_gv + n_forward)
+        return unravel(flat + step), new_state, info
+
+    # -- what the run loop stores ---------------------------------------------------------
+    retries_rejected = True      # a rejected HF step raises λ and tries again
+
+    @staticmethod
+    def record(info: HFInfo) -> tuple[dict, dict]:
+        """Scalars for the metrics table, and the CG trace of this update."""
+        d = info._asdict()
+        iters = int(d["cg_iters"])
+        trace = {"residual_norms": np.asarray(d.pop("cg_residuals"))[:iters + 1].astype(float),
+                 "quad_values": np.asarray(d.pop("cg_quad_values"))[:iters + 1].astype(float),
+                 "saved_iters": [int(i) for i in np.asarray(d.pop("saved_iters")) if i >= 0],
+                 "backtrack_index": int(d["backtrack_index"]),
+                 "stop_reason": cg_lib.STOP_REASONS[int(d["cg_stop_reason"])]}
+        scalars = scalar_record(d)
+        scalars["cg_stop_reason"] = trace["stop_reason"]
+        return scalars, trace
 
 
 def hessian_free(model: Model, loss: MatchingLoss, **config) -> HessianFree:

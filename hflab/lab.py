@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from .experiment import ConfigError, RunConfig, build, init_params, run
-from .store import Store
+from . import parallel
+from .config import ConfigError, RunConfig
+from .experiment import build, init_params, run
+from .store import Store, default_home
 
 COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
 
 
 def device_description(config: RunConfig | None = None) -> str:
     """'cpu', 'NVIDIA H100 …', or 'cpu ×8 (mesh)'."""
-    from . import parallel
     mesh_devices = parallel.select_devices(config.devices if config else "1")
     d = mesh_devices[0]
     name = d.device_kind if d.platform != "cpu" else "cpu"
@@ -71,7 +72,6 @@ def run_to_store(store: Store, run_id: int, config: RunConfig, should_stop=None,
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
             store.truncate_after(run_id, start_step)
-        from . import parallel
         place = parallel.placer(config.devices)
         store.set_device(run_id, device_description(config))
         store.set_status(run_id, "running")
@@ -130,6 +130,42 @@ class Lab:
         for c in configs:            # validate all first: a bad one starts none
             c.validate()
         return [self.start(c) for c in configs]
+
+    RESUMABLE = ("stopped", "interrupted", "failed")
+
+    def resumable(self, run_id: int) -> bool:
+        """A run can continue when no worker is on it and it did not end on its own."""
+        return (not self.is_active(run_id)
+                and self.store.get_run(run_id)["status"] in self.RESUMABLE)
+
+    def check_resumable(self, run_id: int):
+        """Raise ValueError saying why ``run_id`` cannot be resumed now."""
+        status = self.store.get_run(run_id)["status"]
+        if self.is_training(run_id):
+            raise ValueError(f"run {run_id} is still training — stop it first")
+        if status not in self.RESUMABLE:
+            raise ValueError(f"run {run_id} is {status}; only {', '.join(self.RESUMABLE)} runs "
+                             "can be resumed")
+
+    def resume_many(self, run_ids) -> list[int]:
+        """Resume every resumable run of ``run_ids``; returns those resumed."""
+        return [self.resume(i) for i in run_ids if self.resumable(i)]
+
+    def is_training(self, run_id: int) -> bool:
+        """A worker here, or a live process elsewhere (dead writers were marked interrupted
+        when this lab opened the store), is training the run."""
+        return self.is_active(run_id) or self.store.get_run(run_id)["status"] in ("running",
+                                                                                 "queued")
+
+    def delete(self, run_ids):
+        """Delete runs and their checkpoints; refuses (ValueError) while any of them trains."""
+        active = [int(i) for i in run_ids if self.is_training(int(i))]
+        if active:
+            raise ValueError(f"runs {active} are still training — stop them first")
+        for i in run_ids:
+            self.store.get_run(int(i))
+        for i in run_ids:
+            self.store.delete_run(int(i))
 
     def resume(self, run_id: int) -> int:
         if self.is_active(run_id):
@@ -196,7 +232,6 @@ _LABS_LOCK = threading.Lock()
 
 def get_lab(home=None) -> Lab:
     """The process-wide lab for a store location."""
-    from .store import default_home
     key = str(home or default_home())
     with _LABS_LOCK:
         if key not in _LABS:

@@ -44,6 +44,18 @@ def make_batch(x, y, mask=None) -> Batch:
     return Batch(x, y, jnp.asarray(mask, y.dtype))
 
 
+def pad_batch(batch: Batch, multiple: int) -> Batch:
+    """Append zero-mask cases so the batch size divides by ``multiple``."""
+    n = batch.x.shape[0]
+    pad = (-n) % multiple
+    if pad == 0:
+        return batch
+
+    def padded(a):
+        return jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+    return Batch(padded(batch.x), padded(batch.y), padded(batch.mask))
+
+
 def case_weights(mask) -> jax.Array:
     """Per case: its largest mask entry (1 for a real case, 0 for padding): shape (batch,)."""
     return mask if mask.ndim == 1 else jnp.max(mask.reshape(mask.shape[0], -1), axis=1)
@@ -139,8 +151,6 @@ class SoftmaxCrossEntropy(MatchingLoss):
 
 
 LOSSES = {"squared": SquaredError, "logistic": LogisticCrossEntropy, "softmax": SoftmaxCrossEntropy}
-# output nonlinearity → the loss that matches it
-MATCHING = {"linear": "squared", "logistic": "logistic", "softmax": "softmax"}
 
 
 def get_loss(name: str) -> MatchingLoss:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .losses import Batch
+from .losses import Batch, pad_batch
 
 
 def select_devices(spec: str = "1") -> list:
@@ -41,18 +41,6 @@ def select_devices(spec: str = "1") -> list:
 
 def make_mesh(devices) -> Mesh:
     return Mesh(np.asarray(devices), ("batch",))
-
-
-def pad_batch(batch: Batch, multiple: int) -> Batch:
-    """Append zero-mask cases so the batch size divides by ``multiple``."""
-    n = batch.x.shape[0]
-    pad = (-n) % multiple
-    if pad == 0:
-        return batch
-
-    def padded(a):
-        return jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
-    return Batch(padded(batch.x), padded(batch.y), padded(batch.mask))
 
 
 def shard_batch(batch: Batch, mesh: Mesh) -> Batch:

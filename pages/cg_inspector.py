@@ -3,17 +3,17 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import plots, ui
+from hflab import optimizers, plots, ui
 
 st.header("CG inspector")
-ui.device_badge()
 lab = ui.lab()
 
 runs = lab.store.runs()
-hf_runs = runs[runs["optimizer"] == "hf"] if not runs.empty else runs
-run_id = ui.run_picker("HF run", hf_runs, "cg_run", ui.query_run_id())
+with_cg = [n for n, e in optimizers.REGISTRY.items() if e.cg_trace]
+traced = runs[runs["optimizer"].isin(with_cg)] if not runs.empty else runs
+run_id = ui.run_picker("run", traced, "cg_run", ui.query_run_id())
 if run_id is None:
-    st.info("No HF runs yet — start one on **Train & compare**.")
+    st.info("No runs with CG traces yet — start an HF run on **Train & compare**.")
 else:
     @st.fragment(run_every=1.0 if lab.is_active(int(run_id)) else None)
     def live():

@@ -5,12 +5,10 @@ import numpy  # noqa: F401
 import streamlit as st
 
 from hflab import analysis, plots, ui
-from hflab.curvature import DENSE_PARAM_CAP
-from hflab.experiment import ConfigError, build, init_params, preset_config
+from hflab.config import ConfigError
 from hflab.tasks import SPECS
 
 st.header("Curvature")
-ui.device_badge()
 lab = ui.lab()
 
 source = st.radio("source", ["a fresh small model", "a stored run"], horizontal=True,
@@ -45,20 +43,16 @@ def show(snapshot, title):
 
 if source == "a fresh small model":
     c1, c2, c3 = st.columns(3)
-    mlp_tasks = ["seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor"]
-    task = c1.selectbox("task", mlp_tasks, key="curv_task")
+    task = c1.selectbox("task", analysis.FRESH_MODEL_TASKS, key="curv_task")
     layers = c2.text_input("hidden layers / units", SPECS[task].default_layers
                            if SPECS[task].kind == "rnn" or task == "seed-333" else "8",
                            key=f"curv_layers_{task}")
     seed = c3.number_input("seed", 0, 10_000, 0, key="curv_seed")
     try:
-        cfg = preset_config(task, layers=layers, seed=int(seed), init="gaussian",
-                            **({"seq_len": 5} if SPECS[task].kind == "rnn" else {}))
-        cfg.validate()
-        built = build(cfg)
-        snap = analysis.curvature_snapshot(built, init_params(built), n_cases)
-    except ConfigError as e:
-        st.error(str(e))
+        built, params = analysis.fresh_model(task, layers, int(seed))
+        snap = analysis.curvature_snapshot(built, params, n_cases)
+    except (ConfigError, ValueError) as e:
+        ui.error(e)
     else:
         show(snap, f"fresh {task} model")
 else:
@@ -74,8 +68,8 @@ else:
             try:
                 config, built, params, step = analysis.run_params(lab.store, int(run_id))
                 snap = analysis.curvature_snapshot(built, params, n_cases)
-            except ConfigError as e:
-                st.error(f"{e} (dense matrices are limited to {DENSE_PARAM_CAP:,} parameters)")
+            except (ConfigError, ValueError) as e:
+                ui.error(e)
                 return
             show(snap, f"run #{run_id} at update {step}")
         live()

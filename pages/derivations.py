@@ -7,7 +7,6 @@ import streamlit as st
 from hflab import analysis, plots, ui
 
 st.header("Derivations")
-ui.device_badge()
 st.write("Every derivative the lab uses, computed two or three independent ways in float64.")
 
 st.subheader("1 · The quadratic  f(x) = ½xᵀAx + bᵀx + c")
@@ -39,7 +38,7 @@ try:
     if len(sizes) < 2 or min(sizes) < 1 or sum(a * b + b for a, b in zip(sizes, sizes[1:])) > 200:
         raise ValueError
 except ValueError:
-    st.error(f"layer sizes: {sizes_text!r} is not allowed — whole numbers ≥ 1 separated by '-', "
+    ui.error(f"layer sizes: {sizes_text!r} is not allowed — whole numbers ≥ 1 separated by '-', "
              "at least two layers, at most 200 parameters")
 else:
     h = analysis.derivation_mlp_hessian(sizes, act)

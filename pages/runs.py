@@ -7,11 +7,26 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import plots, ui
+from hflab import bundles, plots, ui
 
 st.header("Runs")
-ui.device_badge()
 lab = ui.lab()
+uploaded = st.file_uploader("import an exported bundle", type=["zip"], key="runs_import")
+# an upload stays in the widget across reruns: import each file once (by its upload id)
+if uploaded is not None and st.session_state.get("imported_upload") != uploaded.file_id:
+    st.session_state.imported_upload = uploaded.file_id
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "bundle.zip"
+        p.write_bytes(uploaded.getvalue())
+        try:
+            ids = bundles.import_bundle(lab.store, p)
+        except bundles.BundleError as e:
+            ui.error(e)
+        else:
+            st.session_state.import_message = f"imported as runs {ids}"
+            st.rerun()
+if st.session_state.get("import_message"):
+    st.success(st.session_state.import_message)
 runs = lab.store.runs()
 if runs.empty:
     st.info("No runs stored yet — start one on **Train & compare**.")
@@ -44,19 +59,18 @@ if chosen:
     c1, c2 = st.columns(2)
     for col, fmt in ((c1, "csv"), (c2, "parquet")):
         with tempfile.TemporaryDirectory() as tmp:
-            path = lab.store.export(chosen, Path(tmp) / f"hflab-runs.{fmt}.zip", fmt)
+            path = bundles.export(lab.store, chosen, Path(tmp) / f"hflab-runs.{fmt}.zip", fmt)
             col.download_button(f"download {fmt.upper()} bundle", path.read_bytes(),
                                 file_name=path.name, mime="application/zip", key=f"dl-{fmt}")
     with st.expander("delete"):
         sure = st.checkbox(f"yes, delete runs {', '.join(map(str, chosen))} and their checkpoints",
                            key="runs_sure")
         if st.button("delete", disabled=not sure, key="runs_delete"):
-            active = [i for i in chosen if lab.is_active(int(i))]
-            if active:
-                st.error(f"runs {active} are still training — stop them first")
+            try:
+                lab.delete(chosen)
+            except ValueError as e:
+                ui.error(e)
             else:
-                for i in chosen:
-                    lab.store.delete_run(int(i))
                 st.success("deleted")
                 st.rerun()
     one = int(chosen[0])
@@ -66,15 +80,3 @@ if chosen:
     if c2.button(f"open run #{one} in the CG inspector", key="open_cg"):
         st.switch_page("pages/cg_inspector.py", query_params={"run": str(one)})
 
-uploaded = st.file_uploader("import an exported bundle", type=["zip"], key="runs_import")
-if uploaded is not None:
-    from hflab.store import BundleError
-    with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / uploaded.name
-        p.write_bytes(uploaded.getvalue())
-        try:
-            ids = lab.store.import_bundle(p)
-        except BundleError as e:
-            st.error(str(e))
-        else:
-            st.success(f"imported as runs {ids}")

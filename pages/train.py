@@ -3,30 +3,46 @@ import jax  # noqa: F401  (numeric imports before worker threads)
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import plots, ui
-from hflab.experiment import ConfigError
-from hflab.formstate import (OPTIMIZER_CHOICES, configs_from_form, form_from_query,
-                             query_from_form, task_defaults)
+from hflab import formstate, optimizers, plots, ui
+from hflab.config import ConfigError
 from hflab.tasks import SPECS, TASK_NAMES
 
 st.header("Train & compare")
 lab = ui.lab()
 
-# ---- form state: URL first (so a copied URL reproduces the set-up), then the widgets
+# ---- form state: one dict owned by the session (st.session_state.form), first read from the URL;
+# widgets are re-seeded from it whenever Streamlit dropped their keys (e.g. after another page)
 if "form" not in st.session_state:
-    form, warnings = form_from_query({k: st.query_params[k] for k in st.query_params})
+    form, warnings = formstate.form_from_query({k: st.query_params[k] for k in st.query_params})
     st.session_state.form = form
     st.session_state.url_warnings = warnings
-    for k, v in form.items():
-        st.session_state[f"f_{k}"] = v
+for key, value in st.session_state.form.items():
+    if f"f_{key}" not in st.session_state:
+        st.session_state[f"f_{key}"] = value
 for w in st.session_state.get("url_warnings", []):
-    st.warning(w)
+    ui.warning(w)
 
 
 def on_task_change():
-    for k, v in task_defaults(st.session_state.f_task).items():
+    for k, v in formstate.task_defaults(st.session_state.f_task).items():
         if k not in ("task", "optimizers", "seed"):
             st.session_state[f"f_{k}"] = v
+
+
+def widget(key: str, label: str, container=st):
+    """The widget a form key's type and choices call for (from the config's field list)."""
+    kind, choices = formstate.widget_kind(key)
+    help_text = formstate.field_help(key)
+    if choices:
+        return container.selectbox(label, choices, key=f"f_{key}", help=help_text)
+    if kind == "bool":
+        return container.checkbox(label, key=f"f_{key}", help=help_text)
+    if kind == "int":
+        return container.number_input(label, min_value=0, step=1, key=f"f_{key}", help=help_text)
+    if kind == "float":
+        return container.number_input(label, min_value=0.0, format="%.4g", key=f"f_{key}",
+                                      help=help_text)
+    return container.text_input(label, key=f"f_{key}", help=help_text)
 
 
 with st.sidebar:
@@ -36,43 +52,35 @@ with st.sidebar:
     st.caption(spec.description)
     st.subheader("Model")
     if spec.kind == "mlp":
-        st.text_input("hidden layers (e.g. 400-200-100)" + (" — mirrored" if spec.mirrored else ""),
-                      key="f_layers")
+        widget("layers", "hidden layers (e.g. 400-200-100)" + (" — mirrored" if spec.mirrored
+                                                              else ""))
     else:
-        st.text_input("hidden units", key="f_layers")
-        st.number_input("sequence length T", min_value=1, max_value=10000, step=1, key="f_seq_len")
-    st.selectbox("hidden activation", ["tanh", "logistic", "relu", "linear"], key="f_activation")
-    st.selectbox("output / loss pair", ["squared", "logistic", "softmax"], key="f_loss",
-                 help="linear + squared error, logistic + cross-entropy, softmax + cross-entropy")
-    st.selectbox("initialisation", ["sparse", "gaussian", "glorot"], key="f_init")
+        widget("layers", "hidden units")
+        widget("seq_len", "sequence length T")
+    widget("activation", "hidden activation")
+    widget("loss", "output / loss pair")
+    widget("init", "initialisation")
+    widget("weight_cost", "weight cost")
     st.subheader("Optimisers (same data and seed)")
-    st.multiselect("optimisers", OPTIMIZER_CHOICES, key="f_optimizers")
-    st.number_input("updates", min_value=1, max_value=1_000_000, step=1, key="f_steps")
-    st.number_input("seed", min_value=0, max_value=2**31 - 1, step=1, key="f_seed")
-    with st.expander("Hessian-free settings"):
-        st.selectbox("curvature", ["gauss_newton", "hessian", "fisher"], key="f_curvature")
-        st.number_input("initial damping λ", min_value=0.0, format="%.4g", key="f_damping")
-        st.number_input("structural damping μ (RNN)", min_value=0.0, format="%.4g",
-                        key="f_structural_damping")
-        st.number_input("max CG iterations", min_value=1, max_value=5000, key="f_max_cg_iters")
-        st.number_input("curvature chunks", min_value=1, max_value=10000, key="f_n_chunks")
-        st.number_input("weight cost", min_value=0.0, format="%.4g", key="f_weight_cost")
-        st.checkbox("diagonal preconditioner", key="f_preconditioner")
-        st.checkbox("CG backtracking", key="f_backtracking")
-        st.checkbox("Armijo line search", key="f_line_search")
-    with st.expander("First-order learning rates"):
-        st.number_input("SGD", min_value=0.0, format="%.4g", key="f_lr_sgd")
-        st.number_input("Nesterov momentum", min_value=0.0, format="%.4g", key="f_lr_momentum")
-        st.number_input("Adam", min_value=0.0, format="%.4g", key="f_lr_adam")
+    st.multiselect("optimisers", optimizers.NAMES, key="f_optimizers",
+                   format_func=lambda n: optimizers.REGISTRY[n].label)
+    widget("steps", "updates")
+    widget("seed", "seed")
+    for name, entry in optimizers.REGISTRY.items():
+        if not entry.settings:
+            continue
+        with st.expander(f"{entry.label} settings"):
+            for field in entry.settings:
+                widget(formstate.form_key(name, field), field.replace("_", " "))
     with st.expander("Numerics and devices"):
-        st.selectbox("dtype", ["float32", "float64"], key="f_dtype")
-        st.text_input("devices (1, N, all, cpu)", key="f_devices")
+        widget("dtype", "dtype")
+        widget("devices", "devices (1, N, all, cpu)")
 
-form = {k: st.session_state.get(f"f_{k}", v) for k, v in task_defaults(task).items()}
-ui.device_badge(form["devices"])
+defaults = formstate.task_defaults(task)
+form = {k: st.session_state.get(f"f_{k}", v) for k, v in defaults.items()}
 form["seq_len"] = int(form["seq_len"] or 0)
 st.session_state.form = form
-st.query_params.from_dict(query_from_form(form))
+st.query_params.from_dict(formstate.query_from_form(form))
 
 c1, c2, c3 = st.columns([1, 1, 1])
 start = c1.button("▶ Start", type="primary", key="start")
@@ -81,9 +89,9 @@ resume = c3.button("↻ Resume", key="resume")
 
 if start:
     try:
-        configs = configs_from_form(form)
+        configs = formstate.configs_from_form(form)
     except ConfigError as e:
-        st.error(f"Cannot start: {e}")
+        ui.error(f"Cannot start: {e}")
     else:
         st.session_state.group = lab.start_many(configs)
 group = st.session_state.get("group", [])
@@ -91,10 +99,7 @@ if stop:
     for run_id in group:
         lab.stop(run_id)
 if resume:
-    for run_id in group:
-        if not lab.is_active(run_id) and lab.store.get_run(run_id)["status"] in (
-                "stopped", "interrupted"):
-            lab.resume(run_id)
+    lab.resume_many(group)
 
 x_axis = st.radio("x axis", list(plots.X_AXES), horizontal=True, key="x_axis",
                   format_func=lambda k: plots.X_AXES[k])
@@ -113,10 +118,11 @@ def live():
     cols = st.columns(max(len(group), 1))
     for col, (_, r) in zip(cols, runs.iterrows()):
         p = lab.progress(int(r["id"]))
-        col.progress(p["fraction"], text=f"#{r['id']} {r['optimizer']}: {p['status']} "
-                                         f"({p['steps_done']}/{p['steps']}) · {r['device']}")
+        col.progress(p["fraction"], text=ui.plain(
+            f"#{r['id']} {r['optimizer']}: {p['status']} ({p['steps_done']}/{p['steps']}) · "
+            f"{r['device']}"))
         if p["status"] in ("failed", "diverged"):
-            col.error(p["error"].splitlines()[0] if p["error"] else p["status"])
+            col.error(ui.plain(p["error"].splitlines()[0] if p["error"] else p["status"]))
     metrics = lab.store.metrics(list(labels))
     if metrics.empty:
         st.caption("compiling…")

@@ -6,10 +6,11 @@ import zipfile
 
 import pytest
 
-from hflab import cli, curvature
-from hflab.experiment import ConfigError, RunConfig
+from hflab import bundles, cli, curvature
+from hflab.config import ConfigError, RunConfig
 from hflab.lab import Lab
-from hflab.store import BundleError, Store, StoreError
+from hflab.bundles import BundleError
+from hflab.store import Store, StoreError
 
 # (overrides, field named in the message, fragment of what is allowed)
 BAD_CONFIGS = [
@@ -25,7 +26,7 @@ BAD_CONFIGS = [
     (dict(damping=-1.0), "damping", "[0.0, 10000000000.0]"),
     (dict(damping=float("nan")), "damping", "finite number"),
     (dict(task="addition", layers="32-16"), "layers", "RNN problem"),
-    (dict(task="addition", seq_len=0), "seq_len", "[1, 10000]"),
+    (dict(task="addition", seq_len=0), "seq_len", "[2, 10000]"),
     (dict(task="digits", seq_len=20), "seq_len", "not a sequence problem"),
     (dict(task="digits", n_chunks=2000), "n_chunks", "at most the gradient batch size"),
     (dict(task="digits", grad_batch=5000), "grad_batch", "the training set has 1438 cases"),
@@ -121,17 +122,17 @@ def test_corrupt_and_foreign_bundles_are_rejected_and_import_nothing(tmp_path, c
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"\x00\x01 not a zip")
     with pytest.raises(BundleError, match="not an HF Lab export bundle"):
-        store.import_bundle(junk)
+        bundles.import_bundle(store, junk)
     foreign = tmp_path / "foreign.zip"
     with zipfile.ZipFile(foreign, "w") as zf:
         zf.writestr("photo.jpg", b"...")
     with pytest.raises(BundleError, match="no manifest.json"):
-        store.import_bundle(foreign)
+        bundles.import_bundle(store, foreign)
     other = tmp_path / "other.zip"
     with zipfile.ZipFile(other, "w") as zf:
         zf.writestr("manifest.json", json.dumps({"format": "tensorboard", "version": 1}))
     with pytest.raises(BundleError, match="expected 'hflab-bundle'"):
-        store.import_bundle(other)
+        bundles.import_bundle(store, other)
     truncated = tmp_path / "truncated.zip"
     with zipfile.ZipFile(truncated, "w") as zf:
         zf.writestr("manifest.json", json.dumps({"format": "hflab-bundle", "version": 1,
@@ -140,14 +141,14 @@ def test_corrupt_and_foreign_bundles_are_rejected_and_import_nothing(tmp_path, c
         zf.writestr("metrics.csv", "")
         zf.writestr("cg_traces.csv", "")
     with pytest.raises(BundleError):
-        store.import_bundle(truncated)
+        bundles.import_bundle(store, truncated)
     assert store.runs().empty
     code, _, err = run_cli(["runs", "import", str(junk)], capsys)
     assert code == 2 and "not an HF Lab export bundle" in err
 
 
 def test_dense_hessian_over_the_parameter_cap():
-    with pytest.raises(ConfigError, match="dense Hessian is limited to 3,000 parameters"):
+    with pytest.raises(ValueError, match="dense Hessian is limited to 3,000 parameters"):
         curvature.require_dense_size(50_000)
     curvature.require_dense_size(100)               # under the cap: fine
 

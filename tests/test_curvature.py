@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from jax.flatten_util import ravel_pytree
 
 from hflab import curvature
-from hflab.losses import BoundLoss
+from hflab.losses import Batch, BoundLoss
 from helpers import random_problem, rel_err
 
 ACTS = ["tanh", "logistic", "relu", "linear"]
@@ -122,10 +122,12 @@ def test_empirical_fisher_matches_dense_outer_products():
 
     def case_loss(p, xi, yi, mi):
         return loss.per_case(model.apply(p, xi[None]), yi[None], mi[None])[0]
-    fv = ravel_pytree(curvature.empirical_fisher_vp(case_loss, params, x, y, mask, params))[0]
+    mask = mask.at[4].set(0.0)                    # a padding case: N counts real cases only
+    op = curvature.CurvatureOperator(model.apply, loss, params, Batch(x, y, mask), kind="fisher")
+    fv = op.multiply(ravel_pytree(params)[0])
     gs = np.stack([ravel_pytree(jax.grad(case_loss)(params, x[i], y[i], mask[i]))[0]
-                   for i in range(5)])
-    dense = gs.T @ gs / 5
+                   for i in range(4)])
+    dense = gs.T @ gs / 4
     assert rel_err(fv, dense @ ravel_pytree(params)[0]) <= 1e-10
 
 
@@ -134,12 +136,22 @@ def test_extreme_eigenvalues_match_numpy():
     fun = lambda p: bound(f(p))  # noqa: E731
     h = np.asarray(curvature.hessian_matrix(fun, params))
     full = np.linalg.eigvalsh(h)
-    mv, n = curvature.flat_operator(lambda v: curvature.hvp(fun, params, v), params)
+    op_h = curvature.for_function(f, bound, params, kind="hessian")
+    mv, n = op_h.multiply, op_h.n
     top = curvature.extreme_eigenvalues(mv, n, k=3, which="LA")
     bottom = curvature.extreme_eigenvalues(mv, n, k=3, which="SA")
     assert np.allclose(top, full[::-1][:3], rtol=1e-7, atol=1e-9)
     assert np.allclose(bottom, full[:3], rtol=1e-7, atol=1e-9)
     g = np.asarray(curvature.gauss_newton_matrix(f, bound, params))
-    mvg, _ = curvature.flat_operator(lambda v: curvature.gauss_newton_vp(f, bound, params, v), params)
+    mvg = curvature.for_function(f, bound, params).multiply
     assert np.allclose(curvature.extreme_eigenvalues(mvg, n, k=n, which="LA"),
                        np.linalg.eigvalsh(g)[::-1], atol=1e-9)
+
+
+def test_largest_magnitude_eigenvalues_are_ordered_by_magnitude():
+    d = np.array([-5.0, 1.0, 2.0, 0.5])
+    mv = lambda v: jnp.asarray(d) * v  # noqa: E731
+    assert np.allclose(curvature.extreme_eigenvalues(mv, 4, k=3, which="LM"), [-5.0, 2.0, 1.0])
+    big = np.concatenate([[-5.0], np.linspace(0.1, 1.0, 30)])
+    mvb = lambda v: jnp.asarray(big) * v  # noqa: E731
+    assert np.allclose(curvature.extreme_eigenvalues(mvb, big.size, k=2, which="LM"), [-5.0, 1.0])

@@ -7,7 +7,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from hflab import curvature, hf
-from hflab.experiment import RunConfig, run
+from hflab.config import RunConfig
+from hflab.experiment import run
 from hflab.losses import Batch, get_loss, make_batch
 from hflab.models import Model
 from helpers import random_problem, rel_err
@@ -84,18 +85,18 @@ def test_structural_damping_term_equals_dense_construction(activation):
     lam, mu = 0.7, 0.03
     opt = hf.hessian_free(model, loss, damping=lam, structural_damping=mu)
     flat, unravel = ravel_pytree(params)
-    _, curv, damped = opt._curvature_ops(flat, unravel, batch, jnp.asarray(lam))
+    op = opt._curvature(params, batch)
     v = jax.random.normal(jax.random.PRNGKey(1), flat.shape, jnp.float64)
-    extra = damped(v) - curv(v) - lam * v
+    extra = op.damped(lam, mu)(v) - op.multiply(v) - lam * v
     hfun = lambda p: model.apply_with_hidden(p, x)[1]  # noqa: E731
     jh = curvature.jacobian_matrix(hfun, params)                       # (B·T·H, n)
     h = np.asarray(hfun(params)).ravel()
-    w = np.repeat(np.asarray(hf.hidden_weights(mask)), 4 * 3)
+    # real cases weigh 1/N with N = 2 real cases (case 2 is padding)
+    w = np.repeat(np.asarray([0.5, 0.5, 0.0]), 4 * 3)
     hd = w if activation == "tanh" else w / np.clip(h * (1 - h), 1e-6, None)
     dense = lam * mu * jh.T @ (hd * (jh @ v))
     assert rel_err(extra, dense) <= 1e-10
-    assert rel_err(ravel_pytree(hf.structural_damping_vp(model, params, batch, unravel(v)))[0],
-                   dense / (lam * mu)) <= 1e-10
+    assert rel_err(op.structural(v), dense / (lam * mu)) <= 1e-10
 
 
 @pytest.mark.parametrize("curv", ["hessian", "fisher"])
@@ -104,8 +105,9 @@ def test_alternative_curvatures_match_dense(curv):
     batch = Batch(x, y, mask)
     opt = hf.hessian_free(model, loss, curvature=curv, weight_cost=0.01)
     flat, unravel = ravel_pytree(params)
-    f_c, c_op, _ = opt._curvature_ops(flat, unravel, batch, jnp.asarray(1.0))
-    obj = lambda p: opt._objective_flat(p, unravel, batch)  # noqa: E731
+    op = opt._curvature(params, batch)
+    f_c, c_op = op.value, op.multiply
+    obj = opt._objective(unravel, batch)
     v = jax.random.normal(jax.random.PRNGKey(2), flat.shape, jnp.float64)
     if curv == "hessian":
         dense = jax.hessian(obj)(flat)
@@ -123,7 +125,8 @@ def test_preconditioner_is_the_martens_diagonal():
     batch = Batch(x, y, mask)
     opt = hf.hessian_free(model, loss, preconditioner=True, weight_cost=0.1, precond_chunk=3)
     flat, unravel = ravel_pytree(params)
-    m = opt._precond_diag(flat, unravel, batch, jnp.asarray(2.0))
+    r = jax.random.normal(jax.random.PRNGKey(3), flat.shape, jnp.float64)
+    m = r / opt._preconditioner(opt._curvature(params, batch), 2.0)(r)      # CG applies r / M
 
     def case(p, i):
         return loss.per_case(model.apply(unravel(p), x[i:i + 1]), y[i:i + 1], mask[i:i + 1])[0]
@@ -144,8 +147,8 @@ def test_warm_start_uses_decayed_previous_step():
     state = opt.init(params)._replace(prev_step=prev)
     _, _, info = opt.update(params, state, batch, batch)
     flat, unravel = ravel_pytree(params)
-    _, _, damped = opt._curvature_ops(flat, unravel, batch, jnp.asarray(1.0))
-    g = jax.grad(lambda p: opt._objective_flat(p, unravel, batch))(flat)
+    damped = opt._curvature(params, batch).damped(1.0)
+    g = jax.grad(opt._objective(unravel, batch))(flat)
     x0 = 0.95 * prev
     phi0 = 0.5 * jnp.vdot(x0, damped(x0)) + jnp.vdot(g, x0)
     assert np.isclose(float(info.cg_quad_values[0]), float(phi0), rtol=1e-10)

@@ -18,7 +18,8 @@ import jax, jax.numpy as jnp, numpy as np
 from jax.flatten_util import ravel_pytree
 import hflab
 from hflab import curvature, parallel
-from hflab.experiment import preset_config, build, init_params, run
+from hflab.config import preset_config
+from hflab.experiment import build, init_params, run
 from hflab.lab import run_to_store
 from hflab.losses import BoundLoss
 from hflab.store import Store

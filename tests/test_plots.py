@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from hflab import analysis, formstate, plots
-from hflab.experiment import ConfigError, build, init_params, preset_config
+from hflab.config import ConfigError, preset_config
+from hflab.experiment import build, init_params
 
 
 def metrics_frame():
@@ -70,7 +71,7 @@ def test_curvature_snapshot_matches_its_definitions():
     assert snap["J"].shape == (4 * 3, n) and snap["J_inputs"].shape == (3, 3)
     assert len(snap["names"]) == n and snap["blocks"][0][0] == "W1"
     big = build(preset_config("digits", layers="64"))
-    with pytest.raises(ConfigError, match="limited to 3,000 parameters"):
+    with pytest.raises(ValueError, match="limited to 3,000 parameters"):
         analysis.curvature_snapshot(big, init_params(big))
 
 

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hflab.experiment import RunConfig, preset_config
+from hflab.config import RunConfig, preset_config
 from hflab.lab import Lab, run_to_store
-from hflab.store import BundleError, Store, StoreError
+from hflab import bundles
+from hflab.bundles import BundleError
+from hflab.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +97,7 @@ def test_lab_runs_in_background_and_stops_within_one_update(tmp_path):
         assert info["steps_done"] <= done_before + 2         # the update in flight, at most
     assert lab.active() == []
     # a stopped run stays readable and exportable, and resumes
-    bundle = lab.store.export(ids, tmp_path / "b.zip")
+    bundle = bundles.export(lab.store, ids, tmp_path / "b.zip")
     assert zipfile.ZipFile(bundle).namelist()
     assert not lab.store.metrics(ids[0]).empty
 
@@ -152,9 +154,9 @@ def test_export_import_round_trip_csv_and_parquet(tmp_path):
     rid = store.create_run(cfg)
     run_to_store(store, rid, cfg)
     for fmt in ("csv", "parquet"):
-        path = store.export([rid], tmp_path / f"bundle-{fmt}.zip", fmt)
+        path = bundles.export(store, [rid], tmp_path / f"bundle-{fmt}.zip", fmt)
         other = Store(tmp_path / f"b-{fmt}")
-        (new_id,) = other.import_bundle(path)
+        (new_id,) = bundles.import_bundle(other, path)
         a, b = store.metrics(rid), other.metrics(new_id)
         assert np.allclose(a["train_loss"], b["train_loss"])
         assert list(a["cg_stop_reason"]) == list(b["cg_stop_reason"])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from hflab.experiment import preset_config
+from hflab.config import preset_config
 from hflab.lab import get_lab, run_to_store
 from hflab.tasks import TASK_NAMES
 

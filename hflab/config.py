@@ -1,0 +1,428 @@
+"""The one description of a run: :class:`RunConfig`, its validation, coercion and presets.
+
+Every way into the lab — the CLI flags, config files, the Train page's form and its URL, bundle
+import — builds a :class:`RunConfig` from this module's field list (names, types, defaults, help,
+allowed choices) and validates it here, once, at the door (``Lab.start`` / the CLI), before
+anything is written.  A bad value raises :class:`ConfigError`, whose message names the field,
+the value and what is allowed.  Memory is estimated before any array is allocated.
+
+Settings layer as: RunConfig's defaults → the optimiser's own defaults (:mod:`hflab.optimizers`)
+→ the task's recommended preset (:data:`PRESETS`, Martens 2010 and Martens & Sutskever 2011) →
+what the user gives.  This module sits on the ground floor: it imports the task, model, loss,
+curvature and optimiser name tables, and nothing above them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import optimizers, tasks
+from .curvature import KINDS as CURVATURE_KINDS
+from .losses import LOSSES
+from .models import ACTIVATIONS, INITS, Model
+
+DTYPES = ("float32", "float64")
+MAX_LAYER_WIDTH = 100_000
+MAX_PARAMS = 50_000_000
+MEMORY_BUDGET_BYTES = 8 * 2 ** 30          # what one run may plan to hold
+MAX_TEXT = 200                              # longest name / layer / devices string accepted
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; ``field`` names it."""
+
+    def __init__(self, field_name: str, value: Any, allowed: str):
+        self.field, self.value, self.allowed = field_name, value, allowed
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "…"
+        super().__init__(f"{field_name}: {shown} is not allowed — {allowed}")
+
+
+def _f(default, help: str, choices=None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class RunConfig:
+    task: str = _f("digits-ae", "task preset", tasks.TASK_NAMES)
+    name: str = _f("", "a label for the run")
+    # model
+    layers: str = _f("", "hidden widths '32-16' (MLP) or hidden size '64' (RNN); '' = task default")
+    mirrored: bool | None = _f(None, "autoencoders: mirror the hidden layers (unset = task default)")
+    activation: str = _f("", "hidden activation ('' = task default)", ("",) + tuple(ACTIVATIONS))
+    loss: str = _f("", "matching output/loss pair ('' = task default)", ("",) + tuple(LOSSES))
+    init: str = _f("sparse", "initialisation", INITS)
+    init_scale: float = _f(1.0, "scale of the initial weights")
+    rec_scale: float = _f(0.0, "RNN: rescale W_rec to this spectral radius (0 = leave)")
+    seq_len: int | None = _f(None, "RNN tasks: sequence length T (unset = task default)")
+    n_train: int = _f(0, "training cases (0 = task default)")
+    n_test: int = _f(0, "test cases (0 = task default)")
+    weight_cost: float = _f(0.0, "L2 weight cost in the objective")
+    # optimiser and budget
+    optimizer: str = _f("hf", "optimiser", optimizers.NAMES)
+    learning_rate: float = _f(0.01, "first-order learning rate")
+    momentum: float = _f(0.9, "momentum coefficient")
+    steps: int = _f(100, "number of updates")
+    max_seconds: float = _f(0.0, "optimisation-time budget in seconds (0 = none)")
+    target_error: float = _f(-1.0, "stop once the test error is at most this (< 0 = never)")
+    grad_batch: int = _f(0, "gradient batch size (0 = the whole training set)")
+    n_chunks: int = _f(1, "HF: curvature chunks of the gradient batch")
+    curvature: str = _f("gauss_newton", "HF curvature matrix", CURVATURE_KINDS)
+    damping: float = _f(45.0, "HF: initial damping λ")
+    structural_damping: float = _f(0.0, "HF: structural damping μ (RNN)")
+    max_cg_iters: int = _f(250, "HF: CG iterations at most")
+    cg_decay: float = _f(0.95, "HF: warm-start decay ζ")
+    backtracking: bool = _f(True, "HF: CG backtracking")
+    line_search: bool = _f(True, "HF: Armijo line search")
+    preconditioner: bool = _f(False, "HF: diagonal preconditioner")
+    # numerics, bookkeeping
+    dtype: str = _f("float32", "floating-point type used end to end", DTYPES)
+    seed: int = _f(0, "seed of data and initialisation")
+    eval_every: int = _f(1, "evaluate train/test loss every this many updates")
+    checkpoint_every: int = _f(10, "checkpoint every this many updates (0 = only at the end)")
+    devices: str = _f("1", "'1', 'all', 'cpu' or a device count (data-parallel mesh)")
+
+    # -- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("config", type(data).__name__, "a JSON object of RunConfig fields")
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise ConfigError(unknown[0], data[unknown[0]],
+                              f"not a RunConfig field; fields are {sorted(FIELDS)}")
+        return cls(**{k: coerce(k, v) for k, v in data.items()})
+
+    def replace(self, **kw) -> "RunConfig":
+        return dataclasses.replace(self, **kw)
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def spec(self) -> tasks.TaskSpec:
+        return tasks.SPECS[self.task]
+
+    @property
+    def entry(self) -> optimizers.OptimizerEntry:
+        return optimizers.REGISTRY[self.optimizer]
+
+    def optimizer_settings(self) -> dict:
+        """The fields this config's optimiser reads, with their values."""
+        return {k: getattr(self, k) for k in self.entry.settings}
+
+    def resolved_loss(self) -> str:
+        return self.loss or self.spec.loss
+
+    def resolved_activation(self) -> str:
+        return self.activation or self.spec.default_activation
+
+    def hidden_sizes(self) -> list[int]:
+        return parse_layers(self.layers or self.spec.default_layers)
+
+    def model(self) -> Model:
+        spec, act = self.spec, self.resolved_activation()
+        if spec.kind == "rnn":
+            return Model("rnn", (spec.n_in, self.hidden_sizes()[0], spec.n_out), (act,),
+                         self.init, self.init_scale, self.rec_scale or None)
+        hidden = self.hidden_sizes()
+        mirrored = spec.mirrored if self.mirrored is None else self.mirrored
+        acts = [act] * len(hidden)
+        if mirrored:
+            if spec.mirrored:
+                acts[-1] = spec.code_activation      # Martens' code layer
+            hidden = hidden + hidden[-2::-1]
+            acts = acts + [act] * (len(hidden) - len(acts))
+        return Model("mlp", tuple([spec.n_in] + hidden + [spec.n_out]), tuple(acts), self.init,
+                     self.init_scale)
+
+    def validate(self) -> "RunConfig":
+        validate(self)
+        return self
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+# ----------------------------------------------------------------------------- presets
+# Recommended settings per task (the app's presets and the CLI start from them; anything given
+# explicitly overrides them).  RNN problems follow Martens & Sutskever (2011): structural damping
+# μ = 0.03, W_rec scaled to spectral radius 1.2, curvature on a quarter of the data.
+_RNN_PRESET = dict(damping=1.0, structural_damping=0.03, rec_scale=1.2, n_chunks=4,
+                   max_cg_iters=100, steps=300, eval_every=5, target_error=0.005)
+PRESETS: dict[str, dict] = {
+    "seed-333": dict(damping=1.0, steps=30, init="gaussian"),
+    "regression": dict(damping=1.0, steps=50),
+    "spirals": dict(damping=1.0, steps=100, init="gaussian", init_scale=2.0),
+    "digits": dict(damping=1.0, steps=40),
+    "digits-ae": dict(damping=1.0, steps=50),
+    "mnist": dict(damping=1.0, steps=40, n_chunks=4),
+    "mnist-ae": dict(damping=45.0, steps=30, grad_batch=1000, n_chunks=4, eval_every=5),
+    "curves": dict(damping=45.0, steps=30, n_chunks=4, eval_every=5),
+    "seed-rnn": dict(damping=1.0, steps=30),
+    **{t: dict(_RNN_PRESET) for t in ("addition", "multiplication", "xor", "temporal-order-2",
+                                      "temporal-order-3", "memorization")},
+}
+
+
+def optimizer_defaults(optimizer: str) -> dict:
+    """The optimiser's own defaults for the fields it reads (registry entry)."""
+    entry = optimizers.REGISTRY.get(optimizer)
+    return {k: v for k, v in entry.settings.items() if v is not None} if entry else {}
+
+
+def preset_dict(task: str, optimizer: str | None = None) -> dict:
+    """Field values a task's preset sets for ``optimizer`` (not coerced, not validated).
+
+    Settings another optimiser reads are left at RunConfig's defaults, so a first-order run's
+    stored config does not pretend to use HF's curvature chunks or structural damping.
+    """
+    optimizer = optimizer or RunConfig.optimizer
+    preset = dict(PRESETS.get(task, {}))
+    own = set(optimizers.REGISTRY[optimizer].settings) if optimizer in optimizers.REGISTRY \
+        else set()
+    others = {k for e in optimizers.REGISTRY.values() for k in e.settings} - own
+    preset = {k: v for k, v in preset.items() if k not in others}
+    return {**optimizer_defaults(optimizer), **preset}
+
+
+def preset_config(task: str, **overrides) -> RunConfig:
+    """A RunConfig for ``task`` with its recommended settings, then ``overrides``."""
+    optimizer = overrides.get("optimizer", RunConfig.optimizer)
+    data = {"task": task, **preset_dict(task, optimizer if isinstance(optimizer, str) else None),
+            **overrides}
+    return RunConfig.from_dict(data)
+
+
+# ----------------------------------------------------------------------------- parsing
+def parse_layers(text: str) -> list[int]:
+    """'400-200-100' → [400, 200, 100]; commas or spaces also separate.  Only ASCII digits."""
+    example = "a layer string like '32-16' (hidden widths separated by '-')"
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(example)
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"at most {MAX_TEXT} characters")
+    parts = text.replace(",", "-").replace(" ", "-").split("-")
+    if any(p == "" for p in parts):
+        raise ValueError(f"{example}; empty or negative sizes are not widths")
+    out = []
+    for p in parts:
+        if not (p.isascii() and p.isdigit()):
+            raise ValueError(f"layer sizes must be whole numbers; {p!r} is not (e.g. '32-16')")
+        v = int(p)
+        if v < 1:
+            raise ValueError("every layer needs at least 1 unit")
+        if v > MAX_LAYER_WIDTH:
+            raise ValueError(f"layer width {v:,} exceeds the limit of {MAX_LAYER_WIDTH:,} units")
+        out.append(v)
+    return out
+
+
+def validate_devices(devices: str):
+    text = str(devices).strip().lower()
+    if text in ("all", "cpu") or (text.isascii() and text.isdigit() and 1 <= int(text) <= 4096):
+        return
+    raise ConfigError("devices", devices, "'all', 'cpu' or a device count in [1, 4096]")
+
+
+def _type_kind(name: str) -> str:
+    t = str(FIELDS[name].type)
+    return "bool" if t.startswith("bool") else "int" if t.startswith("int") else \
+        "float" if t == "float" else "str"
+
+
+def field_kind(name: str) -> str:
+    """'bool', 'int', 'float' or 'str' — what the form and the CLI ask for."""
+    return _type_kind(name)
+
+
+def _number_text(value: str) -> str:
+    text = value.strip()
+    if not text.isascii():
+        raise ValueError
+    return text
+
+
+def coerce(name: str, value):
+    """A JSON / CLI / URL value to the field's type; :class:`ConfigError` naming the field."""
+    kind = _type_kind(name)
+    optional = "None" in str(FIELDS[name].type)
+    try:
+        if value is None and optional:
+            return None
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(value, bool):
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(_number_text(value))
+            if isinstance(value, (int, np.integer)):
+                return int(value)
+            raise ValueError
+        if kind == "float":
+            if isinstance(value, str):
+                return float(_number_text(value))
+            if isinstance(value, (int, float, np.integer, np.floating)):
+                return float(value)
+            raise ValueError
+        if isinstance(value, (str, int)):
+            return str(value)
+        raise ValueError
+    except (ValueError, TypeError, OverflowError):
+        what = {"int": "a whole number", "float": "a number", "str": "text",
+                "bool": "true or false"}[kind]
+        raise ConfigError(name, value, what) from None
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(name, value, f"one of {list(allowed)}")
+
+
+def _interval(lo, hi, open_low, open_high):
+    return f"{'(' if open_low else '['}{lo}, {hi}{')' if open_high else ']'}"
+
+
+def _check_number(name, value, lo, hi, open_low=False, open_high=False):
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)):
+        raise ConfigError(name, value, "a finite number in " +
+                          _interval(lo, hi, open_low, open_high))
+    v = float(value)
+    if v < lo or v > hi or (open_low and v == lo) or (open_high and v == hi):
+        raise ConfigError(name, value, "a number in " + _interval(lo, hi, open_low, open_high))
+
+
+def _check_int(name, value, lo, hi, message=None):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or \
+            not lo <= value <= hi:
+        raise ConfigError(name, value, message or f"a whole number in [{lo}, {hi}]")
+
+
+def _validate_choices(c: RunConfig):
+    for name in ("task", "optimizer", "init", "curvature", "dtype", "activation", "loss"):
+        value = getattr(c, name)
+        if name in ("activation", "loss") and value == "":
+            continue
+        _check_choice(name, value, FIELDS[name].metadata["choices"])
+    for name in ("name", "layers", "devices"):
+        if not isinstance(getattr(c, name), str) or len(getattr(c, name)) > MAX_TEXT:
+            raise ConfigError(name, getattr(c, name), f"text of at most {MAX_TEXT} characters")
+
+
+def _validate_loss(c: RunConfig):
+    spec = c.spec
+    if not c.loss or c.loss == spec.loss:
+        return
+    if spec.loss == "softmax":
+        raise ConfigError("loss", c.loss, f"task {c.task!r} has one-hot class targets; use "
+                          "'softmax' (softmax output + cross-entropy)")
+    if c.loss == "softmax":
+        raise ConfigError("loss", c.loss, f"task {c.task!r} has no class targets; use 'squared' "
+                          "(linear output) or 'logistic' (targets in [0, 1])")
+    if c.loss == "logistic" and spec.loss == "squared" and spec.metric == "success":
+        raise ConfigError("loss", c.loss, f"task {c.task!r} has targets outside [0, 1]; use "
+                          "'squared'")
+
+
+def _validate_model(c: RunConfig):
+    spec = c.spec
+    try:
+        hidden = c.hidden_sizes()
+    except ValueError as e:
+        raise ConfigError("layers", c.layers, str(e)) from None
+    if spec.kind == "rnn" and len(hidden) != 1:
+        raise ConfigError("layers", c.layers, f"task {c.task!r} is an RNN problem: give one "
+                          "hidden size like '64' (an MLP layer string does not apply)")
+    _check_number("init_scale", c.init_scale, 0.0, 1e3, open_low=True)
+    _check_number("rec_scale", c.rec_scale, 0.0, 10.0)
+    if spec.kind == "rnn":
+        if c.seq_len is not None:
+            _check_int("seq_len", c.seq_len, spec.min_seq_len, 10_000,
+                       f"a whole number of time steps in [{spec.min_seq_len}, 10000] (leave it "
+                       f"unset for the task's default {spec.default_seq_len})")
+    elif c.seq_len is not None:
+        raise ConfigError("seq_len", c.seq_len,
+                          f"no sequence length: task {c.task!r} is not a sequence problem")
+    if c.mirrored is not None and not isinstance(c.mirrored, bool):
+        raise ConfigError("mirrored", c.mirrored, "true, false or unset")
+
+
+def _validate_numbers(c: RunConfig):
+    for name, lo, hi in (("n_train", 0, 1_000_000), ("n_test", 0, 1_000_000),
+                         ("steps", 1, 10_000_000), ("max_cg_iters", 1, 5000),
+                         ("n_chunks", 1, 10_000), ("eval_every", 1, 1_000_000),
+                         ("checkpoint_every", 0, 1_000_000), ("seed", 0, 2 ** 31 - 1)):
+        _check_int(name, getattr(c, name), lo, hi)
+    _check_number("max_seconds", c.max_seconds, 0.0, 30 * 86400.0)
+    _check_number("target_error", c.target_error, -1.0, 1e12)
+    _check_number("learning_rate", c.learning_rate, 0.0, 100.0, open_low=True)
+    _check_number("momentum", c.momentum, 0.0, 1.0, open_high=True)
+    _check_number("damping", c.damping, 0.0, 1e10, open_low=c.curvature != "gauss_newton")
+    _check_number("structural_damping", c.structural_damping, 0.0, 1e4)
+    if c.structural_damping and c.spec.kind != "rnn":
+        raise ConfigError("structural_damping", c.structural_damping,
+                          "only RNN tasks (it damps hidden-state changes); use 0 for an MLP")
+    _check_number("weight_cost", c.weight_cost, 0.0, 1e3)
+    _check_number("cg_decay", c.cg_decay, 0.0, 1.0)
+    for name in ("backtracking", "line_search", "preconditioner"):
+        if not isinstance(getattr(c, name), bool):
+            raise ConfigError(name, getattr(c, name), "true or false")
+
+
+def _validate_sizes(c: RunConfig):
+    n_train, _ = c.spec.sizes(c.n_train, c.n_test)
+    _check_int("grad_batch", c.grad_batch, 0, n_train,
+               f"0 (whole training set) or 1..{n_train} (the training set has {n_train} cases)")
+    gb = c.grad_batch or n_train
+    if c.entry.curvature_batch and c.n_chunks > gb:
+        raise ConfigError("n_chunks", c.n_chunks, f"at most the gradient batch size ({gb}): "
+                          "each curvature chunk needs at least one case")
+    _check_memory(c, n_train)
+
+
+def _check_memory(c: RunConfig, n_train: int):
+    model = c.model()
+    n_params = model.n_params
+    layers = c.layers or c.spec.default_layers
+    if n_params > MAX_PARAMS:
+        raise ConfigError("layers", layers, f"the network would have {n_params:,} parameters; "
+                          f"at most {MAX_PARAMS:,} are allowed")
+    itemsize = 4 if c.dtype == "float32" else 8
+    steps = (int(1.1 * (c.seq_len or c.spec.default_seq_len)) + 10
+             if c.spec.kind == "rnn" else 1)
+    batch = c.grad_batch or n_train
+    total = (3 * batch * steps * sum(model.sizes) + c.entry.memory_vectors * n_params) * itemsize
+    if total > MEMORY_BUDGET_BYTES:
+        raise ConfigError("layers", layers, f"this run would need about {total / 2**30:.1f} GiB "
+                          f"({n_params:,} parameters, batch {batch}); the limit is "
+                          f"{MEMORY_BUDGET_BYTES / 2**30:.0f} GiB — use fewer/narrower layers "
+                          "or a smaller grad_batch")
+
+
+def validate(c: RunConfig):
+    """Check every field of ``c``; raise :class:`ConfigError` for the first bad one."""
+    _validate_choices(c)
+    _validate_loss(c)
+    _validate_model(c)
+    _validate_numbers(c)
+    validate_devices(c.devices)
+    _validate_sizes(c)
