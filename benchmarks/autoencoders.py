@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import jax
 
-from hflab.experiment import preset_config, run as run_loop
+from hflab.config import preset_config
+from hflab.experiment import run as run_loop
 
-OPTIMISERS = {
-    "hf": dict(optimizer="hf"),
-    "adam": dict(optimizer="adam", learning_rate=0.001, n_chunks=1),
-    "momentum": dict(optimizer="momentum", learning_rate=0.01, momentum=0.9, n_chunks=1),
-}
+from .common import compared_optimizers
+
+# learning rates tuned for these autoencoders where they differ from the registry's defaults
+TUNED = {"adam": dict(learning_rate=0.001)}
+QUICK_SKIP = ("sgd",)
+
+
+def variants(full: bool) -> dict[str, dict]:
+    return {name: {**s, **TUNED.get(name, {})}
+            for name, s in compared_optimizers(() if full else QUICK_SKIP).items()}
 
 
 def cases(full: bool):
@@ -24,7 +30,7 @@ def cases(full: bool):
 
 def run(full: bool):
     for task, extra, budget in cases(full):
-        for label, opt in OPTIMISERS.items():
+        for label, opt in variants(full).items():
             first_order = label != "hf"
             cfg = preset_config(task, steps=1_000_000, max_seconds=budget, checkpoint_every=0,
                                 eval_every=5 if not first_order else 50,

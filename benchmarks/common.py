@@ -10,7 +10,8 @@ from pathlib import Path
 
 import jax
 
-RESULTS = Path(__file__).resolve().parent / "results" / "results.jsonl"
+RESULTS = Path(os.environ.get("HFLAB_BENCH_RESULTS") or
+               Path(__file__).resolve().parent / "results" / "results.jsonl")
 
 
 def machine() -> dict:
@@ -42,3 +43,10 @@ def timeit(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def compared_optimizers(skip=()) -> dict[str, dict]:
+    """Every registered optimiser as a benchmark variant; HF twice on RNN-capable benchmarks is
+    added by the caller.  ``skip`` leaves names out (quick mode's time budget)."""
+    from hflab import optimizers
+    return {name: dict(optimizer=name) for name in optimizers.NAMES if name not in skip}

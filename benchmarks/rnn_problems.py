@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from hflab.experiment import preset_config, run as run_loop
+from hflab.config import preset_config
+from hflab.experiment import run as run_loop
 
-OPTIMISERS = {
-    "hf+structural": dict(optimizer="hf"),
-    "hf": dict(optimizer="hf", structural_damping=0.0),
-    "adam": dict(optimizer="adam", learning_rate=0.003, n_chunks=1, structural_damping=0.0),
-    "momentum": dict(optimizer="momentum", learning_rate=0.01, momentum=0.9, n_chunks=1,
-                     structural_damping=0.0),
-}
+from .common import compared_optimizers
+
+# HF with and without structural damping, then every other registered optimiser at its registry
+# learning rate (SGD is left out of quick mode: Nesterov momentum dominates it here)
+QUICK_SKIP = ("sgd",)
 
 
-def one(problem, seq_len, label, seed, budget):
+def variants(full: bool) -> dict[str, dict]:
+    out = {"hf+structural": dict(optimizer="hf"), "hf": dict(optimizer="hf",
+                                                              structural_damping=0.0)}
+    others = compared_optimizers(skip=("hf",) + (() if full else QUICK_SKIP))
+    return {**out, **others}
+
+
+def one(problem, seq_len, label, settings, seed, budget):
     cfg = preset_config(problem, seq_len=seq_len, seed=seed, steps=1_000_000,
                         max_seconds=budget, target_error=0.0, checkpoint_every=0,
-                        eval_every=5, **OPTIMISERS[label])
+                        eval_every=5, **settings)
     evals = []
     out = run_loop(cfg, on_step=lambda r, t, p, s: evals.append(
         (r["wall_seconds"], r["test_error"]) if "test_error" in r else None))
@@ -41,9 +47,9 @@ def run(full: bool):
         problems = ["addition", "xor"]
     for problem in problems:
         for seq_len in lengths:
-            for label in OPTIMISERS:
+            for label, settings in variants(full).items():
                 for seed in seeds:
-                    yield one(problem, seq_len, label, seed, budget)
+                    yield one(problem, seq_len, label, settings, seed, budget)
 
 
 def summarise(rows):
