@@ -17,5 +17,6 @@ PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
 ]
 page = st.navigation(PAGES)
-ui.device_badge(st.session_state.get("f_devices", st.session_state.get("form", {}).get("devices")))
+ui.device_badge(st.session_state.get("f_devices")
+                or st.session_state.get("form", {}).get("devices") or "1")
 page.run()

@@ -294,7 +294,9 @@ def coerce(name: str, value):
 # ----------------------------------------------------------------------------- validation
 def _check_choice(name, value, allowed):
     if value not in allowed:
-        raise ConfigError(name, value, f"one of {list(allowed)}")
+        named = [a for a in allowed if a]
+        default = " (or '' for the task's default)" if "" in allowed else ""
+        raise ConfigError(name, value, f"one of {named}{default}")
 
 
 def _interval(lo, hi, open_low, open_high):

@@ -9,7 +9,7 @@ from hflab.losses import Batch
 
 @pytest.mark.parametrize("name", tasks.TASK_NAMES)
 def test_every_task_loads_with_consistent_shapes(name):
-    kw = {"n_train": 64, "n_test": 32} if name not in tasks.FIXED_DATA else {}
+    kw = {"n_train": 64, "n_test": 32} if not tasks.SPECS[name].fixed_total else {}
     t = tasks.load_task(name, seed=0, **kw)
     for b in (t.train, t.test):
         assert b.x.shape[0] == b.y.shape[0] == b.mask.shape[0]

@@ -1,4 +1,5 @@
 """Every page under streamlit.testing.v1.AppTest: renders on defaults, runs, rejects bad input."""
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["train", "curvature", "cg_inspector", "derivations", "runs"]
 # presets whose default networks are too large for a 2-core test: shrink the model, keep the task
 SMALL_LAYERS = {"mnist": "16", "mnist-ae": "16-8", "curves": "16-8"}
+
+
+def shown(text: str) -> str:
+    """What a reader sees of escaped markdown source (user text is escaped before rendering)."""
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def page(name, query=None):
@@ -81,25 +87,42 @@ def test_live_curves_grow_and_stop_works():
     wait_idle(60)
 
 
-@pytest.mark.parametrize("query, message", [
-    ({"layers": "32-abc"}, "layers: '32-abc'"),
-    ({"layers": "32-0"}, "at least 1 unit"),
-    ({"layers": " "}, "layer string like"),
-    ({"task": "addition", "layers": "32-16"}, "RNN problem"),
-    ({"task": "digits", "loss": "squared"}, "one-hot class targets"),
-    ({"optimizers": "hf", "devices": "zero"}, "devices: 'zero'"),
+@pytest.mark.parametrize("task, key, value, message", [
+    ("digits-ae", "f_layers", "32-abc", "layers: '32-abc'"),
+    ("digits-ae", "f_layers", "32-0", "at least 1 unit"),
+    ("digits-ae", "f_layers", " ", "layer string like"),
+    ("addition", "f_layers", "32-16", "RNN problem"),
+    ("digits", "f_loss", "squared", "one-hot class targets"),
+    ("digits-ae", "f_devices", "zero", "devices: 'zero'"),
 ])
-def test_bad_form_input_shows_the_specific_error(query, message):
-    at = page("train", query).run()
+def test_bad_form_input_shows_the_specific_error(task, key, value, message):
+    at = page("train", {"task": task}).run()
+    widget = at.text_input(key=key) if key != "f_loss" else at.selectbox(key=key)
+    widget.set_value(value).run()
     at.button(key="start").click().run()
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]
     assert any(message in e for e in errors), errors
     assert get_lab().store.runs().empty
 
 
+@pytest.mark.parametrize("query, message", [
+    ({"layers": "32-abc"}, "layers='32-abc' is not allowed"),
+    ({"steps": "-5"}, "steps=-5 is not allowed"),
+    ({"damping": "inf"}, "damping=inf is not allowed"),
+    ({"task": "addition", "seq_len": "100000"}, "seq_len=100000 is not allowed"),
+    ({"activation": "sin"}, "activation='sin' is not valid"),
+    ({"optimizers": "hf,rmsprop"}, "optimizers='hf,rmsprop' is not valid"),
+])
+def test_out_of_range_url_values_are_named_and_fall_back(query, message):
+    at = page("train", query).run()
+    warnings = " ".join(shown(w.value) for w in at.warning)
+    assert message in warnings and "task default" in warnings
+    assert not at.exception and get_lab().store.runs().empty
+
+
 def test_stale_url_values_warn_and_fall_back():
     at = page("train", {"task": "imagenet", "steps": "many", "colour": "red"}).run()
-    warnings = " ".join(w.value for w in at.warning)
+    warnings = " ".join(shown(w.value) for w in at.warning)
     assert "task 'imagenet' is unknown" in warnings
     assert "steps='many' is not valid" in warnings
     assert "'colour' is not a setting" in warnings
@@ -111,8 +134,12 @@ def test_widget_changes_go_into_the_url():
     at.selectbox(key="f_task").set_value("spirals").run()
     at.text_input(key="f_layers").set_value("8-8").run()
     assert at.query_params["task"] == "spirals" and at.query_params["layers"] == "8-8"
-    badge = " ".join(m.value for m in at.sidebar.markdown)
-    assert "**Runs use** · `cpu`" in badge
+
+
+def test_app_frame_shows_the_device_badge():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    badge = " ".join(shown(c.value) for c in at.sidebar.caption)
+    assert "Runs use · cpu" in badge and "Device · CPU" in badge
 
 
 def test_curvature_page_fresh_model_and_run_checkpoint():
@@ -156,7 +183,7 @@ def test_derivations_page_agreement_and_bad_sizes():
     assert "f(1) = **40**" in text
     assert "max |Bishop − autodiff|" in text
     at.text_input(key="der_sizes").set_value("3-x").run()
-    assert any("layer sizes: '3-x' is not allowed" in e.value for e in at.error)
+    assert any("layer sizes: '3-x' is not allowed" in shown(e.value) for e in at.error)
 
 
 def test_runs_page_overlay_export_delete():
