@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
+ADDRESS ?= 127.0.0.1
 
 .PHONY: setup run test bench clean
 
@@ -15,8 +16,8 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true \
-		--browser.gatherUsageStats false
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) \
+		--server.headless true --browser.gatherUsageStats false
 
 test: $(STAMP)
 	$(PY) -m pytest -q

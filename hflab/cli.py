@@ -20,6 +20,7 @@ from pathlib import Path
 from . import bundles
 from .bundles import BundleError
 from .config import FIELDS, ConfigError, RunConfig, preset_dict
+from .experiment import enable_compilation_cache
 from .lab import Lab, device_description, run_to_store
 from .store import Store, StoreError
 
@@ -167,6 +168,7 @@ def main(argv=None) -> int:
                     raise ConfigError(flag, out, "a file in an existing folder")
             store = Store()
             store.mark_dead_runs_interrupted()
+            enable_compilation_cache(store.home)
             run_id = store.create_run(config, status="queued")
             print(f"run {run_id} → {store.path} on {where}", flush=True)
             code = _execute(store, run_id, config, args.quiet)

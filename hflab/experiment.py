@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -120,6 +121,18 @@ def evaluation(built: Built, params) -> dict:
 _COMPILED: dict = {}
 
 
+def enable_compilation_cache(folder) -> bool:
+    """Use JAX's persistent compilation cache in ``folder`` (the store's), so a restarted app
+    or a second CLI process loads the programs compiled before instead of compiling them again.
+    The first folder set in a process stays (JAX initialises its cache once)."""
+    if jax.config.jax_compilation_cache_dir:
+        return False
+    jax.config.update("jax_compilation_cache_dir", str(Path(folder) / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True
+
+
 def _signature(tree):
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return treedef, tuple((a.shape, str(a.dtype), getattr(a, "sharding", None)) for a in leaves)
@@ -155,7 +168,6 @@ class _Progress:
     """What the loop carries between updates: cost counters and the rejection streak."""
     wall: float = 0.0
     compile: float = 0.0
-    session_compile: float = 0.0
     totals: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     rejections: int = 0
     nonfinite: bool = False
@@ -176,22 +188,13 @@ class _Progress:
                 **self.totals, "step_n_grad": scalars["n_grad"], "step_n_gv": scalars["n_gv"]}
 
 
-def _one_update(built: Built, step: int, params, opt_state, progress: _Progress, place):
-    """Batches, compile (once), run and time one update; returns its record and trace."""
-    grad_b, curv_b = batches_for_step(built, step)
-    if place is not None:
-        params, opt_state, grad_b, curv_b = place(params, opt_state, grad_b, curv_b)
-    update, compile_s = compiled_update(built.optimizer, (params, opt_state, grad_b, curv_b))
-    progress.compile += compile_s
-    progress.session_compile += compile_s
+def _timed_update(update, params, opt_state, grad_b, curv_b):
     t0 = time.perf_counter()
     params, opt_state, info = update(params, opt_state, grad_b, curv_b)
     # waiting here times this update alone and keeps at most one program in flight (XLA-CPU's
     # sharded all-reduces can deadlock with many queued programs)
     jax.block_until_ready((params, info))
-    seconds = time.perf_counter() - t0
-    scalars, trace = built.optimizer.record(info)
-    return params, opt_state, {"step": step + 1, **progress.add(scalars, seconds)}, trace
+    return params, opt_state, info, time.perf_counter() - t0
 
 
 def _verdict(built: Built, record: dict, progress: _Progress) -> tuple[str, str] | None:
@@ -220,48 +223,100 @@ def _verdict(built: Built, record: dict, progress: _Progress) -> tuple[str, str]
     return None
 
 
+class Trainer:
+    """One run advanced one update at a time, so a scheduler can interleave the runs of a
+    comparison (each update is then timed alone).  :func:`run` drives one to the end.
+
+    ``on_step(record, trace, params, opt_state)`` is called for update 0 (the initial
+    evaluation, when starting from scratch) and after every update; ``on_phase(name)`` when the
+    run enters ``"compiling"`` or ``"training"``.  ``config.max_seconds`` budgets this run's own
+    optimisation time (its time inside :meth:`advance`, compilation left out).
+    """
+
+    def __init__(self, config: RunConfig, built: Built | None = None, *, start_step: int = 0,
+                 params=None, opt_state=None, counters: dict | None = None,
+                 place: Callable | None = None, on_step: Callable | None = None,
+                 on_phase: Callable | None = None):
+        self.config, self.built = config, built or build(config)
+        if params is None:
+            params = init_params(self.built)
+            opt_state = self.built.optimizer.init(params)
+        self.params, self.opt_state, self.step = params, opt_state, start_step
+        self.place, self.on_step = place, on_step or (lambda *a: None)
+        self.on_phase = on_phase or (lambda name: None)
+        self.progress = _Progress.from_counters(counters)
+        self.active_seconds = 0.0
+        self.last: dict = {}
+        if start_step == 0:
+            self.last = {"step": 0, "wall_seconds": 0.0, "compile_seconds": 0.0,
+                         **dict.fromkeys(COUNTERS, 0), **evaluation(self.built, params)}
+            self.on_step(dict(self.last), None, params, opt_state)
+
+    def _outcome(self, status: str, reason: str) -> RunOutcome:
+        return RunOutcome(status, reason, self.step, self.params, self.opt_state, self.last)
+
+    def _prepare(self):
+        grad_b, curv_b = batches_for_step(self.built, self.step)
+        args = (self.params, self.opt_state, grad_b, curv_b)
+        if self.place is not None:
+            args = self.place(*args)
+        opt = self.built.optimizer
+        if (id(opt), _signature(args)) not in _COMPILED:
+            self.on_phase("compiling")
+        update, compile_s = compiled_update(opt, args)
+        self.progress.compile += compile_s
+        if compile_s:
+            self.on_phase("training")
+        return update, args, compile_s
+
+    def advance(self, should_stop: Callable | None = None) -> RunOutcome | None:
+        """One update; the run's outcome when it is over (then stop calling), else None."""
+        stop = should_stop or (lambda: False)
+        if self.step >= self.config.steps:
+            return self.finish("finished", "")
+        if stop():
+            return self.finish("stopped", "stopped by the user")
+        if self.config.max_seconds and self.active_seconds >= self.config.max_seconds:
+            return self.finish("finished",
+                               f"wall-clock budget of {self.config.max_seconds:g} s reached")
+        t0 = time.perf_counter()
+        update, args, compile_s = self._prepare()
+        if stop():            # stopped while compiling: this update is not run
+            return self.finish("stopped", "stopped by the user")
+        params, opt_state, info, seconds = _timed_update(update, *args)
+        self.params, self.opt_state = params, opt_state
+        scalars, trace = self.built.optimizer.record(info)
+        record = {"step": self.step + 1, **self.progress.add(scalars, seconds)}
+        self.step = record["step"]
+        if self.step % self.config.eval_every == 0 or self.step in (self.config.steps, 1):
+            record.update(evaluation(self.built, self.params))
+        self.last = record
+        self.on_step(record, trace, self.params, self.opt_state)
+        self.active_seconds += time.perf_counter() - t0 - compile_s
+        verdict = _verdict(self.built, record, self.progress)
+        return self._outcome(*verdict) if verdict is not None else None
+
+    def finish(self, status: str, reason: str) -> RunOutcome:
+        """End here: evaluate where the run stopped if that step was not evaluated."""
+        if self.last and "test_error" not in self.last:
+            self.last.update(evaluation(self.built, self.params))
+            self.on_step(self.last, None, self.params, self.opt_state)
+        return self._outcome(status, reason)
+
+
 def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callable | None = None,
         start_step: int = 0, params=None, opt_state=None, counters: dict | None = None,
         built: Built | None = None, place: Callable | None = None) -> RunOutcome:
-    """Train; call ``on_step(record, trace, params, opt_state)`` after every update.
+    """Train to the end (see :class:`Trainer`); ``should_stop()`` is polled between updates.
 
-    ``record`` holds the step's metrics (train/test loss and error at evaluation steps, wall
-    seconds of optimisation, cumulative gradient / Gv / forward counts, and every scalar of the
-    optimiser's info record); ``trace`` is the CG trace of optimisers that record one.
-    ``should_stop()`` is polled between updates (a clean stop takes at most one update).
-    ``config.max_seconds`` budgets optimisation time (compilation left out).
-    ``place`` optionally maps (params, opt_state, batches) onto a device mesh.
+    ``record`` (passed to ``on_step``) holds the step's metrics — train/test loss and error at
+    evaluation steps, optimisation seconds, cumulative gradient / Gv / forward counts and every
+    scalar of the optimiser's info record; ``trace`` is the CG trace of optimisers that record
+    one.  ``place`` optionally maps (params, opt_state, batches) onto a device mesh.
     """
-    built = built or build(config)
-    if params is None:
-        params = init_params(built)
-        opt_state = built.optimizer.init(params)
-    progress = _Progress.from_counters(counters)
-    start_time = time.perf_counter()
-    last: dict = {}
-    step, status, reason = start_step, "finished", ""
-    while step < config.steps:
-        if should_stop is not None and should_stop():
-            status, reason = "stopped", "stopped by the user"
-            break
-        if config.max_seconds and (time.perf_counter() - start_time - progress.session_compile
-                                   >= config.max_seconds):
-            status, reason = "finished", f"wall-clock budget of {config.max_seconds:g} s reached"
-            break
-        params, opt_state, record, trace = _one_update(built, step, params, opt_state, progress,
-                                                       place)
-        step = record["step"]
-        if step % config.eval_every == 0 or step == config.steps or step == 1:
-            record.update(evaluation(built, params))
-        last = record
-        if on_step is not None:
-            on_step(record, trace, params, opt_state)
-        verdict = _verdict(built, record, progress)
-        if verdict is not None:
-            return RunOutcome(*verdict, step, params, opt_state, last)
-    if last and "test_error" not in last:
-        # the run ended between evaluations (budget, stop): evaluate where it ended
-        last.update(evaluation(built, params))
-        if on_step is not None:
-            on_step(last, None, params, opt_state)
-    return RunOutcome(status, reason, step, params, opt_state, last)
+    trainer = Trainer(config, built, start_step=start_step, params=params, opt_state=opt_state,
+                      counters=counters, place=place, on_step=on_step)
+    while True:
+        outcome = trainer.advance(should_stop)
+        if outcome is not None:
+            return outcome

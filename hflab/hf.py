@@ -63,7 +63,9 @@ class HFConfig:
     rho_high: float = 0.75
     damping_up: float = 1.5
     damping_down: float = 2.0 / 3.0
-    min_damping: float = 0.0
+    # λ floor: without one λ shrinks geometrically on easy problems (1e-36, then 0 in float32)
+    # and Levenberg–Marquardt can never raise it again; kfac-jax uses the same 1e-8 default
+    min_damping: float = 1e-8
     max_damping: float = 1e10
 
     def __post_init__(self):

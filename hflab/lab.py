@@ -12,6 +12,7 @@ A run is stopped cleanly between two updates (at most one update late).
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from . import parallel
 from .config import ConfigError, RunConfig
-from .experiment import build, init_params, run
+from .experiment import Trainer, build, enable_compilation_cache, init_params
 from .store import Store, default_home
 
 COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
@@ -53,83 +54,141 @@ def restore_state(built, leaves: dict[str, np.ndarray]):
     return restored
 
 
-def run_to_store(store: Store, run_id: int, config: RunConfig, should_stop=None,
-                 resume: bool = False, on_record=None, log: bool = True) -> str:
-    """Train ``config`` as run ``run_id``; every step goes to the store.  Returns the final status.
+class StoredRun:
+    """One run whose every step goes to the store, advanced one update at a time.
 
-    ``resume=True`` continues from the run's latest checkpoint (parameters, optimiser state —
-    HF's λ and previous CG solution included — and cost counters), dropping any steps stored
-    after it, so the data stream and the curves continue exactly.
+    Phases: ``queued`` → ``preparing`` (data, model, initialisation, checkpoint) → ``compiling``
+    → ``training`` → ``done``.  ``resume=True`` continues from the run's latest checkpoint
+    (parameters, optimiser state — HF's λ and previous CG solution included — and cost
+    counters), dropping any steps stored after it, so the data stream and the curves continue
+    exactly.  Any exception ends the run as ``failed`` with its text: a crash is recorded, never
+    lost.
     """
-    try:
+
+    def __init__(self, store: Store, run_id: int, config: RunConfig, resume: bool = False,
+                 on_record=None, log: bool = True):
+        self.store, self.run_id, self.config = store, run_id, config
+        self.resume, self.on_record, self.log = resume, on_record, log
+        self.trainer = None
+        self.start_step = 0
+        self.status = None                 # the final status once done
+        self.set_phase("queued")
+
+    def set_phase(self, phase: str):
+        self.phase, self.phase_since = phase, time.time()
+
+    def _checkpoint(self, step, params, opt_state, record):
+        leaves = _state_leaves(params, opt_state)
+        for k in COUNTER_KEYS:
+            leaves[f"counter_{k}"] = np.asarray(record.get(k, 0))
+        self.store.save_checkpoint(self.run_id, step, leaves)
+
+    def _on_step(self, record, trace, params, opt_state):
+        if self.log:
+            self.store.log_step(self.run_id, record, trace)
+        every = self.config.checkpoint_every
+        if every and record["step"] and record["step"] % every == 0:
+            self._checkpoint(record["step"], params, opt_state, record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def prepare(self):
+        """Build, restore and start the trainer (logs update 0 when starting from scratch)."""
+        self.set_phase("preparing")
+        config, store = self.config, self.store
         built = build(config)
         start_step, params, opt_state, counters = 0, None, None, {}
-        if resume:
-            ck = store.latest_checkpoint(run_id)
+        if self.resume:
+            ck = store.latest_checkpoint(self.run_id)
             if ck is not None:
                 start_step, leaves = ck
                 params, opt_state = restore_state(built, leaves)
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
-            store.truncate_after(run_id, start_step)
+            store.truncate_after(self.run_id, start_step)
         place = parallel.placer(config.devices)
-        store.set_device(run_id, device_description(config))
-        store.set_status(run_id, "running")
+        store.set_device(self.run_id, device_description(config))
+        store.set_status(self.run_id, "running")
+        self.start_step = start_step
+        self.trainer = Trainer(config, built, start_step=start_step, params=params,
+                               opt_state=opt_state, counters=counters, place=place,
+                               on_step=self._on_step, on_phase=self.set_phase)
+        self.set_phase("training")
 
-        def checkpoint(step, params, opt_state, record):
-            leaves = _state_leaves(params, opt_state)
-            for k in COUNTER_KEYS:
-                leaves[f"counter_{k}"] = np.asarray(record.get(k, 0))
-            store.save_checkpoint(run_id, step, leaves)
+    def advance(self, should_stop=None) -> bool:
+        """Prepare, or run one update; False once the run is over (status stored)."""
+        try:
+            if self.trainer is None:
+                if should_stop is not None and should_stop():
+                    return self._end("stopped", "stopped by the user before it started")
+                self.prepare()
+                if should_stop is not None and should_stop():    # stopped while preparing
+                    return self._end("stopped", "stopped by the user while preparing")
+                return True
+            outcome = self.trainer.advance(should_stop)
+            if outcome is None:
+                return True
+            if outcome.last and self.config.checkpoint_every:
+                self._checkpoint(outcome.steps_done, outcome.params, outcome.opt_state,
+                                 outcome.last)
+            return self._end(outcome.status, outcome.reason)
+        except ConfigError as e:
+            return self._end("failed", str(e))
+        except Exception as e:  # noqa: BLE001 — a crashing run is recorded, never lost
+            return self._end("failed", f"{type(e).__name__}: {e}\n"
+                                       f"{traceback.format_exc(limit=5)}")
 
-        def on_step(record, trace, params, opt_state):
-            if log:
-                store.log_step(run_id, record, trace)
-            if config.checkpoint_every and record["step"] % config.checkpoint_every == 0:
-                checkpoint(record["step"], params, opt_state, record)
-            if on_record is not None:
-                on_record(record)
+    def _end(self, status: str, reason: str) -> bool:
+        self.status = status
+        self.set_phase("done")
+        try:
+            self.store.set_status(self.run_id, status, reason)
+        except KeyError:
+            pass                  # the run was deleted meanwhile
+        return False
 
-        out = run(config, on_step=on_step, should_stop=should_stop, start_step=start_step,
-                  params=params, opt_state=opt_state, counters=counters, built=built, place=place)
-        if out.last and config.checkpoint_every:
-            checkpoint(out.steps_done, out.params, out.opt_state, out.last)
-        store.set_status(run_id, out.status, out.reason)
-        return out.status
-    except ConfigError as e:
-        store.set_status(run_id, "failed", str(e))
-        return "failed"
-    except Exception as e:  # noqa: BLE001 — a crashing run is recorded, never lost
-        store.set_status(run_id, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
-        return "failed"
+
+def run_to_store(store: Store, run_id: int, config: RunConfig, should_stop=None,
+                 resume: bool = False, on_record=None, log: bool = True) -> str:
+    """Train ``config`` as run ``run_id`` to the end; returns the final status."""
+    stored = StoredRun(store, run_id, config, resume, on_record, log)
+    while stored.advance(should_stop):
+        pass
+    return stored.status
 
 
 @dataclass
 class _Handle:
-    thread: threading.Thread
+    run: StoredRun
     stop: threading.Event = field(default_factory=threading.Event)
 
 
 class Lab:
-    """Start, stop, resume and list background runs writing to one store."""
+    """Start, stop, resume and list background runs writing to one store.
+
+    The runs started together (one comparison) share ONE worker thread that advances them in
+    turn, one update each: they never compete for the cores, so every update's wall time is its
+    own, and all curves grow together.  Separate comparisons get separate workers.
+    """
 
     def __init__(self, home=None):
         self.store = Store(home)
         self.store.mark_dead_runs_interrupted()
+        enable_compilation_cache(self.store.home)
         self._handles: dict[int, _Handle] = {}
         self._lock = threading.Lock()
 
     def start(self, config: RunConfig) -> int:
         """Validate (raises ConfigError before anything is stored), record, start a worker."""
-        config.validate()
-        run_id = self.store.create_run(config, status="queued")
-        self._launch(run_id, config, resume=False)
-        return run_id
+        return self.start_many([config])[0]
 
     def start_many(self, configs: list[RunConfig]) -> list[int]:
-        for c in configs:            # validate all first: a bad one starts none
+        """Start a comparison: validate all first (a bad one starts none), then one worker."""
+        for c in configs:
             c.validate()
-        return [self.start(c) for c in configs]
+        ids = [self.store.create_run(c, status="queued") for c in configs]
+        self._launch([(i, c, False) for i, c in zip(ids, configs)])
+        return ids
 
     RESUMABLE = ("stopped", "interrupted", "failed")
 
@@ -147,9 +206,24 @@ class Lab:
             raise ValueError(f"run {run_id} is {status}; only {', '.join(self.RESUMABLE)} runs "
                              "can be resumed")
 
-    def resume_many(self, run_ids) -> list[int]:
-        """Resume every resumable run of ``run_ids``; returns those resumed."""
-        return [self.resume(i) for i in run_ids if self.resumable(i)]
+    def resume(self, run_id: int) -> int:
+        self.resume_many([run_id], strict=True)
+        return run_id
+
+    def resume_many(self, run_ids, strict: bool = False) -> list[int]:
+        """Resume the resumable runs of ``run_ids`` together (one worker); returns them."""
+        if strict:
+            for i in run_ids:
+                self.check_resumable(i)
+        chosen = [int(i) for i in run_ids if self.resumable(int(i))]
+        items = []
+        for i in chosen:
+            config = RunConfig.from_dict(self.store.get_run(i)["config"])
+            self.store.set_status(i, "queued")
+            items.append((i, config, True))
+        if items:
+            self._launch(items)
+        return chosen
 
     def is_training(self, run_id: int) -> bool:
         """A worker here, or a live process elsewhere (dead writers were marked interrupted
@@ -159,44 +233,43 @@ class Lab:
 
     def delete(self, run_ids):
         """Delete runs and their checkpoints; refuses (ValueError) while any of them trains."""
+        for i in run_ids:
+            self.store.get_run(int(i))
         active = [int(i) for i in run_ids if self.is_training(int(i))]
         if active:
             raise ValueError(f"runs {active} are still training — stop them first")
         for i in run_ids:
-            self.store.get_run(int(i))
-        for i in run_ids:
             self.store.delete_run(int(i))
 
-    def resume(self, run_id: int) -> int:
-        if self.is_active(run_id):
-            raise RuntimeError(f"run {run_id} is still running")
-        info = self.store.get_run(run_id)
-        config = RunConfig.from_dict(info["config"])
-        self.store.set_status(run_id, "queued")
-        self._launch(run_id, config, resume=True)
-        return run_id
-
-    def _launch(self, run_id, config, resume):
-        handle = _Handle(thread=None)  # type: ignore[arg-type]
+    def _launch(self, items):
+        handles = [_Handle(StoredRun(self.store, i, c, resume=r)) for i, c, r in items]
 
         def work():
-            try:
-                run_to_store(self.store, run_id, config, should_stop=handle.stop.is_set,
-                             resume=resume)
-            finally:
-                with self._lock:
-                    self._handles.pop(run_id, None)
+            pending = list(handles)
+            while pending:                     # one update of each run in turn
+                for h in list(pending):
+                    if not h.run.advance(h.stop.is_set):
+                        pending.remove(h)
+                        with self._lock:
+                            self._handles.pop(h.run.run_id, None)
 
-        handle.thread = threading.Thread(target=work, name=f"hflab-run-{run_id}", daemon=True)
         with self._lock:
-            self._handles[run_id] = handle
-        handle.thread.start()
+            for h in handles:
+                self._handles[h.run.run_id] = h
+        threading.Thread(target=work, name=f"hflab-runs-{items[0][0]}", daemon=True).start()
 
     def stop(self, run_id: int):
+        """Ask a run to stop; honoured before its next update.  A run still preparing or
+        compiling (which cannot be interrupted) is marked stopped at once and whatever that
+        phase produces is discarded."""
         with self._lock:
             handle = self._handles.get(run_id)
-        if handle is not None:
-            handle.stop.set()
+        if handle is None:
+            return
+        handle.stop.set()
+        if handle.run.phase in ("queued", "preparing", "compiling"):
+            self.store.set_status(run_id, "stopped", f"stopped by the user while "
+                                                     f"{handle.run.phase}")
 
     def stop_all(self):
         for run_id in self.active():
@@ -211,19 +284,36 @@ class Lab:
             return sorted(self._handles)
 
     def wait(self, run_id: int, timeout: float | None = None) -> bool:
-        with self._lock:
-            handle = self._handles.get(run_id)
-        if handle is None:
-            return True
-        handle.thread.join(timeout)
-        return not handle.thread.is_alive()
+        """Wait until the run's worker is done with it; False on timeout."""
+        deadline = None if timeout is None else time.time() + timeout
+        while self.is_active(run_id):
+            if deadline is not None and time.time() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def progress(self, run_id: int) -> dict:
+        """Status, phase (with seconds in it), steps, fraction and an ETA once updates flow."""
         info = self.store.get_run(run_id)
         steps = int(info["config"].get("steps", 0))
-        return {"id": run_id, "status": info["status"], "steps_done": int(info["steps_done"]),
-                "steps": steps, "fraction": min(1.0, info["steps_done"] / max(steps, 1)),
-                "active": self.is_active(run_id), "error": info["error"]}
+        done = int(info["steps_done"])
+        with self._lock:
+            handle = self._handles.get(run_id)
+        phase = handle.run.phase if handle is not None else info["status"]
+        since = handle.run.phase_since if handle is not None else None
+        out = {"id": run_id, "status": info["status"], "phase": phase, "steps_done": done,
+               "steps": steps, "fraction": min(1.0, done / max(steps, 1)),
+               "active": handle is not None, "error": info["error"],
+               "phase_seconds": None if since is None else time.time() - since, "eta": None}
+        trainer = handle.run.trainer if handle is not None else None
+        if trainer is not None and phase == "training":
+            advanced = trainer.step - handle.run.start_step
+            if advanced:
+                left = trainer.active_seconds / advanced * max(steps - trainer.step, 0)
+                if trainer.config.max_seconds:
+                    left = min(left, max(trainer.config.max_seconds - trainer.active_seconds, 0))
+                out["eta"] = left
+        return out
 
 
 _LABS: dict[str, Lab] = {}

@@ -13,6 +13,9 @@ from plotly.subplots import make_subplots
 X_AXES = {"step": "updates", "wall_seconds": "wall seconds (optimisation)",
           "n_passes": "forward + backward passes"}
 DIVERGING = "RdBu_r"
+SHORT_SERIES = 30          # at most this many points: draw markers too
+HEATMAP_CLIP_PERCENTILE = 99.0
+RHO_DISPLAY = (-1.0, 2.0)  # ρ is clipped to this band for display; hover shows the true value
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf"]
 
@@ -41,13 +44,23 @@ def loss_curves(metrics: pd.DataFrame, labels: dict, x: str = "step", y: str = "
             if df.empty or col not in df:
                 continue
             d = df.dropna(subset=[col])
+            # short series get markers, so one or two points are visible at all
+            mode = "lines+markers" if len(d) <= SHORT_SERIES else "lines"
             fig.add_trace(go.Scatter(
-                x=d[x], y=d[col], mode="lines", name=f"{label} · {split}",
+                x=d[x], y=d[col], mode=mode, name=f"{label} · {split}",
                 line=dict(color=colour, dash=dash), legendgroup=str(run_id),
+                marker=dict(size=6),
                 hovertemplate=f"{label} {split} {y}: %{{y:.5g}}<extra></extra>"))
     fig.update_xaxes(title=X_AXES[x])
-    fig.update_yaxes(title=y, type="log" if log_y else "linear")
+    fig.update_yaxes(title=y, **_y_axis(log_y))
     return _layout(fig, title or f"{y} against {X_AXES[x]}")
+
+
+def _y_axis(log: bool) -> dict:
+    """Plain-number tick labels: powers of ten on a log axis (never '5, 2, 10' or SI '1T')."""
+    if log:
+        return dict(type="log", dtick=1, tickformat=".0e", exponentformat="power")
+    return dict(type="linear", exponentformat="power", tickformat="~g")
 
 
 def matrix_heatmap(mat, title: str, names: list[str] | None = None,
@@ -62,11 +75,18 @@ def matrix_heatmap(mat, title: str, names: list[str] | None = None,
     custom = np.empty((rows, cols, 2), dtype=object)
     custom[..., 0] = np.asarray(r_names, dtype=object)[:, None]
     custom[..., 1] = np.asarray(col_names, dtype=object)[None, :]
-    bound = float(np.nanmax(np.abs(mat))) if mat.size else 1.0
+    # colours saturate at the 99th percentile of |value| so a few large entries do not wash the
+    # rest out to white; hover always shows the true value
+    finite = np.abs(mat[np.isfinite(mat)])
+    bound = float(np.percentile(finite, HEATMAP_CLIP_PERCENTILE)) if finite.size else 1.0
+    bound = bound if bound > 0 else (float(finite.max()) if finite.size and finite.max() > 0
+                                     else 1.0)
     fig = go.Figure(go.Heatmap(
         z=mat, colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound, customdata=custom,
         hovertemplate="row %{y} (%{customdata[0]})<br>column %{x} (%{customdata[1]})"
-                      "<br>value %{z:.6g}<extra></extra>"))
+                      "<br>value %{z:.6g}<extra></extra>",
+        colorbar=dict(title=f"clipped at ±{bound:.3g}" if finite.size and
+                      bound < finite.max() else "")))
     # one line per boundary between adjacent blocks
     for pos in sorted({p - 0.5 for _, a, b in (blocks or []) for p in (a, b)}):
         if 0 < pos < cols - 0.5:
@@ -133,14 +153,20 @@ def hf_timelines(metrics: pd.DataFrame, title: str = "HF across updates") -> go.
     for k, (col, name, log) in enumerate(panels):
         r, c = divmod(k, 2)
         if col in metrics:
-            y = metrics[col].astype(float)
+            d = metrics.dropna(subset=[col])
+            y = d[col].astype(float)
+            true = y
             if col == "rho":
-                y = y.where(np.isfinite(y))
-            fig.add_trace(go.Scatter(x=metrics["step"], y=y, mode="lines+markers", name=name,
-                                     marker=dict(size=4)), row=r + 1, col=c + 1)
-        if log:
-            fig.update_yaxes(type="log", row=r + 1, col=c + 1)
+                y = y.where(np.isfinite(y)).clip(*RHO_DISPLAY)
+            fig.add_trace(go.Scatter(x=d["step"], y=y, mode="lines+markers", name=name,
+                                     marker=dict(size=4), customdata=true,
+                                     hovertemplate=f"update %{{x}}: {name} = "
+                                                   "%{customdata:.6g}<extra></extra>"),
+                          row=r + 1, col=c + 1)
+        fig.update_yaxes(row=r + 1, col=c + 1, **_y_axis(log))
     if "rho" in metrics:
+        fig.update_yaxes(range=[RHO_DISPLAY[0] - 0.1, RHO_DISPLAY[1] + 0.1], row=1, col=2)
+    if "rho" in metrics:                                  # the Levenberg–Marquardt thresholds
         for level in (0.25, 0.75):
             fig.add_hline(y=level, line=dict(color="grey", dash="dot"), row=1, col=2)
     fig.update_xaxes(title="update")

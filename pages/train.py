@@ -98,12 +98,25 @@ group = st.session_state.get("group", [])
 if stop:
     for run_id in group:
         lab.stop(run_id)
+    if any(lab.is_active(i) for i in group):
+        st.toast("stopping — each run ends before its next update")
 if resume:
     lab.resume_many(group)
 
 x_axis = st.radio("x axis", list(plots.X_AXES), horizontal=True, key="x_axis",
                   format_func=lambda k: plots.X_AXES[k])
 log_y = st.checkbox("log y", value=True, key="log_y")
+
+
+def progress_text(p: dict) -> str:
+    """'compiling… 3 s', 'training 40/300 · about 12 s left', or the final status."""
+    phase = p["phase"] if p["active"] else p["status"]
+    text = f"{phase} {p['steps_done']}/{p['steps']}"
+    if p["active"] and p["phase_seconds"] is not None and phase != "training":
+        text = f"{phase}… {p['phase_seconds']:.0f} s"
+    if p["eta"] is not None:
+        text += f" · about {p['eta']:.0f} s left"
+    return text
 
 
 @st.fragment(run_every=1.0)
@@ -119,13 +132,12 @@ def live():
     for col, (_, r) in zip(cols, runs.iterrows()):
         p = lab.progress(int(r["id"]))
         col.progress(p["fraction"], text=ui.plain(
-            f"#{r['id']} {r['optimizer']}: {p['status']} ({p['steps_done']}/{p['steps']}) · "
-            f"{r['device']}"))
+            f"#{r['id']} {r['optimizer']}: {progress_text(p)} · {r['device']}"))
         if p["status"] in ("failed", "diverged"):
             col.error(ui.plain(p["error"].splitlines()[0] if p["error"] else p["status"]))
     metrics = lab.store.metrics(list(labels))
     if metrics.empty:
-        st.caption("compiling…")
+        st.caption("preparing data and the model…")
         return
     left, right = st.columns(2)
     with left:

@@ -22,7 +22,8 @@ def test_every_optimiser_reduces_the_loss(task, optimizer):
                         n_train=128, n_test=64, checkpoint_every=0, target_error=-1.0)
     records = []
     out = run(cfg, on_step=lambda r, t, p, s: records.append(r))
-    assert out.status == "finished" and len(records) == 15
+    assert out.status == "finished" and len(records) == 16         # update 0, then 15
+    assert records[0]["step"] == 0 and records[0]["n_grad"] == 0
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     # cumulative cost counters never decrease; HF spends Gv products, first-order ones do not
     assert all(a["n_grad"] <= b["n_grad"] for a, b in zip(records, records[1:]))

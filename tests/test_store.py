@@ -41,7 +41,8 @@ def test_round_trip_of_every_field(tmp_path):
     assert RunConfig.from_dict(info["config"]) == cfg
     assert info["device"] and info["finished"] >= info["started"] >= info["created"]
     m = store.metrics(run_id)
-    assert list(m["step"]) == list(range(1, 7))
+    assert list(m["step"]) == list(range(0, 7))         # update 0: the initial evaluation
+    assert m["train_loss"].iloc[0] > m["train_loss"].iloc[-1]
     for rec, (_, row) in zip(records, m.iterrows()):
         for k, v in rec.items():
             if isinstance(v, float) and not np.isfinite(v):
@@ -53,9 +54,10 @@ def test_round_trip_of_every_field(tmp_path):
     traces = store.cg_traces(run_id)
     assert list(traces["step"]) == list(range(1, 7))
     t = traces.iloc[0]
-    assert len(t["residual_norms"]) == len(t["quad_values"]) == m["cg_iters"].iloc[0] + 1
-    assert t["backtrack_index"] == m["backtrack_index"].iloc[0]
-    assert t["stop_reason"] == m["cg_stop_reason"].iloc[0]
+    first = m[m["step"] == 1].iloc[0]
+    assert len(t["residual_norms"]) == len(t["quad_values"]) == first["cg_iters"] + 1
+    assert t["backtrack_index"] == first["backtrack_index"]
+    assert t["stop_reason"] == first["cg_stop_reason"]
     ck = store.latest_checkpoint(run_id)
     assert ck is not None and ck[0] == 6
     assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == 1   # older ones replaced
@@ -76,7 +78,7 @@ def test_four_concurrent_writers_lose_no_step(tmp_path):
     store = Store(tmp_path)
     for rid in ids:
         assert store.get_run(rid)["status"] == "finished"
-        assert list(store.metrics(rid)["step"]) == list(range(1, 26))
+        assert list(store.metrics(rid)["step"]) == list(range(0, 26))
     assert len(store.cg_traces(ids[0])) == 25
 
 
@@ -114,9 +116,10 @@ def test_resume_joins_the_curve_exactly(tmp_path):
     store.set_status(part2, "interrupted")
     run_to_store(store, part2, cfg, resume=True)
     a, b = store.metrics(full), store.metrics(part2)
-    assert list(b["step"]) == list(range(1, 9))
+    assert list(b["step"]) == list(range(0, 9))
     for col in ("train_loss", "damping", "rho", "cg_iters"):
-        assert np.allclose(a[col], b[col], rtol=1e-5), col
+        assert np.allclose(a[col].astype(float), b[col].astype(float), rtol=1e-5,
+                           equal_nan=True), col
     assert store.get_run(part2)["status"] == "finished"
 
 
@@ -137,7 +140,7 @@ def test_killed_cli_run_is_interrupted_and_resumes(tmp_path):
     proc.wait()
     run_id = int(store.runs()["id"].iloc[0])
     committed = store.metrics(run_id)
-    assert len(committed) >= 12 and list(committed["step"]) == list(range(1, len(committed) + 1))
+    assert len(committed) >= 12 and list(committed["step"]) == list(range(0, len(committed)))
     assert Store(tmp_path).mark_dead_runs_interrupted() == [run_id]
     assert store.get_run(run_id)["status"] == "interrupted"
     out = subprocess.run([sys.executable, "-m", "hflab", "runs", "resume", str(run_id), "--quiet"],
@@ -145,7 +148,7 @@ def test_killed_cli_run_is_interrupted_and_resumes(tmp_path):
     assert out.returncode == 0, out.stderr
     assert store.get_run(run_id)["status"] == "finished"
     m = store.metrics(run_id)
-    assert list(m["step"]) == list(range(1, 3001))
+    assert list(m["step"]) == list(range(0, 3001))
 
 
 def test_export_import_round_trip_csv_and_parquet(tmp_path):
