@@ -5,23 +5,26 @@ import time
 
 import hflab  # noqa: F401
 
-from . import autoencoders, gv_cost, hf_update, rnn_problems, scaling
+from . import autoencoders, gv_cost, hf_update, lr_sweep, rnn_problems, scaling
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
           "autoencoders": autoencoders, "scaling": scaling}
+# run only when asked (--only lr_sweep): it sets the presets' learning rates, not a headline
+ON_DEMAND = {"lr_sweep": lr_sweep}
 
 
 def main():
     p = argparse.ArgumentParser(prog="python -m benchmarks")
     p.add_argument("--full", action="store_true", help="paper-scale settings (hours on a CPU)")
-    p.add_argument("--only", nargs="+", choices=list(SUITES), help="run only these suites")
+    p.add_argument("--only", nargs="+", choices=list(SUITES) + list(ON_DEMAND),
+                   help="run only these suites")
     p.add_argument("--no-report", action="store_true")
     args = p.parse_args()
     mode = "full" if args.full else "quick"
     t0 = time.time()
     for name in args.only or SUITES:
-        for result in SUITES[name].run(args.full):
+        for result in {**SUITES, **ON_DEMAND}[name].run(args.full):
             emit(result, mode)
     print(f"# benchmarks done in {time.time() - t0:.0f} s")
     if not args.no_report:

@@ -72,7 +72,110 @@ def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
             "eig_H": np.linalg.eigvalsh(0.5 * (h + h.T))[::-1],
             "eig_G": np.linalg.eigvalsh(0.5 * (g + g.T))[::-1],
             "names": model.parameter_names(), "blocks": model.parameter_blocks(),
-            "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": True}
+            "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": True,
+            "spectrum_note": "", "view": "every parameter", "indices": np.arange(n)}
+
+
+MAX_VIEW = 600          # parameters in a block / sampled heatmap above the dense cap
+_CHUNK = 32             # unit vectors per batched product when assembling a sub-matrix
+
+
+def view_indices(model: Model, block: str | None = None, max_view: int = MAX_VIEW,
+                 seed: int = 0) -> np.ndarray:
+    """Parameter indices to show: a named weight block (evenly thinned to ``max_view``), or a
+    seeded sample of ``max_view`` parameters spread over every block (``block=None``)."""
+    blocks = {name: (a, b) for name, a, b in model.parameter_blocks()}
+    if block is not None:
+        if block not in blocks:
+            raise ValueError(f"block {block!r} unknown; blocks are {list(blocks)}")
+        a, b = blocks[block]
+        idx = np.arange(a, b)
+        if idx.size > max_view:
+            idx = idx[np.linspace(0, idx.size - 1, max_view).round().astype(int)]
+        return np.unique(idx)
+    rng = np.random.default_rng(seed)
+    n = model.n_params
+    return np.sort(rng.choice(n, size=min(max_view, n), replace=False))
+
+
+def _sub_matrix(multiply, n: int, idx: np.ndarray, dtype) -> np.ndarray:
+    """``C[idx, idx]`` from products with unit vectors, a chunk at a time (memory: one chunk of
+    n-vectors, never the n × n matrix)."""
+    idx_j = jnp.asarray(idx)
+    pad = (-len(idx)) % _CHUNK
+    cols = jnp.concatenate([idx_j, jnp.full((pad,), idx_j[0])]).reshape(-1, _CHUNK)
+
+    def chunk(c):
+        basis = jnp.zeros((_CHUNK, n), dtype).at[jnp.arange(_CHUNK), c].set(1.0)
+        return jax.vmap(multiply)(basis)[:, idx_j]            # (chunk, |idx|)
+    out = jax.lax.map(chunk, cols).reshape(-1, len(idx))[:len(idx)]
+    return np.asarray(out).T
+
+
+def lanczos_extremes(op, k: int = 6) -> tuple[np.ndarray, str]:
+    """Top and bottom ``k`` eigenvalues of an operator by Lanczos, with a note.  ARPACK
+    convergence failures give fewer eigenvalues; a second try uses a looser tolerance."""
+    found, notes = [], []
+    for which in ("LA", "SA"):
+        for tol in (1e-8, 1e-4):
+            try:
+                # a wider Krylov space and a bounded number of restarts: the smallest
+                # eigenvalues of an indefinite H converge slowly, and the page must answer
+                w = op.eigenvalues(k=min(k, op.n - 2), which=which, tol=tol, maxiter=60,
+                                   ncv=min(op.n - 1, max(4 * k, 40)))
+            except Exception as e:  # noqa: BLE001 — ARPACK failures become a note, never a crash
+                notes.append(f"{which} at tol {tol:g}: {type(e).__name__}")
+                continue
+            if tol > 1e-8:
+                notes.append(f"{which}: converged only at tolerance {tol:g}")
+            if len(w) < min(k, op.n - 2):
+                notes.append(f"{'largest' if which == 'LA' else 'smallest'}: only {len(w)} of "
+                             f"{k} eigenvalues converged (the ones shown are exact; the extreme "
+                             "ones may lie beyond them)")
+            found.append(w)
+            break
+    w = np.unique(np.concatenate(found)) if found else np.array([])
+    return w[::-1], "; ".join(notes)
+
+
+def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
+                   k: int = 6) -> dict:
+    """What the Curvature page shows for a model of any size.
+
+    Up to the dense cap: :func:`curvature_snapshot` (every entry, full spectra).  Above it: H, G
+    and H − G restricted to a weight block or a sample of parameters (sub-matrices assembled
+    from the curvature operator's products), the Jacobian's columns for those parameters, and
+    Lanczos extremes of the full H and G.
+    """
+    model: Model = built.model
+    if model.n_params <= curvature.DENSE_PARAM_CAP:
+        return curvature_snapshot(built, params, n_cases)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
+    ops = {kind: curvature.CurvatureOperator(model.apply, built.loss, params, batch, kind=kind)
+           for kind in ("hessian", "gauss_newton")}
+    idx = view_indices(model, block)
+    flat, unravel = ops["hessian"].flat, ops["hessian"].unravel
+    mats = {key: _sub_matrix(jax.jit(op.multiply), op.n, idx, jnp.float64)
+            for key, op in (("H", ops["hessian"]), ("G", ops["gauss_newton"]))}
+    sel = jnp.asarray(idx)
+    jac = jax.jacfwd(lambda t: jnp.ravel(model.apply(unravel(flat.at[sel].add(t)), batch.x)))(
+        jnp.zeros(len(idx), jnp.float64))
+    names = model.parameter_names()
+    eig_h, note_h = lanczos_extremes(ops["hessian"], k)
+    eig_g, note_g = lanczos_extremes(ops["gauss_newton"], k)
+    shown_blocks, start = [], 0
+    for name, a, b in model.parameter_blocks():
+        count = int(np.sum((idx >= a) & (idx < b)))
+        if count:
+            shown_blocks.append((name, start, start + count))
+            start += count
+    return {"H": mats["H"], "G": mats["G"], "H-G": mats["H"] - mats["G"], "J": np.asarray(jac),
+            "J_inputs": None, "eig_H": eig_h, "eig_G": eig_g,
+            "names": [names[i] for i in idx], "blocks": shown_blocks, "indices": idx,
+            "n_params": model.n_params, "n_cases": int(batch.x.shape[0]),
+            "full_spectrum": False, "spectrum_note": "; ".join(x for x in (note_h, note_g) if x),
+            "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
 
 
 # ----------------------------------------------------------------------------- derivations
@@ -86,6 +189,25 @@ def derivation_quadratic(x=None) -> dict:
             "hessian_autodiff": np.asarray(jax.hessian(f)(jnp.asarray(x))),
             "hessian_analytic": manual.quadratic_hessian(),
             "naive_reverse_mode": manual.reverse_mode_of_vector(grad_fn, x)}
+
+
+def derivation_forward(x=None) -> dict:
+    """The notebook's 3-3-3 logistic net at x = (1, 1, 1): y = Σ σ(W2 σ(W1 x + b1) + b2) and
+    dy/dx — the hand-written pass (NumPy) beside autodiff in float32 and float64."""
+    x = np.ones(3) if x is None else np.asarray(x, np.float64)
+    w1, w2, b1, b2 = manual.seed_mlp()
+
+    def y(v, dtype):
+        c = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+        z1 = jax.nn.sigmoid(c(w1) @ v + c(b1))
+        return jnp.sum(jax.nn.sigmoid(c(w2) @ z1 + c(b2)))
+    out = {"y_manual": manual.seed_mlp_output(x),
+           "dydx_manual": manual.seed_mlp_input_gradient(x)}
+    for dtype in (jnp.float32, jnp.float64):
+        v = jnp.asarray(x, dtype)
+        out[f"y_{jnp.dtype(dtype).name}"] = float(y(v, dtype))
+        out[f"dydx_{jnp.dtype(dtype).name}"] = np.asarray(jax.grad(y)(v, dtype))
+    return out
 
 
 def derivation_jacobian() -> dict:
@@ -133,9 +255,12 @@ def derivation_bptt(n_in=3, n_hidden=3, n_out=2, steps=3, seed: int = 1234) -> d
     manual_g = manual.bptt_gradients(params, x, np.ones((1, steps, n_out)))
     auto = jax.grad(lambda p: jnp.sum(rnn_apply(p, jnp.asarray(x))))(
         jax.tree_util.tree_map(jnp.asarray, params))
-    rows = [{"parameter": k, "shape": str(manual_g[k].shape),
-             "max_abs_difference": float(np.abs(manual_g[k] - np.asarray(auto[k])).max())}
-            for k in ("W_in", "W_rec", "b", "W_out", "b_out")]
+    rows = []
+    for k in ("W_in", "W_rec", "b", "W_out", "b_out"):
+        hand, ad = np.ravel(manual_g[k]), np.ravel(np.asarray(auto[k]))
+        for j in range(hand.size):
+            rows.append({"parameter": f"{k}[{j}]", "hand-written BPTT": hand[j],
+                         "autodiff": ad[j], "difference": hand[j] - ad[j]})
     return {"manual": manual_g, "autodiff": {k: np.asarray(v) for k, v in auto.items()},
             "table": rows}
 

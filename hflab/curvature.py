@@ -352,7 +352,7 @@ def _order(w: np.ndarray, which: str, k: int) -> np.ndarray:
 
 def extreme_eigenvalues(matvec: Callable, n: int, k: int = 6, which: str = "LA",
                         dtype=np.float64, tol: float = 1e-8, seed: int = 0,
-                        maxiter: int | None = None) -> np.ndarray:
+                        maxiter: int | None = None, ncv: int | None = None) -> np.ndarray:
     """k eigenvalues of a symmetric operator given by ``matvec`` on flat vectors of length n.
 
     ``which`` as in :func:`scipy.sparse.linalg.eigsh`: ``"LA"`` largest algebraic (descending),
@@ -371,7 +371,7 @@ def extreme_eigenvalues(matvec: Callable, n: int, k: int = 6, which: str = "LA",
                                                                np.float64), dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
     try:
-        w = eigsh(op, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter,
+        w = eigsh(op, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter, ncv=ncv,
                   return_eigenvectors=False)
     except ArpackNoConvergence as e:
         w = np.asarray(e.eigenvalues)

@@ -33,6 +33,10 @@ def warning(text):
     st.warning(plain(text))
 
 
+def plain_caption(text):
+    st.caption(plain(text))
+
+
 @st.cache_resource
 def lab() -> Lab:
     return get_lab()

@@ -1,25 +1,36 @@
-"""Curvature: Hessian, Gauss-Newton, their difference, Jacobians and spectra — of a fresh small
-model or of a run's newest checkpoint (following it live while the run trains)."""
+"""Curvature: Hessian, Gauss-Newton, their difference, Jacobians and spectra — of a fresh model
+or of a run's newest checkpoint (following it live while the run trains), for any model size."""
 import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
 from hflab import analysis, plots, ui
 from hflab.config import ConfigError
+from hflab.curvature import DENSE_PARAM_CAP
 from hflab.tasks import SPECS
 
 st.header("Curvature")
 lab = ui.lab()
 
-source = st.radio("source", ["a fresh small model", "a stored run"], horizontal=True,
-                  key="curv_source",
-                  index=1 if ui.query_run_id() is not None else 0)
+source = st.radio("source", ["a fresh model", "a stored run"], horizontal=True,
+                  key="curv_source", index=1 if ui.query_run_id() is not None else 0)
 n_cases = st.slider("cases in the curvature batch", 1, 64, 16, key="curv_cases")
 
 
+def block_choice(model):
+    """Above the dense cap: which parameters the heatmaps show."""
+    if model.n_params <= DENSE_PARAM_CAP:
+        return None
+    options = ["a sample over all blocks"] + [name for name, _, _ in model.parameter_blocks()]
+    choice = st.selectbox(f"{model.n_params:,} parameters is above the dense cap of "
+                          f"{DENSE_PARAM_CAP:,}: show", options, key="curv_block")
+    return None if choice == options[0] else choice
+
+
 def show(snapshot, title):
-    st.caption(f"{title} · {snapshot['n_params']} parameters · {snapshot['n_cases']} cases · "
-               "black lines separate weight blocks · colour scale centred at 0")
+    ui.plain_caption(f"{title} · {snapshot['n_params']:,} parameters ({snapshot['view']}) · "
+                     f"{snapshot['n_cases']} cases · black lines separate weight blocks · "
+                     "colour scale centred at 0, clipped at the 99th percentile")
     tabs = st.tabs(["Hessian H", "Gauss-Newton G", "H − G", "Jacobians", "spectrum"])
     for tab, key in zip(tabs[:3], ["H", "G", "H-G"]):
         with tab:
@@ -31,17 +42,22 @@ def show(snapshot, title):
                                       snapshot["names"], snapshot["blocks"],
                                       row_names=[f"out {i}" for i in range(n_out)]),
                  "heat-J", "jacobian-params")
-        ui.chart(plots.matrix_heatmap(snapshot["J_inputs"], "∂outputs/∂inputs (first case)"),
-                 "heat-Jin", "jacobian-inputs")
+        if snapshot["J_inputs"] is not None:
+            ui.chart(plots.matrix_heatmap(snapshot["J_inputs"], "∂outputs/∂inputs (first case)"),
+                     "heat-Jin", "jacobian-inputs")
     with tabs[4]:
         kind = "full spectrum" if snapshot["full_spectrum"] else "top/bottom eigenvalues (Lanczos)"
         ui.chart(plots.spectrum({"H": snapshot["eig_H"], "G": snapshot["eig_G"]},
                                 f"Eigenvalues of H and G — {kind}"), "spectrum", "spectrum")
-        st.write(f"λ_max(H) = {snapshot['eig_H'][0]:.5g}, λ_min(H) = {snapshot['eig_H'][-1]:.5g}; "
-                 f"λ_min(G) = {snapshot['eig_G'][-1]:.3g} (G is PSD up to rounding)")
+        if len(snapshot["eig_H"]) and len(snapshot["eig_G"]):
+            st.write(f"λ_max(H) = {snapshot['eig_H'][0]:.5g}, λ_min(H) = "
+                     f"{snapshot['eig_H'][-1]:.5g}; λ_max(G) = {snapshot['eig_G'][0]:.5g}, "
+                     f"λ_min(G) = {snapshot['eig_G'][-1]:.3g} (G is PSD up to rounding)")
+        if snapshot.get("spectrum_note"):
+            ui.plain_caption(f"Lanczos: {snapshot['spectrum_note']}")
 
 
-if source == "a fresh small model":
+if source == "a fresh model":
     c1, c2, c3 = st.columns(3)
     task = c1.selectbox("task", analysis.FRESH_MODEL_TASKS, key="curv_task")
     layers = c2.text_input("hidden layers / units", SPECS[task].default_layers
@@ -50,7 +66,7 @@ if source == "a fresh small model":
     seed = c3.number_input("seed", 0, 10_000, 0, key="curv_seed")
     try:
         built, params = analysis.fresh_model(task, layers, int(seed))
-        snap = analysis.curvature_snapshot(built, params, n_cases)
+        snap = analysis.curvature_view(built, params, n_cases, block_choice(built.model))
     except (ConfigError, ValueError) as e:
         ui.error(e)
     else:
@@ -62,14 +78,19 @@ else:
         st.info("No stored runs yet — start one on **Train & compare**.")
     else:
         follow = st.checkbox("follow the newest checkpoint live", value=True, key="curv_follow")
-
-        @st.fragment(run_every=2.0 if follow and lab.is_active(int(run_id)) else None)
-        def live():
-            try:
-                config, built, params, step = analysis.run_params(lab.store, int(run_id))
-                snap = analysis.curvature_snapshot(built, params, n_cases)
-            except (ConfigError, ValueError) as e:
-                ui.error(e)
-                return
-            show(snap, f"run #{run_id} at update {step}")
-        live()
+        try:
+            config, built, params, step = analysis.run_params(lab.store, int(run_id))
+            block = block_choice(built.model)
+        except (ConfigError, ValueError, KeyError) as e:
+            ui.error(e)
+        else:
+            @st.fragment(run_every=2.0 if follow and lab.is_active(int(run_id)) else None)
+            def live():
+                try:
+                    _, built, params, step = analysis.run_params(lab.store, int(run_id))
+                    snap = analysis.curvature_view(built, params, n_cases, block)
+                except (ConfigError, ValueError) as e:
+                    ui.error(e)
+                    return
+                show(snap, f"run #{run_id} at update {step}")
+            live()

@@ -21,7 +21,16 @@ c3.write("A *naive* reverse-mode derivative of ∇f returns Σᵢ ∂(∇f)ᵢ/�
          "not the Hessian:")
 c3.write(str(q["naive_reverse_mode"].tolist()))
 
-st.subheader("2 · Jacobians")
+st.subheader("2 · The 3-3-3 net's forward pass and input gradient")
+fw = analysis.derivation_forward()
+c1, c2 = st.columns(2)
+c1.write(f"y at x = (1, 1, 1): float32 autodiff **{fw['y_float32']:.7f}** (the notebook printed "
+         f"2.7463741), float64 {fw['y_float64']:.10f}, hand-written {fw['y_manual']:.10f}")
+c2.dataframe(pd.DataFrame({"dy/dx hand-written": fw["dydx_manual"],
+                           "dy/dx autodiff float32": fw["dydx_float32"],
+                           "dy/dx autodiff float64": fw["dydx_float64"]}), key="df-fwd")
+
+st.subheader("3 · Jacobians")
 j = analysis.derivation_jacobian()
 c1, c2 = st.columns(2)
 c1.write("∂h₂/∂z₁ of the notebook's 3-3-3 net by forward-mode autodiff (= W₂):")
@@ -29,7 +38,7 @@ c1.dataframe(pd.DataFrame(j["jacobian_autodiff"]), key="df-jac")
 c2.write("reverse mode with a vector of ones gives only the column sums "
          f"{np.round(j['naive_reverse_mode'], 6).tolist()}")
 
-st.subheader("3 · The MLP Hessian three ways")
+st.subheader("4 · The MLP Hessian three ways")
 c1, c2 = st.columns(2)
 sizes_text = c1.text_input("layer sizes", "3-3-3", key="der_sizes")
 act = c2.selectbox("activation", ["logistic", "tanh"], key="der_act")
@@ -48,11 +57,14 @@ else:
     st.write(f"max |Bishop − autodiff| = **{h['max_abs_bishop_vs_autodiff']:.2e}**, "
              f"max |finite differences − autodiff| = **{h['max_abs_fd_vs_autodiff']:.2e}**")
 
-st.subheader("4 · The RNN gradient by hand-written BPTT")
+st.subheader("5 · The RNN gradient by hand-written BPTT")
 b = analysis.derivation_bptt()
-st.dataframe(pd.DataFrame(b["table"]), key="df-bptt")
+table = pd.DataFrame(b["table"])
+st.write(f"∂J/∂θ for J = Σ_t Σ_k y_t,k of the notebook's 3-3-2 tanh RNN over 3 steps; largest "
+         f"|difference| **{table['difference'].abs().max():.2e}**")
+st.dataframe(table, key="df-bptt", hide_index=True)
 
-st.subheader("5 · The Gauss-Newton product")
+st.subheader("6 · The Gauss-Newton product")
 g = analysis.derivation_gv()
 c1, c2 = st.columns(2)
 c1.dataframe(pd.DataFrame({"Gv (jvp → H_L → vjp)": g["Gv"], "dense JᵀH_L J v": g["dense"]}),

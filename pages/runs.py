@@ -52,10 +52,14 @@ chosen = st.multiselect("runs to overlay / export / delete", list(view["id"]),
 if chosen:
     metrics = lab.store.metrics(chosen)
     labels = {int(i): ui.run_label(runs[runs["id"] == i].iloc[0]) for i in chosen}
-    x_axis = st.radio("x axis", list(plots.X_AXES), horizontal=True, key="runs_x",
+    c1, c2, c3 = st.columns([3, 2, 1])
+    x_axis = c1.radio("x axis", list(plots.X_AXES), horizontal=True, key="runs_x",
                       format_func=lambda k: plots.X_AXES[k])
+    y_kind = c2.radio("curve", ["loss", "error"], horizontal=True, key="runs_y")
+    log_y = c3.checkbox("log y", value=True, key="runs_log")
     if not metrics.empty:
-        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="loss"), "runs-loss", "runs-loss")
+        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y=y_kind, log_y=log_y),
+                 "runs-curves", f"runs-{y_kind}")
     c1, c2 = st.columns(2)
     for col, fmt in ((c1, "csv"), (c2, "parquet")):
         with tempfile.TemporaryDirectory() as tmp:

@@ -88,7 +88,13 @@ def test_one_two_and_eight_devices_agree(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     errors = {k: v for k, v in out.items() if "/" in k}
     assert len(errors) == 24
-    bad = {k: v for k, v in errors.items() if not v <= 1e-10}
+    # Tolerances by what a different all-reduce summation order can do in float64: one product
+    # (gradient, Gv) changes by ~1e-16 relative; one HF update runs CG, which amplifies it by up
+    # to ~cond(G + λI) per iteration; ten updates compound that.  A real sharding bug (a lost or
+    # doubled shard, padding counted as cases) changes results at the 1e-2 level.
+    tolerance = {"grad": 1e-12, "gv": 1e-12, "update": 1e-9, "rho": 1e-9, "ten": 1e-7,
+                 "test_loss": 1e-7}
+    bad = {k: v for k, v in errors.items() if not v <= tolerance[k.split("/")[1]]}
     assert not bad, bad
     assert out["status"] == "finished" and out["steps"] == 10
     assert "×8" in out["device"]

@@ -78,7 +78,14 @@ def test_curvature_snapshot_matches_its_definitions():
 def test_derivation_routes_agree():
     assert analysis.derivation_mlp_hessian()["max_abs_bishop_vs_autodiff"] < 1e-15
     assert analysis.derivation_mlp_hessian((2, 3, 2), "tanh")["max_abs_fd_vs_autodiff"] < 1e-8
-    assert max(r["max_abs_difference"] for r in analysis.derivation_bptt()["table"]) < 1e-12
+    table = analysis.derivation_bptt()["table"]
+    assert len(table) == 3 * 3 + 3 * 3 + 3 + 3 * 2 + 2            # every parameter's value
+    assert max(abs(r["difference"]) for r in table) < 1e-12
+    assert max(abs(r["autodiff"]) for r in table) > 1e-3
+    fw = analysis.derivation_forward()
+    assert f"{fw['y_float32']:.7f}" == "2.7463741"                 # the notebook's number
+    assert np.allclose(fw["dydx_float32"], [0.00771682, 0.00966905, 0.01162129], atol=5e-9)
+    assert np.allclose(fw["dydx_manual"], fw["dydx_float64"], rtol=1e-12)
     assert analysis.derivation_gv()["max_abs_difference"] < 1e-12
     q = analysis.derivation_quadratic()
     assert q["f"] == 40 and list(q["naive_reverse_mode"]) == [10, 14, 16, 18]

@@ -156,13 +156,21 @@ def test_curvature_page_fresh_model_and_run_checkpoint():
     assert any("at update 4" in c.value for c in at.caption)
 
 
-def test_curvature_page_parameter_cap_message():
+def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
+    """A 4,810-parameter run: no error, a block choice, sub-matrix heatmaps and Lanczos."""
     lab = get_lab()
     cfg = preset_config("digits", layers="64", steps=1, checkpoint_every=1)
     run_id = lab.store.create_run(cfg)
     run_to_store(lab.store, run_id, cfg)
     at = page("curvature", {"run": str(run_id)}).run()
-    assert any("dense Hessian is limited to 3,000 parameters" in e.value for e in at.error)
+    assert not at.exception and not at.error
+    assert "above the dense cap" in at.selectbox(key="curv_block").label
+    at.selectbox(key="curv_block").set_value("W2").run()
+    assert not at.exception and not at.error
+    captions = " ".join(shown(c.value) for c in at.caption)
+    assert "4,810 parameters (block W2)" in captions
+    assert len(at.get("plotly_chart")) == 5                   # H, G, H−G, J, spectrum
+    assert any("λ_max(H)" in m.value for m in at.markdown)
 
 
 def test_cg_inspector_shows_trace_and_timelines():
