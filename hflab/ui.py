@@ -20,9 +20,14 @@ from .lab import Lab, device_description, get_lab
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
 
 
+_AUTOLINK = re.compile(r"(?i)(://|www\\?\.|@)")
+
+
 def plain(text) -> str:
-    """``text`` with every markdown / HTML-significant character escaped."""
-    return _MARKDOWN.sub(r"\\\1", str(text))
+    """``text`` with every markdown / HTML-significant character escaped, and a zero-width space
+    in ``://``, ``www.`` and ``@`` so that GitHub-flavoured markdown's autolinks cannot form."""
+    escaped = _MARKDOWN.sub(r"\\\1", str(text))
+    return _AUTOLINK.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], escaped)
 
 
 def error(text):
