@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-core mutants bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the numerical core (no app, no browser), with 4 host devices for the in-process mesh test
+CORE_TESTS = tests/test_losses.py tests/test_cg.py tests/test_hf.py tests/test_manual.py \
+	tests/test_curvature.py tests/test_core_parallel.py tests/test_models.py
+test-core: $(STAMP)
+	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q $(CORE_TESTS)
+
+# each mutant of tests/mutation/mutants.py against the core tier, in a copy of the tree
+mutants: $(STAMP)
+	$(PY) tests/mutation/run.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(if $(FULL),--full,)

@@ -26,7 +26,9 @@ def load(mode: str | None = None) -> pd.DataFrame:
 
 
 def latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return df.sort_values("time").groupby(keys, dropna=False).tail(1)
+    """The newest row per key and device (CPU and GPU results are kept apart)."""
+    keys = keys + (["device"] if "device" in df and "device" not in keys else [])
+    return df.sort_values("time").groupby(keys, dropna=False).tail(1).sort_values(keys)
 
 
 def _md(df: pd.DataFrame, cols: list[str]) -> str:
@@ -46,6 +48,7 @@ def _md(df: pd.DataFrame, cols: list[str]) -> str:
 
 def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     figs = {}
+    df = df[df["device"] == "cpu"] if "device" in df else df     # the reference machine
     g = df[df["benchmark"] == "gv_cost"]
     if not g.empty:
         g = latest(g, ["case"])
@@ -124,7 +127,8 @@ def main(mode: str | None = None):
          ["problem", "T", "optimizer", "seed", "budget_seconds", "updates", "success_rate",
           "best_success_rate", "seconds_to_99"]),
         ("Deep autoencoders", "autoencoder", ["task", "optimizer"],
-         ["task", "optimizer", "budget_seconds", "updates", "train_error", "test_error"]),
+         ["task", "optimizer", "budget_seconds", "updates", "train_error", "test_error",
+          "device"]),
         ("Scaling over devices", "scaling", ["devices"],
          ["devices", "seconds_per_update", "simulated", "case"]),
     ]

@@ -36,7 +36,10 @@ def random_problem(kind, sizes, activation, loss_name, batch, steps, seed):
         x = jax.random.normal(k2, (batch, steps, sizes[0]), jnp.float64)
         out_shape = (batch, steps, sizes[-1])
         mask = (jax.random.uniform(k4, (batch, steps)) > 0.3).astype(jnp.float64)
-        mask = mask.at[:, -1].set(1.0)
+        # every case needs a target somewhere — not necessarily at the last step, so that a
+        # mask reduced by its last step instead of "any step" is caught
+        first = jnp.argmax(jax.random.uniform(jax.random.fold_in(k4, 1), (batch, steps)), axis=1)
+        mask = mask.at[jnp.arange(batch), first].set(1.0)
     params = model.init_params(k1, jnp.float64)
     # perturb every entry (biases start at 0), so no ReLU sits exactly on its kink
     leaves, tree = jax.tree_util.tree_flatten(params)

@@ -169,3 +169,84 @@ def test_update_is_one_jitted_program_with_cg_inside():
     batch = make_batch(jnp.asarray(x), jnp.asarray(y))
     text = opt.update.lower(params, opt.init(params), batch, batch).as_text()
     assert text.count("stablehlo.while") >= 3      # CG, backtracking, line search
+
+
+def _dense_references(model, params, batch, loss, wc):
+    """Plain-function references: objective, its gradient, dense G (jax.hessian of the loss
+    value) and dense S (hidden-state Jacobian), all without the lab's products."""
+    flat, unravel = ravel_pytree(params)
+
+    def objective(p):
+        return loss.value(model.apply(unravel(p), batch.x), batch.y, batch.mask) + \
+            0.5 * wc * jnp.vdot(p, p)
+    z_of = lambda p: model.apply(unravel(p), batch.x)  # noqa: E731
+    jz = jax.jacfwd(lambda p: jnp.ravel(z_of(p)))(flat)
+    z = z_of(flat)
+    hl = jax.hessian(lambda zz: loss.value(zz.reshape(z.shape), batch.y, batch.mask))(
+        jnp.ravel(z))
+    g_dense = jz.T @ hl @ jz
+    if model.kind != "rnn":
+        return flat, objective, jax.grad(objective)(flat), np.asarray(g_dense), None
+    h_of = lambda p: jnp.ravel(model.apply_with_hidden(unravel(p), batch.x)[1])  # noqa: E731
+    jh = jax.jacfwd(h_of)(flat)
+    real = np.asarray(batch.mask).reshape(batch.mask.shape[0], -1).max(axis=1)
+    w = np.repeat(real / real.sum(), jh.shape[0] // len(real))
+    s_dense = jh.T @ (w[:, None] * jh)
+    return flat, objective, jax.grad(objective)(flat), np.asarray(g_dense), np.asarray(s_dense)
+
+
+def test_the_cg_system_is_g_plus_weight_cost_plus_lambda_plus_structural_damping():
+    """A converged CG step with no backtracking, line search or warm start is exactly
+    −(G + wc·I + λI + λμS)⁻¹ g — every term of the damped system, checked densely."""
+    model, params, x, y, mask, loss = random_problem("rnn", (2, 3, 1), "tanh", "squared", 4, 3, 21)
+    mask = mask.at[3].set(0.0)                                     # one padding case
+    batch = Batch(x, y, mask)
+    lam, mu, wc = 0.3, 0.5, 0.01
+    flat, objective, g, g_dense, s_dense = _dense_references(model, params, batch, loss, wc)
+    n = flat.size
+    opt = hf.hessian_free(model, loss, damping=lam, structural_damping=mu, weight_cost=wc,
+                          max_cg_iters=3 * n, cg_eps=0.0, cg_tol=1e-15, cg_decay=0.0,
+                          backtracking=False, line_search=False)
+    new, state, info = opt.update(params, opt.init(params), batch, batch)
+    p = ravel_pytree(new)[0] - flat
+    a = g_dense + (wc + lam) * np.eye(n) + lam * mu * s_dense
+    assert rel_err(p, -np.linalg.solve(a, np.asarray(g))) <= 1e-9
+    # ρ recomputed independently: actual over predicted reduction, damping left out of q
+    q = float(g @ p + 0.5 * p @ (g_dense + wc * np.eye(n)) @ p)
+    rho = (float(objective(flat + p)) - float(objective(flat))) / q
+    assert np.isclose(float(info.rho), rho, rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_accepted_step_never_increases_the_objective(seed):
+    """Nonconvex tanh net, indefinite Hessian curvature, almost no damping: big steps must be
+    cut back by the Armijo search, never accepted uphill (checked on the plain objective)."""
+    model, params, x, y, mask, loss = random_problem("mlp", (3, 6, 2), "tanh", "squared", 9, 1,
+                                                     100 + seed)
+    batch = Batch(x * 3.0, y, mask)
+    flat, objective, g, _, _ = _dense_references(model, params, batch, loss, 0.0)
+    opt = hf.hessian_free(model, loss, damping=1e-6, curvature="hessian", backtracking=False)
+    state = opt.init(params)
+    for _ in range(3):
+        new, state, info = opt.update(params, state, batch, batch)
+        f0, f1 = float(objective(ravel_pytree(params)[0])), float(objective(ravel_pytree(new)[0]))
+        step = ravel_pytree(new)[0] - ravel_pytree(params)[0]
+        gk = jax.grad(objective)(ravel_pytree(params)[0])
+        if bool(info.accepted):
+            assert f1 <= f0 + 1e-2 * float(gk @ step) + 1e-12
+            assert np.isclose(float(info.loss_after), f1, rtol=1e-10)
+        else:
+            assert f1 == f0
+        params = new
+
+
+@pytest.mark.parametrize("init", ["sparse", "gaussian", "glorot"])
+@pytest.mark.parametrize("kind, sizes", [("mlp", (3, 5, 2)), ("rnn", (2, 4, 1))])
+def test_every_init_honours_the_dtype(init, kind, sizes):
+    model = Model(kind, sizes, ("tanh",) * (1 if kind == "rnn" else len(sizes) - 2), init, 1.5,
+                  1.2 if kind == "rnn" else None)
+    for dtype in (jnp.float32, jnp.float64):
+        params = model.init_params(jax.random.PRNGKey(0), dtype)
+        assert {a.dtype for a in jax.tree_util.tree_leaves(params)} == {jnp.dtype(dtype)}
+        x = jnp.ones((2, 3, sizes[0]) if kind == "rnn" else (2, sizes[0]), dtype)
+        assert model.apply(params, x).dtype == jnp.dtype(dtype)

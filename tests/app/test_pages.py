@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from hflab.config import preset_config
 from hflab.lab import get_lab, run_to_store
-from hflab.tasks import TASK_NAMES
+from hflab.tasks import SPECS, TASK_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["train", "curvature", "cg_inspector", "derivations", "runs"]
@@ -52,6 +52,8 @@ def test_each_preset_starts_and_finishes_a_tiny_run(task):
     query = {"task": task, "optimizers": "hf,adam", "steps": "1", "max_cg_iters": "3"}
     if task in SMALL_LAYERS:
         query["layers"] = SMALL_LAYERS[task]
+    if SPECS[task].kind == "rnn" and SPECS[task].default_seq_len > 5:
+        query["seq_len"] = "5"                       # a short unrolled scan compiles quickly
     at = page("train", query).run()
     assert not at.exception
     at.button(key="start").click().run()
@@ -157,9 +159,9 @@ def test_curvature_page_fresh_model_and_run_checkpoint():
 
 
 def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
-    """A 4,810-parameter run: no error, a block choice, sub-matrix heatmaps and Lanczos."""
+    """A 3,610-parameter run: no error, a block choice, sub-matrix heatmaps and Lanczos."""
     lab = get_lab()
-    cfg = preset_config("digits", layers="64", steps=1, checkpoint_every=1)
+    cfg = preset_config("digits", layers="48", steps=1, checkpoint_every=1)
     run_id = lab.store.create_run(cfg)
     run_to_store(lab.store, run_id, cfg)
     at = page("curvature", {"run": str(run_id)}).run()
@@ -168,7 +170,7 @@ def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
     at.selectbox(key="curv_block").set_value("W2").run()
     assert not at.exception and not at.error
     captions = " ".join(shown(c.value) for c in at.caption)
-    assert "4,810 parameters (block W2)" in captions
+    assert "3,610 parameters (block W2)" in captions
     assert len(at.get("plotly_chart")) == 5                   # H, G, H−G, J, spectrum
     assert any("λ_max(H)" in m.value for m in at.markdown)
 

@@ -1,0 +1,53 @@
+"""Models against plain NumPy forward passes (an independent route), and the sparse init."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hflab  # noqa: F401
+from hflab.models import SPARSE_FAN_IN, Model
+
+NP_ACTS = {"tanh": np.tanh, "logistic": lambda a: 1 / (1 + np.exp(-a)),
+           "relu": lambda a: np.maximum(a, 0), "linear": lambda a: a}
+
+
+@pytest.mark.parametrize("act", list(NP_ACTS))
+def test_mlp_forward_matches_numpy(act):
+    model = Model("mlp", (3, 5, 4, 2), (act, act), "gaussian")
+    params = model.init_params(jax.random.PRNGKey(1), jnp.float64)
+    params = jax.tree_util.tree_map(lambda a: a + 0.1, params)          # non-zero biases
+    x = np.random.default_rng(0).standard_normal((6, 3))
+    a = x
+    for layer in params[:-1]:
+        a = NP_ACTS[act](a @ np.asarray(layer["W"]) + np.asarray(layer["b"]))
+    expected = a @ np.asarray(params[-1]["W"]) + np.asarray(params[-1]["b"])
+    assert np.allclose(model.apply(params, jnp.asarray(x)), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [3, 70])            # fully unrolled and rolled scans
+def test_rnn_forward_matches_numpy(steps):
+    model = Model("rnn", (2, 4, 3), ("tanh",), "gaussian")
+    p = model.init_params(jax.random.PRNGKey(2), jnp.float64)
+    p = {k: np.asarray(v) + 0.05 for k, v in p.items()}
+    x = np.random.default_rng(1).standard_normal((5, steps, 2))
+    h = np.zeros((5, 4))
+    outs, hs = [], []
+    for t in range(steps):
+        h = np.tanh(x[:, t] @ p["W_in"] + h @ p["W_rec"] + p["b"])
+        hs.append(h)
+        outs.append(h @ p["W_out"] + p["b_out"])
+    z, hidden = model.apply_with_hidden({k: jnp.asarray(v) for k, v in p.items()},
+                                        jnp.asarray(x))
+    assert np.allclose(z, np.stack(outs, 1), rtol=1e-11, atol=1e-12)
+    assert np.allclose(hidden, np.stack(hs, 1), rtol=1e-11, atol=1e-12)
+
+
+def test_sparse_init_has_fifteen_incoming_weights_and_martens_scales():
+    model = Model("rnn", (2, 40, 1), ("tanh",), "sparse", rec_scale=1.2)
+    p = model.init_params(jax.random.PRNGKey(0), jnp.float32)
+    w = np.asarray(p["W_rec"])
+    assert np.all((w != 0).sum(axis=0) == SPARSE_FAN_IN)
+    assert np.isclose(np.max(np.abs(np.linalg.eigvals(w.astype(np.float64)))), 1.2, rtol=1e-4)
+    assert np.all(np.asarray(p["b"]) == 0.5)                            # tanh units
+    again = model.init_params(jax.random.PRNGKey(0), jnp.float32)
+    assert np.array_equal(np.asarray(again["W_rec"]), w)                # seeded
