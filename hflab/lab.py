@@ -70,6 +70,7 @@ class StoredRun:
         self.store, self.run_id, self.config = store, run_id, config
         self.resume, self.on_record, self.log = resume, on_record, log
         self.trainer = None
+        self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume
         self.start_step = 0
         self.status = None                 # the final status once done
         self.set_phase("queued")
@@ -99,12 +100,16 @@ class StoredRun:
         built = build(config)
         start_step, params, opt_state, counters = 0, None, None, {}
         if self.resume:
+            store.remove_orphan_temporaries(self.run_id)
             ck = store.latest_checkpoint(self.run_id)
             if ck is not None:
                 start_step, leaves = ck
                 params, opt_state = restore_state(built, leaves)
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
+            self.notes = list(store.checkpoint_notes)
+            if ck is None and store.checkpoint_notes:
+                self.notes.append("no readable checkpoint: restarted from step 0")
             store.truncate_after(self.run_id, start_step)
         place = parallel.placer(config.devices)
         store.set_device(self.run_id, device_description(config))
@@ -139,6 +144,8 @@ class StoredRun:
                                        f"{traceback.format_exc(limit=5)}")
 
     def _end(self, status: str, reason: str) -> bool:
+        if self.notes:
+            reason = "; ".join([reason] * bool(reason) + self.notes)
         self.status = status
         self.set_phase("done")
         try:

@@ -21,69 +21,14 @@ import sqlite3
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-STATUSES = ("queued", "running", "finished", "failed", "stopped", "interrupted", "diverged")
-METRIC_COLUMNS = ("wall_seconds", "train_loss", "train_error", "test_loss", "test_error",
-                  "n_grad", "n_gv", "n_forward", "n_passes")
-
-MIGRATIONS = [
-    # version 0 → 1
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL DEFAULT '',
-        config TEXT NOT NULL,
-        task TEXT NOT NULL,
-        optimizer TEXT NOT NULL,
-        seed INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        error TEXT NOT NULL DEFAULT '',
-        device TEXT NOT NULL DEFAULT '',
-        created REAL NOT NULL,
-        started REAL,
-        finished REAL,
-        steps_done INTEGER NOT NULL DEFAULT 0,
-        pid INTEGER,
-        host TEXT
-    );
-    CREATE TABLE metrics (
-        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        step INTEGER NOT NULL,
-        wall_seconds REAL, train_loss REAL, train_error REAL, test_loss REAL, test_error REAL,
-        n_grad INTEGER, n_gv INTEGER, n_forward INTEGER, n_passes INTEGER,
-        extra TEXT NOT NULL DEFAULT '{}',
-        PRIMARY KEY (run_id, step)
-    );
-    CREATE TABLE cg_traces (
-        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        step INTEGER NOT NULL,
-        residual_norms TEXT NOT NULL,
-        quad_values TEXT NOT NULL,
-        saved_iters TEXT NOT NULL,
-        backtrack_index INTEGER NOT NULL,
-        stop_reason TEXT NOT NULL,
-        PRIMARY KEY (run_id, step)
-    );
-    CREATE TABLE checkpoints (
-        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        step INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        created REAL NOT NULL,
-        PRIMARY KEY (run_id, step)
-    );
-    CREATE INDEX runs_status ON runs(status);
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreError(RuntimeError):
-    pass
-
+from .schema import (METRIC_COLUMNS, MIGRATIONS, SCHEMA_VERSION, STATUSES, StoreError,
+                     _as_store_error, _rollback, _store_error)
 
 def default_home() -> Path:
     return Path(os.environ.get("HFLAB_HOME") or "runs")
@@ -127,18 +72,36 @@ class Store:
         self.path = given if given.suffix == ".sqlite" else given / "hflab.sqlite"
         self.home = self.path.parent
         self.checkpoint_dir = self.home / "checkpoints"
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store folder {self.home}: {e.strerror}") from None
         self._check_file()
         self._lock = threading.RLock()
+        self.read_only = self.path.exists() and not (os.access(self.path, os.W_OK) and
+                                                     os.access(self.home, os.W_OK))
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
-                                         isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            if self.read_only:     # list, show and export still work; writes say why they fail
+                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
+                                             check_same_thread=False, isolation_level=None)
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
+                                             isolation_level=None)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._conn.execute("PRAGMA busy_timeout=30000")
+            self._check_integrity()
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable HF Lab run store: {e}") from None
+
+    def _check_integrity(self):
+        """``PRAGMA quick_check`` on open: damage inside the file is reported, not ignored."""
+        rows = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            raise StoreError(f"{self.path} is damaged ({'; '.join(rows[:3])}); copy it away and "
+                             "recover the runs you need with `sqlite3 .recover`, or set "
+                             "HFLAB_HOME to a new folder")
 
     def _check_file(self):
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -151,6 +114,11 @@ class Store:
     def _migrate(self):
         with self._lock:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if self.read_only:
+                if version != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} is read-only and needs a schema upgrade "
+                                     f"(version {version} → {SCHEMA_VERSION})")
+                return
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {version}, newer than this "
                                  f"HF Lab ({SCHEMA_VERSION}); upgrade HF Lab to open it")
@@ -179,24 +147,37 @@ class Store:
             self._conn.close()
 
     def _execute(self, sql, params=()):
-        with self._lock:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            self._writable()
+        with self._lock, _as_store_error(self.path):
             return self._conn.execute(sql, params)
 
+    def _writable(self):
+        if self.read_only:
+            raise StoreError(f"the run store {self.path} is read-only (no write permission on "
+                             "it or its folder): runs can be listed, shown and exported, not "
+                             "written")
+
     def _transaction(self, statements):
+        self._writable()
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 for sql, params in statements:
                     self._conn.execute(sql, params)
                 self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                _rollback(self._conn)
+                raise _store_error(e, self.path) from None
             except Exception:
-                self._conn.execute("ROLLBACK")
+                _rollback(self._conn)
                 raise
 
     # -- runs -----------------------------------------------------------------------------
     def create_run(self, config, status: str = "queued", device: str = "") -> int:
+        self._writable()
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        with self._lock:
+        with self._lock, _as_store_error(self.path):
             cur = self._conn.execute(
                 "INSERT INTO runs (name, config, task, optimizer, seed, status, device, created, "
                 "pid, host) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -347,24 +328,45 @@ class Store:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        old = [r[0] for r in self._execute(
-            "SELECT path FROM checkpoints WHERE run_id=? AND step<>?", (run_id, step)).fetchall()]
+        # keep the newest two: a damaged newest checkpoint still leaves one to resume from
+        rows = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? AND step<>? "
+                             "ORDER BY step DESC", (run_id, step)).fetchall()
+        old = [(st, p) for st, p in rows[1:]]
         self._transaction([("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)",
-                            (run_id, step, rel, time.time())),
-                           ("DELETE FROM checkpoints WHERE run_id=? AND step<>?", (run_id, step))])
-        for p in old:
+                            (run_id, step, rel, time.time()))] +
+                          [("DELETE FROM checkpoints WHERE run_id=? AND step=?", (run_id, st))
+                           for st, _ in old])
+        for _, p in old:
             try:
                 (self.home / p).unlink()
             except FileNotFoundError:
                 pass
 
     def latest_checkpoint(self, run_id: int) -> tuple[int, dict] | None:
-        row = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? ORDER BY step DESC "
-                            "LIMIT 1", (run_id,)).fetchone()
-        if row is None:
-            return None
-        with np.load(self.home / row[1]) as data:
-            return int(row[0]), {k: data[k] for k in data.files}
+        """The newest *readable* checkpoint ``(step, arrays)``; damaged or missing files are
+        skipped (see :meth:`checkpoint_notes`), ``None`` when none can be read."""
+        self.checkpoint_notes = []
+        rows = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? ORDER BY step "
+                             "DESC", (run_id,)).fetchall()
+        for step, rel in rows:
+            try:
+                with np.load(self.home / rel) as data:
+                    return int(step), {k: data[k] for k in data.files}
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+                self.checkpoint_notes.append(f"checkpoint at step {step} unreadable "
+                                             f"({type(e).__name__})")
+        return None
+
+    def remove_orphan_temporaries(self, run_id: int) -> int:
+        """Delete half-written checkpoint files of a run that has no live writer."""
+        count = 0
+        for tmp in self.checkpoint_dir.glob(f".run{run_id}-*.npz.tmp"):
+            try:
+                tmp.unlink()
+                count += 1
+            except OSError:
+                pass
+        return count
 
     # -- imported runs --------------------------------------------------------------------
     def insert_runs(self, runs: list[dict], metrics: dict, traces: dict) -> list[int]:

@@ -33,7 +33,7 @@ def setup(problem):
     return model, params, f, bound, v
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(problems)
 def test_gv_hv_jacobian_match_dense_autodiff(problem):
     model, params, f, bound, v = setup(problem)

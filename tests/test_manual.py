@@ -76,7 +76,7 @@ nets = st.builds(lambda sizes, acts, out_act, seed: (sizes, acts[:len(sizes) - 2
                  st.sampled_from(["logistic", "tanh", "linear"]), st.integers(0, 1000))
 
 
-@settings(max_examples=15, deadline=None, derandomize=True)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(nets)
 def test_bishop_hessian_matches_autodiff_and_finite_differences(net):
     sizes, acts, out_act, seed = net
@@ -96,7 +96,7 @@ def test_bishop_hessian_matches_autodiff_and_finite_differences(net):
     assert np.allclose(bishop, bishop.T, atol=1e-14)
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(1, 5),
        st.integers(1, 3), st.integers(0, 1000))
 def test_bptt_matches_autodiff_and_finite_differences(n_in, n_h, n_out, steps, batch, seed):

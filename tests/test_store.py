@@ -60,7 +60,7 @@ def test_round_trip_of_every_field(tmp_path):
     assert t["stop_reason"] == first["cg_stop_reason"]
     ck = store.latest_checkpoint(run_id)
     assert ck is not None and ck[0] == 6
-    assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == 1   # older ones replaced
+    assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == 2   # the newest two kept
 
 
 def test_four_concurrent_writers_lose_no_step(tmp_path):
@@ -175,3 +175,58 @@ def test_schema_version_and_migration_on_open(tmp_path):
     assert store._execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
     Store(tmp_path)                        # reopening an up-to-date store changes nothing
+
+
+def test_resume_falls_back_to_an_older_checkpoint_then_to_step_zero(tmp_path):
+    store = Store(tmp_path)
+    cfg = small(optimizer="adam", steps=6, checkpoint_every=2)
+    rid = store.create_run(cfg)
+    run_to_store(store, rid, cfg.replace(steps=4))          # checkpoints at 2 and 4
+    steps = [r[0] for r in store._execute("SELECT step FROM checkpoints WHERE run_id=?",
+                                          (rid,)).fetchall()]
+    assert sorted(steps) == [2, 4]                          # the newest two are kept
+    newest = tmp_path / f"checkpoints/run{rid}-step4.npz"
+    newest.write_bytes(newest.read_bytes()[:100])           # truncated
+    (tmp_path / "checkpoints" / f".run{rid}-orphan.npz.tmp").write_bytes(b"half")
+    store.set_status(rid, "interrupted")
+    assert run_to_store(store, rid, cfg, resume=True) == "finished"
+    info = store.get_run(rid)
+    assert "step 4 unreadable" in info["error"]
+    assert list(store.metrics(rid)["step"]) == list(range(0, 7))
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    for p in (tmp_path / "checkpoints").glob("*.npz"):
+        p.unlink()                                          # every checkpoint gone
+    store.set_status(rid, "interrupted")
+    assert run_to_store(store, rid, cfg.replace(steps=8), resume=True) == "finished"
+    assert "restarted from step 0" in store.get_run(rid)["error"]
+
+
+def test_a_read_only_store_lists_shows_and_exports_but_refuses_writes(tmp_path, monkeypatch):
+    store = Store(tmp_path / "ro")
+    rid = store.create_run(small())
+    store.close()
+    # root ignores file modes, so the missing write permission is what os.access reports
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK
+                        else real_access(p, mode))
+    ro = Store(tmp_path / "ro")
+    assert ro.read_only and ro.get_run(rid)["id"] == rid and len(ro.runs()) == 1
+    assert zipfile.ZipFile(bundles.export(ro, [rid], tmp_path / "ro.zip")).namelist()
+    with pytest.raises(StoreError, match="read-only"):
+        ro.create_run(small())
+    with pytest.raises(StoreError, match="read-only"):
+        ro.set_status(rid, "stopped")
+
+
+def test_garbage_inside_the_store_is_reported_on_open(tmp_path):
+    damaged = tmp_path / "bad"
+    s2 = Store(damaged)
+    for _ in range(30):
+        s2.create_run(small(name="x" * 2000))
+    s2.close()
+    path = damaged / "hflab.sqlite"
+    data = bytearray(path.read_bytes())
+    data[4096 * 2:4096 * 2 + 4096] = os.urandom(4096)       # 4 KB of garbage inside
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="damaged|not a usable"):
+        Store(damaged)
