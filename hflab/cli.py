@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ from . import bundles
 from .bundles import BundleError
 from .config import FIELDS, ConfigError, RunConfig, preset_dict
 from .experiment import enable_compilation_cache
-from .lab import Lab, device_description, run_to_store
+from .lab import Lab, StoredRun, device_description
 from .store import Store, StoreError
 
 
@@ -129,16 +130,36 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _execute(store, run_id, config, quiet, resume=False) -> int:
+def _train(store, run_id, config, resume, progress) -> str:
+    """Train in a worker thread so that Ctrl-C / SIGTERM is honoured at once: between updates
+    the run stops cleanly; while preparing or compiling (which cannot be interrupted) the run is
+    marked stopped immediately and the process leaves without waiting for that phase."""
     stop = threading.Event()
 
-    def handle(signum, frame):  # Ctrl-C / SIGTERM: stop cleanly after the current update
+    def handle(signum, frame):
         stop.set()
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    stored = StoredRun(store, run_id, config, resume, on_record=progress)
+
+    def work():
+        while stored.advance(stop.is_set):
+            pass
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+        if stop.is_set() and stored.phase in ("queued", "preparing", "compiling"):
+            store.set_status(run_id, "stopped", f"stopped by a signal while {stored.phase}")
+            progress.close()
+            print(f"run {run_id}: stopped while {stored.phase}", flush=True)
+            os._exit(1)        # the phase's result is discarded; the store is consistent
+    return stored.status
+
+
+def _execute(store, run_id, config, quiet, resume=False) -> int:
     progress = Progress(config.steps, quiet)
-    status = run_to_store(store, run_id, config, should_stop=stop.is_set, resume=resume,
-                          on_record=progress)
+    status = _train(store, run_id, config, resume, progress)
     progress.close()
     info = store.get_run(run_id)
     m = store.metrics(run_id)

@@ -230,3 +230,22 @@ def test_garbage_inside_the_store_is_reported_on_open(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="damaged|not a usable"):
         Store(damaged)
+
+
+def test_sigterm_while_preparing_stops_the_cli_run_within_a_second(tmp_path):
+    env = {**os.environ, "HFLAB_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "hflab", "run", "--task", "mnist-ae",
+                             "--layers", "3000-3000", "--grad-batch", "200", "--steps", "5"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    store = Store(tmp_path)
+    deadline = time.time() + 60
+    while time.time() < deadline and (store.runs().empty or
+                                      store.runs()["status"].iloc[0] != "running"):
+        time.sleep(0.05)
+    assert not store.runs().empty
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert time.time() - t0 < 1.5
+    assert store.get_run(int(store.runs()["id"].iloc[0]))["status"] == "stopped"
