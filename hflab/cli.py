@@ -177,68 +177,73 @@ def _execute(store, run_id, config, quiet, resume=False) -> int:
     return 0 if status in ("finished", "stopped") else 1
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "run":
-            config = config_from_args(args)
-            where = device_description(config)       # fails before anything is stored
-            for flag, out in (("csv", args.csv), ("json", args.json_out)):
-                if out and not Path(out).resolve().parent.is_dir():
-                    raise ConfigError(flag, out, "a file in an existing folder")
-            store = Store()
-            store.mark_dead_runs_interrupted()
-            enable_compilation_cache(store.home)
-            run_id = store.create_run(config, status="queued")
-            print(f"run {run_id} → {store.path} on {where}", flush=True)
-            code = _execute(store, run_id, config, args.quiet)
-            if args.csv or args.json_out:
-                m = store.metrics(run_id)
-                if args.csv:
-                    m.to_csv(args.csv, index=False)
-                if args.json_out:
-                    m.to_json(args.json_out, orient="records", indent=1)
-            return code
-        store = Store()
+def _run_command(args) -> int:
+    config = config_from_args(args)
+    where = device_description(config)       # fails before anything is stored
+    for flag, out in (("csv", args.csv), ("json", args.json_out)):
+        if out and not Path(out).resolve().parent.is_dir():
+            raise ConfigError(flag, out, "a file in an existing folder")
+    store = Store()
+    store.mark_dead_runs_interrupted()
+    enable_compilation_cache(store.home)
+    run_id = store.create_run(config, status="queued")
+    print(f"run {run_id} → {store.path} on {where}", flush=True)
+    code = _execute(store, run_id, config, args.quiet)
+    m = store.metrics(run_id)
+    if args.csv:
+        m.to_csv(args.csv, index=False)
+    if args.json_out:
+        m.to_json(args.json_out, orient="records", indent=1)
+    return code
+
+
+def _show(store, run_id):
+    info = store.get_run(run_id)
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1, default=str))
+    print(json.dumps(info["config"], indent=1))
+    m = store.metrics(run_id)
+    if not m.empty:
+        print(m.tail(5).to_string(index=False))
+
+
+def _runs_command(args) -> int:
+    store = Store()
+    if not store.read_only:
         store.mark_dead_runs_interrupted()
-        if args.action == "list":
-            df = store.runs()
-            if df.empty:
-                print("no runs")
-            else:
-                cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "device"]
-                print(df[cols].to_string(index=False))
-        elif args.action == "show":
-            info = store.get_run(args.run_id)
-            print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=1,
-                             default=str))
-            print(json.dumps(info["config"], indent=1))
-            m = store.metrics(args.run_id)
-            if not m.empty:
-                print(m.tail(5).to_string(index=False))
-        elif args.action == "export":
-            path = bundles.export(store, args.run_ids, args.out, args.format)
-            print(f"wrote {path}")
-        elif args.action == "import":
-            ids = bundles.import_bundle(store, args.bundle)
-            print("imported as runs " + ", ".join(map(str, ids)))
-        elif args.action == "delete":
-            Lab(store.home).delete(args.run_ids)
-            print("deleted " + ", ".join(map(str, args.run_ids)))
-        elif args.action == "resume":
-            info = store.get_run(args.run_id)
-            if info["status"] == "finished":
-                print(f"run {args.run_id} is already finished")
-                return 0
-            Lab(store.home).check_resumable(args.run_id)
-            config = RunConfig.from_dict(info["config"])
-            return _execute(store, args.run_id, config, args.quiet, resume=True)
-        return 0
+    if args.action == "list":
+        df = store.runs()
+        cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "device"]
+        print("no runs" if df.empty else df[cols].to_string(index=False))
+    elif args.action == "show":
+        _show(store, args.run_id)
+    elif args.action == "export":
+        print(f"wrote {bundles.export(store, args.run_ids, args.out, args.format)}")
+    elif args.action == "import":
+        ids = bundles.import_bundle(store, args.bundle)
+        print("imported as runs " + ", ".join(map(str, ids)))
+    elif args.action == "delete":
+        Lab(store.home).delete(args.run_ids)
+        print("deleted " + ", ".join(map(str, args.run_ids)))
+    elif args.action == "resume":
+        info = store.get_run(args.run_id)
+        if info["status"] == "finished":
+            print(f"run {args.run_id} is already finished")
+            return 0
+        Lab(store.home).check_resumable(args.run_id)
+        config = RunConfig.from_dict(info["config"])
+        return _execute(store, args.run_id, config, args.quiet, resume=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run_command(args) if args.command == "run" else _runs_command(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (StoreError, BundleError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    except (StoreError, BundleError, KeyError, ValueError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else (
+            f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e))
         print(f"error: {msg}", file=sys.stderr)
         return 2

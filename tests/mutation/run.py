@@ -34,9 +34,22 @@ def copy_tree(dest: Path):
             shutil.copy2(src, dest / rel)
 
 
-def run_core(tree: Path, timeout: int = 900) -> tuple[int, str]:
+# the tests that check a module most directly run first for its mutants (-x stops at the first
+# failure, so a killed mutant costs seconds; a survivor costs the whole tier)
+FIRST = {"losses": ["tests/test_losses.py"], "models": ["tests/test_models.py"],
+         "cg": ["tests/test_cg.py"], "hf": ["tests/test_hf.py"],
+         "curvature": ["tests/test_hf.py", "tests/test_curvature.py"],
+         "manual": ["tests/test_manual.py"], "parallel": ["tests/test_core_parallel.py"]}
+
+
+def ordered_core(rel: str) -> list[str]:
+    first = FIRST.get(Path(rel).stem, [])
+    return first + [t for t in CORE if t not in first]
+
+
+def run_core(tree: Path, rel: str = "", timeout: int = 900) -> tuple[int, str]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-           "-p", "no:randomly", *CORE]
+           *ordered_core(rel)]
     env = {**os.environ, **ENV, "PYTHONPATH": str(tree)}
     try:
         out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
@@ -63,7 +76,7 @@ def main() -> int:
                 continue
             path.write_text(pristine.replace(old, new))
             t0 = time.time()
-            code, first = run_core(tree)
+            code, first = run_core(tree, rel)
             path.write_text(pristine)
             verdict = "killed" if code not in (0, 5) else "SURVIVED"
             rows.append((k, rel, reason, verdict, time.time() - t0, first))
