@@ -173,6 +173,23 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# What each preset's default comparison shows (numbers from `make bench` on 2 CPU cores).
+COMMENTARY: dict[str, str] = {
+    "digits-ae": "HF reaches about a quarter of Adam's and momentum's reconstruction error in the "
+                 "same 10 s of optimisation (0.53 vs 2.26 / 1.93 test error).",
+    "curves": "At short budgets Adam is ahead here (9.9 vs HF's 17.6 after 20 s); Martens "
+              "(2010) reports HF's advantage on the full set at long budgets.",
+    "addition": "With structural damping HF solves T = 20 (100 % success in ~8 s); Adam and "
+                "momentum stay near chance (≈ 9 %) at equal time.",
+    "xor": "HF with structural damping reaches 100 % at T = 20; without it, and Adam and "
+           "momentum, stay near 50 % (chance) at equal time.",
+    "seed-333": "The notebook's 3-3-3 net: small enough that every curvature matrix is shown "
+                "exactly on the Curvature page.",
+    "spirals": "A classic case where curvature helps: the two spirals need many first-order "
+               "steps to separate.",
+}
+
+
 def optimizer_defaults(optimizer: str) -> dict:
     """The optimiser's own defaults for the fields it reads (registry entry)."""
     entry = optimizers.REGISTRY.get(optimizer)

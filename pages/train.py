@@ -4,7 +4,7 @@ import numpy  # noqa: F401
 import streamlit as st
 
 from hflab import formstate, optimizers, plots, ui
-from hflab.config import ConfigError
+from hflab.config import COMMENTARY, ConfigError
 from hflab.tasks import SPECS, TASK_NAMES
 
 st.header("Train & compare")
@@ -50,6 +50,8 @@ with st.sidebar:
     task = st.selectbox("preset", TASK_NAMES, key="f_task", on_change=on_task_change)
     spec = SPECS[task]
     st.caption(spec.description)
+    if task in COMMENTARY:
+        st.caption(COMMENTARY[task])
     st.subheader("Model")
     if spec.kind == "mlp":
         widget("layers", "hidden layers (e.g. 400-200-100)" + (" — mirrored" if spec.mirrored
