@@ -195,13 +195,16 @@ def _dense_references(model, params, batch, loss, wc):
     return flat, objective, jax.grad(objective)(flat), np.asarray(g_dense), np.asarray(s_dense)
 
 
-def test_the_cg_system_is_g_plus_weight_cost_plus_lambda_plus_structural_damping():
+@pytest.mark.parametrize("kind", ["rnn", "mlp"])
+def test_the_cg_system_is_g_plus_weight_cost_plus_lambda_plus_structural_damping(kind):
     """A converged CG step with no backtracking, line search or warm start is exactly
-    −(G + wc·I + λI + λμS)⁻¹ g — every term of the damped system, checked densely."""
-    model, params, x, y, mask, loss = random_problem("rnn", (2, 3, 1), "tanh", "squared", 4, 3, 21)
+    −(G + wc·I + λI + λμS)⁻¹ g — every term of the damped system, checked densely (the RNN with
+    structural damping, the MLP without: the two code paths of the Gauss-Newton product)."""
+    sizes = (2, 3, 1) if kind == "rnn" else (3, 4, 2)
+    model, params, x, y, mask, loss = random_problem(kind, sizes, "tanh", "squared", 4, 3, 21)
     mask = mask.at[3].set(0.0)                                     # one padding case
     batch = Batch(x, y, mask)
-    lam, mu, wc = 0.3, 0.5, 0.01
+    lam, mu, wc = 0.3, (0.5 if kind == "rnn" else 0.0), 0.01
     flat, objective, g, g_dense, s_dense = _dense_references(model, params, batch, loss, wc)
     n = flat.size
     opt = hf.hessian_free(model, loss, damping=lam, structural_damping=mu, weight_cost=wc,
@@ -209,7 +212,7 @@ def test_the_cg_system_is_g_plus_weight_cost_plus_lambda_plus_structural_damping
                           backtracking=False, line_search=False)
     new, state, info = opt.update(params, opt.init(params), batch, batch)
     p = ravel_pytree(new)[0] - flat
-    a = g_dense + (wc + lam) * np.eye(n) + lam * mu * s_dense
+    a = g_dense + (wc + lam) * np.eye(n) + (lam * mu * s_dense if mu else 0.0)
     assert rel_err(p, -np.linalg.solve(a, np.asarray(g))) <= 1e-9
     # ρ recomputed independently: actual over predicted reduction, damping left out of q
     q = float(g @ p + 0.5 * p @ (g_dense + wc * np.eye(n)) @ p)
@@ -250,3 +253,28 @@ def test_every_init_honours_the_dtype(init, kind, sizes):
         assert {a.dtype for a in jax.tree_util.tree_leaves(params)} == {jnp.dtype(dtype)}
         x = jnp.ones((2, 3, sizes[0]) if kind == "rnn" else (2, sizes[0]), dtype)
         assert model.apply(params, x).dtype == jnp.dtype(dtype)
+
+
+@pytest.mark.parametrize("rho, factor", [(0.2, 1.5), (0.26, 1.0), (0.4, 1.0), (0.74, 1.0),
+                                         (0.76, 2 / 3), (-np.inf, 1.5), (np.nan, 1.5)])
+def test_levenberg_marquardt_branches_at_martens_thresholds(rho, factor):
+    """ρ < ¼ (or not finite) ⇒ λ·3/2; ρ > ¾ ⇒ λ·2/3; otherwise λ stays (Martens 2010 §4.1)."""
+    cfg = hf.HFConfig()
+    new = hf.levenberg_marquardt(jnp.asarray(rho if np.isfinite(rho) else -np.inf),
+                                 jnp.asarray(2.0), cfg)
+    assert np.isclose(float(new), 2.0 * factor, rtol=1e-12)
+    assert float(hf.levenberg_marquardt(jnp.asarray(0.1), jnp.asarray(1e-9), cfg)) >= 1e-9
+    assert float(hf.levenberg_marquardt(jnp.asarray(0.9), jnp.asarray(1e-8), cfg)) == \
+        pytest.approx(cfg.min_damping)                      # the floor
+
+
+def test_armijo_rejects_a_full_step_that_overshoots_uphill():
+    """f(x) = x² at x = 1 with p = −2.01: the full step lands at −1.01 (f rises to 1.0201), so
+    rate 1 must be refused and 0.8 accepted (f(1 − 1.608) = 0.37 ≤ 1 + 10⁻²·0.8·gᵀp)."""
+    opt = hf.hessian_free(Model("mlp", (1, 1), ()), get_loss("squared"))
+    objective = lambda x: jnp.sum(x ** 2)  # noqa: E731
+    flat, p = jnp.asarray([1.0]), jnp.asarray([-2.01])
+    f0, slope = objective(flat), float(2.0 * -2.01)
+    rate, f_new, tries, ok = opt._armijo(objective, flat, p, f0, slope, objective(flat + p))
+    assert bool(ok) and int(tries) == 1 and np.isclose(float(rate), 0.8)
+    assert float(f_new) < float(f0)

@@ -60,6 +60,20 @@ def run_core(tree: Path, rel: str = "", timeout: int = 900) -> tuple[int, str]:
     return out.returncode, failed[0] if failed else out.stdout.strip().splitlines()[-1]
 
 
+def _merge(rows):
+    """The last report's rows with the re-run mutants' rows swapped in."""
+    report = ROOT / "docs" / "mutants.md"
+    old = {}
+    if report.exists():
+        for line in report.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 6 and cells[0].isdigit():
+                old[int(cells[0])] = (int(cells[0]), cells[1].strip("`"), cells[2], cells[3],
+                                      float(cells[4]), cells[5].strip("`"))
+    old.update({r[0]: r for r in rows})
+    return [old[k] for k in sorted(old)]
+
+
 def main() -> int:
     only = {int(a) for a in sys.argv[1:]}
     rows = []
@@ -82,6 +96,8 @@ def main() -> int:
             rows.append((k, rel, reason, verdict, time.time() - t0, first))
             print(f"{k:2d} {verdict:8s} {time.time() - t0:6.1f}s  {rel}: {reason}  [{first}]",
                   flush=True)
+    if only:                       # a partial re-run replaces its rows of the last report
+        rows = _merge(rows)
     killed = sum(r[3] == "killed" for r in rows)
     lines = ["# Mutation check", "",
              f"`make mutants`: {len(rows)} mutants, {killed} killed, {len(rows) - killed} not "
@@ -91,8 +107,7 @@ def main() -> int:
              "|---|---|---|---|---|---|"]
     lines += [f"| {k} | `{rel}` | {reason} | {verdict} | {secs:.0f} | `{first}` |"
               for k, rel, reason, verdict, secs, first in rows]
-    if not only:
-        (ROOT / "docs" / "mutants.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / "mutants.md").write_text("\n".join(lines) + "\n")
     print(f"{killed}/{len(rows)} mutants killed")
     return 0 if killed == len(rows) else 1
 
