@@ -56,12 +56,13 @@ def task_defaults(task: str) -> dict:
         form[name] = getattr(cfg, name)
     form.update(layers=spec.default_layers, activation=spec.default_activation, loss=spec.loss,
                 seq_len=spec.default_seq_len if spec.kind == "rnn" else 0)
+    per_optimizer = {opt: preset_config(task, optimizer=opt) for opt in optimizers.NAMES}
     for key, (opt, name) in optimizer_keys().items():
-        form[key] = getattr(preset_config(task, optimizer=opt), name)
+        form[key] = getattr(per_optimizer[opt], name)
     return form
 
 
-def _parse(key: str, text: str, form: dict):
+def _parse(key: str, text: str):
     if key == "optimizers":
         items = [t.strip() for t in text.split(",") if t.strip()]
         bad = [t for t in items if t not in optimizers.NAMES]
@@ -133,7 +134,7 @@ def form_from_query(query: dict) -> tuple[dict, list[str]]:
             warnings.append(f"URL: parameter {key!r} is not a setting of this page — ignored")
             continue
         try:
-            form[key] = _parse(key, str(raw), form)
+            form[key] = _parse(key, str(raw))
             from_url.add(key)
         except ValueError as e:
             warnings.append(f"URL: {key}={raw!r} is not valid ({e}) — using the task default "
