@@ -18,3 +18,16 @@ jax.config.update("jax_default_matmul_precision",
                   os.environ.get("HFLAB_MATMUL_PRECISION", "highest"))
 
 __version__ = "0.1.0"
+
+# the public API for any JAX model, imported on first use (the pages import hflab cheaply)
+_PUBLIC = {"hessian_free_transform": "transform", "curvature_operator": "transform",
+           "HessianFreeState": "transform", "CurvatureOperator": "curvature",
+           "HFConfig": "hf", "make_batch": "losses"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'hflab' has no attribute {name!r}")

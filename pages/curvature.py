@@ -4,7 +4,7 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import analysis, plots, ui
+from hflab import analysis, hooks, plots, ui
 from hflab.config import ConfigError
 from hflab.curvature import DENSE_PARAM_CAP
 from hflab.tasks import SPECS
@@ -12,7 +12,8 @@ from hflab.tasks import SPECS
 st.header("Curvature")
 lab = ui.lab()
 
-source = st.radio("source", ["a fresh model", "a stored run"], horizontal=True,
+source = st.radio("source", ["a fresh model", "a stored run", "your own model (hook)"],
+                  horizontal=True,
                   key="curv_source", index=1 if ui.query_run_id() is not None else 0)
 n_cases = st.slider("cases in the curvature batch", 1, 64, 16, key="curv_cases")
 
@@ -71,6 +72,23 @@ if source == "a fresh model":
         ui.error(e)
     else:
         show(snap, f"fresh {task} model")
+elif source == "your own model (hook)":
+    ui.plain_caption(f"Any JAX function and parameter pytree: a hook returns hflab.hooks.LabModel;"
+                     f" the examples' hooks are listed, and {hooks.ENV}=file.py:function adds "
+                     "yours when the server starts (see the README).")
+    label = st.selectbox("model hook", list(hooks.available()), key="curv_hook")
+
+    @st.cache_resource(show_spinner="importing the model hook…")
+    def hooked(name):
+        return hooks.load(name)
+    try:
+        lab_model = hooked(label)
+        snap = analysis.curvature_view(lab_model, lab_model.params, n_cases,
+                                       block_choice(lab_model.model))
+    except ValueError as e:
+        ui.error(e)
+    else:
+        show(snap, lab_model.name)
 else:
     runs = lab.store.runs()
     run_id = ui.run_picker("run", runs, "curv_run", ui.query_run_id())
