@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import datasets
 from .config import ConfigError, RunConfig
 from .store import METRIC_COLUMNS, STATUSES, Store
 
@@ -66,7 +67,25 @@ def export(store: Store, run_ids, path, fmt: str = "csv") -> Path:
             buf = io.BytesIO()
             df.to_csv(buf, index=False) if fmt == "csv" else df.to_parquet(buf, index=False)
             zf.writestr(f"{name}.{fmt}", buf.getvalue())
+        for ds_id in sorted({json.loads(c).get("data") or "" for c in runs["config"]} - {""}):
+            zf.writestr(f"datasets/{ds_id}.npz", datasets.stored_bytes(ds_id))
     return path
+
+
+def _datasets(zf: zipfile.ZipFile) -> list:
+    """The data sets a bundle carries, each checked against its id (made known to this process
+    so the configs that name them validate; written only once the whole bundle is valid)."""
+    out = []
+    for name in zf.namelist():
+        if name.startswith("datasets/"):
+            ds_id = name[len("datasets/"):].removesuffix(".npz")
+            try:
+                ds = datasets.load_bytes(_member(zf, name), ds_id)
+            except datasets.DataError as e:
+                raise BundleError(str(e)) from None
+            datasets.register(ds)
+            out.append(ds)
+    return out
 
 
 # ----------------------------------------------------------------------------- reading
@@ -252,6 +271,7 @@ def import_bundle(store: Store, path) -> list[int]:
         try:
             with zipfile.ZipFile(path) as zf:
                 tables = _tables(zf, _manifest(zf))
+                carried = _datasets(zf)
         except (zipfile.BadZipFile, OSError, ValueError, RecursionError) as e:
             if isinstance(e, BundleError):
                 raise
@@ -271,4 +291,6 @@ def import_bundle(store: Store, path) -> list[int]:
             traces[i] = [_trace_row(row, r["id"]) for _, row in t.iterrows()]
     except BundleError as e:
         raise BundleError(f"{path.name}: {e}") from None
+    for ds in carried:
+        datasets.save(ds, store.home)
     return store.insert_runs(rows, metrics, traces)

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import bundles
+from . import bundles, datasets
 from .bundles import BundleError
 from .config import FIELDS, ConfigError, RunConfig, preset_dict
 from .experiment import enable_compilation_cache
@@ -28,7 +28,13 @@ from .store import Store, StoreError
 def _config_parser(sub):
     p = sub.add_parser("run", help="train one configuration, writing every step to the store")
     p.add_argument("--config", help="JSON file of RunConfig fields (flags override it)")
+    p.add_argument("--data", help="your own data: a CSV or NPZ file (implies --task custom; see "
+                   "README 'Bring your own data'), or a stored data set's id")
+    p.add_argument("--targets", help="with a CSV --data: the target columns, comma-separated names"
+                   " or 0-based indices (none: an autoencoder of all columns)")
     for name, f in FIELDS.items():
+        if name == "data":
+            continue
         choices = f.metadata.get("choices")
         allowed = f"; one of {', '.join(c for c in choices if c)}" if choices else ""
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
@@ -66,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_from_args(args, data: dict):
+    """``--data FILE [--targets COLS]``: read and check the file (nothing is written yet)."""
+    if args.targets is not None and not args.data:
+        raise ConfigError("targets", args.targets, "only with --data FILE.csv")
+    if not args.data:
+        return
+    if Path(args.data).is_file() or not (len(args.data) == datasets.ID_LENGTH
+                                         and args.data.isascii() and args.data.isalnum()):
+        try:
+            data["data"] = datasets.register(datasets.read_path(args.data, args.targets or ""))
+        except datasets.DataError as e:
+            raise ConfigError("data", args.data, str(e)) from None
+    else:
+        data["data"] = args.data
+    data.setdefault("task", "custom")
+
+
 def config_from_args(args) -> RunConfig:
     data: dict = {}
     if args.config:
@@ -88,6 +111,7 @@ def config_from_args(args) -> RunConfig:
         v = getattr(args, name)
         if v is not None:
             data[name] = v
+    _data_from_args(args, data)
     if not args.no_preset:
         task, opt = data.get("task", RunConfig.task), data.get("optimizer", RunConfig.optimizer)
         if isinstance(task, str) and isinstance(opt, str):
@@ -185,6 +209,7 @@ def _run_command(args) -> int:
     store = Store()
     store.mark_dead_runs_interrupted()
     enable_compilation_cache(store.home)
+    datasets.keep([config], store.home)
     run_id = store.create_run(config, status="queued")
     print(f"run {run_id} → {store.path} on {where}", flush=True)
     code = _execute(store, run_id, config, args.quiet)

@@ -49,6 +49,7 @@ def _f(default, help: str, choices=None):
 @dataclass
 class RunConfig:
     task: str = _f("digits-ae", "task preset", tasks.TASK_NAMES)
+    data: str = _f("", "task 'custom': the data set's id (from --data or an upload)")
     name: str = _f("", "a label for the run")
     # model
     layers: str = _f("", "hidden widths '32-16' (MLP) or hidden size '64' (RNN); '' = task default")
@@ -109,7 +110,7 @@ class RunConfig:
     # -- derived --------------------------------------------------------------------------
     @property
     def spec(self) -> tasks.TaskSpec:
-        return tasks.SPECS[self.task]
+        return tasks.get_spec(self.task, self.data)
 
     @property
     def entry(self) -> optimizers.OptimizerEntry:
@@ -173,23 +174,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# What each preset's default comparison shows (numbers from `make bench` on 2 CPU cores).
-COMMENTARY: dict[str, str] = {
-    "digits-ae": "HF reaches about a quarter of Adam's and momentum's reconstruction error in the "
-                 "same 10 s of optimisation (0.53 vs 2.26 / 1.93 test error).",
-    "curves": "At short budgets Adam is ahead here (9.9 vs HF's 17.6 after 20 s); Martens "
-              "(2010) reports HF's advantage on the full set at long budgets.",
-    "addition": "With structural damping HF solves T = 20 (100 % success in ~8 s); Adam and "
-                "momentum stay near chance (≈ 9 %) at equal time.",
-    "xor": "HF with structural damping reaches 100 % at T = 20; without it, and Adam and "
-           "momentum, stay near 50 % (chance) at equal time.",
-    "seed-333": "The notebook's 3-3-3 net: small enough that every curvature matrix is shown "
-                "exactly on the Curvature page.",
-    "spirals": "A classic case where curvature helps: the two spirals need many first-order "
-               "steps to separate.",
-}
-
-
 def optimizer_defaults(optimizer: str) -> dict:
     """The optimiser's own defaults for the fields it reads (registry entry)."""
     entry = optimizers.REGISTRY.get(optimizer)
@@ -250,15 +234,11 @@ def validate_devices(devices: str):
     raise ConfigError("devices", devices, "'all', 'cpu' or a device count in [1, 4096]")
 
 
-def _type_kind(name: str) -> str:
+def field_kind(name: str) -> str:
+    """'bool', 'int', 'float' or 'str' — what the form and the CLI ask for."""
     t = str(FIELDS[name].type)
     return "bool" if t.startswith("bool") else "int" if t.startswith("int") else \
         "float" if t == "float" else "str"
-
-
-def field_kind(name: str) -> str:
-    """'bool', 'int', 'float' or 'str' — what the form and the CLI ask for."""
-    return _type_kind(name)
 
 
 def _number_text(value: str) -> str:
@@ -270,7 +250,7 @@ def _number_text(value: str) -> str:
 
 def coerce(name: str, value):
     """A JSON / CLI / URL value to the field's type; :class:`ConfigError` naming the field."""
-    kind = _type_kind(name)
+    kind = field_kind(name)
     optional = "None" in str(FIELDS[name].type)
     try:
         if value is None and optional:
@@ -342,7 +322,7 @@ def _validate_choices(c: RunConfig):
         if name in ("activation", "loss") and value == "":
             continue
         _check_choice(name, value, FIELDS[name].metadata["choices"])
-    for name in ("name", "layers", "devices"):
+    for name in ("name", "layers", "devices", "data"):
         if not isinstance(getattr(c, name), str) or len(getattr(c, name)) > MAX_TEXT:
             raise ConfigError(name, getattr(c, name), f"text of at most {MAX_TEXT} characters")
 
@@ -437,9 +417,19 @@ def _check_memory(c: RunConfig, n_train: int):
                           "or a smaller grad_batch")
 
 
+def _validate_data(c: RunConfig):
+    if c.task != tasks.CUSTOM and c.data:
+        raise ConfigError("data", c.data, "only with task 'custom' (your own data)")
+    try:
+        c.spec
+    except ValueError as e:
+        raise ConfigError("data", c.data, str(e)) from None
+
+
 def validate(c: RunConfig):
     """Check every field of ``c``; raise :class:`ConfigError` for the first bad one."""
     _validate_choices(c)
+    _validate_data(c)
     _validate_loss(c)
     _validate_model(c)
     _validate_numbers(c)

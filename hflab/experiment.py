@@ -56,7 +56,7 @@ def build(config: RunConfig) -> Built:
     """
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     task = tasks.load_task(config.task, config.seed, config.seq_len or 0, config.n_train,
-                           config.n_test, dtype)
+                           config.n_test, dtype, config.data)
     model = config.model()
     loss = get_loss(config.resolved_loss())
     settings = config.optimizer_settings()

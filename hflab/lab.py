@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from . import parallel
+from . import datasets, parallel
 from .config import ConfigError, RunConfig
 from .experiment import Trainer, build, enable_compilation_cache, init_params
 from .store import Store, default_home
@@ -182,6 +182,7 @@ class Lab:
         self.store = Store(home)
         self.store.mark_dead_runs_interrupted()
         enable_compilation_cache(self.store.home)
+        datasets.add_folder(self.store.home)
         self._handles: dict[int, _Handle] = {}
         self._lock = threading.Lock()
 
@@ -193,6 +194,7 @@ class Lab:
         """Start a comparison: validate all first (a bad one starts none), then one worker."""
         for c in configs:
             c.validate()
+        datasets.keep(configs, self.store.home)
         ids = [self.store.create_run(c, status="queued") for c in configs]
         self._launch([(i, c, False) for i, c in zip(ids, configs)])
         return ids

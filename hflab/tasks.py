@@ -38,6 +38,7 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from . import datasets
 from .losses import Batch, case_weights, get_loss, make_batch, n_cases
 from .manual import seed_mlp
 
@@ -63,13 +64,14 @@ class TaskSpec:
     code_activation: str = "linear"   # autoencoders: the code layer's activation
     default_seq_len: int = 0
     min_seq_len: int = 1      # shortest T the generator supports
+    fixed_test: int = 0       # a fixed data set with a given test set: its size
     data: Callable = field(default=None, compare=False, repr=False)
     """``data(seed, seq_len, n_train, n_test) -> ((x, y, mask), (x, y, mask))`` (NumPy)."""
 
     def sizes(self, n_train: int = 0, n_test: int = 0) -> tuple[int, int]:
         """(train, test) case counts: 0 means the default; a fixed data set clamps them."""
         if self.fixed_total:
-            d_test = self.fixed_total // 5
+            d_test = self.fixed_test or self.fixed_total // 5
             n_test = min(n_test or d_test, self.fixed_total - 1)
             n_train = min(n_train or self.fixed_total - d_test, self.fixed_total - n_test)
             return n_train, n_test
@@ -354,10 +356,32 @@ SPECS = {s.name: s for s in [
              description="Noiseless memorisation: reproduce 5 bits after T blank steps.",
              data=_sampled(_memorization), **_RNN),
 ]}
-TASK_NAMES = tuple(SPECS)
+CUSTOM = "custom"             # your own data (hflab.datasets): its spec follows the data set
+TASK_NAMES = tuple(SPECS) + (CUSTOM,)
 
 
-def get_spec(name: str) -> TaskSpec:
+def custom_spec(data_id: str) -> TaskSpec:
+    """The spec of the ``custom`` task on data set ``data_id`` (raises DataError if unknown)."""
+    ds = datasets.get(data_id)
+    total, n_test = datasets.sizes(ds)
+    autoencoder = ds.kind == "autoencoder"
+
+    def data(seed, seq_len, n_train, n_test):
+        (x, y), (xt, yt) = datasets.split(ds, seed, n_train, n_test)
+        return (x, y, None), (xt, yt, None)
+    return TaskSpec(CUSTOM, "mlp", ds.loss, ds.metric, ds.summary(),
+                    "32-16" if autoencoder else "32", "tanh", n_in=ds.x.shape[1],
+                    n_out=ds.y.shape[1], fixed_total=total,
+                    fixed_test=n_test if ds.x_test is not None else 0, mirrored=autoencoder,
+                    data=data)
+
+
+def get_spec(name: str, data: str = "") -> TaskSpec:
+    if name == CUSTOM:
+        if not data:
+            raise ValueError("task 'custom' needs a data set: --data PATH on the command line, "
+                             "or upload a CSV or NPZ file on the Train page")
+        return custom_spec(data)
     try:
         return SPECS[name]
     except KeyError:
@@ -365,17 +389,17 @@ def get_spec(name: str) -> TaskSpec:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_arrays(name, seed, seq_len, n_train, n_test):
-    spec = SPECS[name]
+def _load_arrays(name, seed, seq_len, n_train, n_test, data=""):
+    spec = get_spec(name, data)
     return spec.data(seed, seq_len or spec.default_seq_len, n_train, n_test)
 
 
 def load_task(name: str, seed: int = 0, seq_len: int = 0, n_train: int = 0, n_test: int = 0,
-              dtype=jnp.float32) -> Task:
+              dtype=jnp.float32, data: str = "") -> Task:
     """Build a task's train and test batches (cached per arguments, so runs share data)."""
-    spec = get_spec(name)
+    spec = get_spec(name, data)
     n_train, n_test = spec.sizes(n_train, n_test)
-    train, test = _load_arrays(name, seed, seq_len, n_train, n_test)
+    train, test = _load_arrays(name, seed, seq_len, n_train, n_test, data)
     tr, te = (make_batch(jnp.asarray(x, dtype), jnp.asarray(y, dtype),
                          None if m is None else jnp.asarray(m, dtype)) for x, y, m in (train, test))
     return Task(spec, tr, te, int(tr.x.shape[-1]), int(tr.y.shape[-1]))

@@ -3,9 +3,9 @@ import jax  # noqa: F401  (numeric imports before worker threads)
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import formstate, optimizers, plots, ui
-from hflab.config import COMMENTARY, ConfigError
-from hflab.tasks import SPECS, TASK_NAMES
+from hflab import datasets, formstate, optimizers, plots, ui
+from hflab.config import ConfigError
+from hflab.tasks import CUSTOM, TASK_NAMES
 
 st.header("Train & compare")
 lab = ui.lab()
@@ -24,9 +24,29 @@ for w in st.session_state.get("url_warnings", []):
 
 
 def on_task_change():
-    for k, v in formstate.task_defaults(st.session_state.f_task).items():
-        if k not in ("task", "optimizers", "seed"):
+    task = st.session_state.f_task
+    for k, v in formstate.task_defaults(task, st.session_state.get("f_data", "")).items():
+        if k not in ("task", "optimizers", "seed", "data"):
             st.session_state[f"f_{k}"] = v
+
+
+def data_upload():
+    """Task 'custom': a CSV or NPZ file, read and checked whole; stored once per file."""
+    upload = st.file_uploader("your data: CSV (header row) or NPZ (x, y, x_test, y_test)",
+                              type=["csv", "npz"], key="data_file")
+    targets = st.text_input("CSV target columns (names or 0-based indices; empty = autoencoder)",
+                            key="data_targets")
+    if upload is None or st.session_state.get("data_seen") == (upload.file_id, targets):
+        return
+    st.session_state.data_seen = (upload.file_id, targets)
+    try:
+        ds = datasets.read(upload.getvalue(), upload.name, targets)
+        st.session_state.f_data = datasets.save(ds, lab.store.home)
+    except (datasets.DataError, OSError) as e:
+        st.session_state.data_error = str(e)
+    else:
+        st.session_state.data_error = ""
+        on_task_change()                       # the model defaults follow the data
 
 
 def widget(key: str, label: str, container=st):
@@ -48,10 +68,14 @@ def widget(key: str, label: str, container=st):
 with st.sidebar:
     st.subheader("Task")
     task = st.selectbox("preset", TASK_NAMES, key="f_task", on_change=on_task_change)
-    spec = SPECS[task]
-    st.caption(spec.description)
-    if task in COMMENTARY:
-        st.caption(COMMENTARY[task])
+    if task == CUSTOM:
+        data_upload()
+        if st.session_state.get("data_error"):
+            ui.error(f"data file: {st.session_state.data_error}")
+    spec = formstate.spec_of(task, st.session_state.get("f_data", ""))
+    ui.plain_caption(spec.description)
+    if task in formstate.COMMENTARY:
+        st.caption(formstate.COMMENTARY[task])
     st.subheader("Model")
     if spec.kind == "mlp":
         widget("layers", "hidden layers (e.g. 400-200-100)" + (" — mirrored" if spec.mirrored
@@ -80,6 +104,7 @@ with st.sidebar:
 
 defaults = formstate.task_defaults(task)
 form = {k: st.session_state.get(f"f_{k}", v) for k, v in defaults.items()}
+form["data"] = form["data"] if task == CUSTOM else ""
 form["seq_len"] = int(form["seq_len"] or 0)
 st.session_state.form = form
 st.query_params.from_dict(formstate.query_from_form(form))

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from hflab.config import preset_config
 from hflab.lab import get_lab, run_to_store
-from hflab.tasks import SPECS, TASK_NAMES
+from hflab.tasks import SPECS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["train", "curvature", "cg_inspector", "derivations", "runs"]
@@ -47,7 +47,7 @@ def test_every_page_renders_on_defaults_with_an_empty_store(name):
     assert not at.exception, [e.value for e in at.exception]
 
 
-@pytest.mark.parametrize("task", TASK_NAMES)
+@pytest.mark.parametrize("task", list(SPECS))
 def test_each_preset_starts_and_finishes_a_tiny_run(task):
     query = {"task": task, "optimizers": "hf,adam", "steps": "1", "max_cg_iters": "3"}
     if task in SMALL_LAYERS:
@@ -210,3 +210,34 @@ def test_runs_page_overlay_export_delete():
     at.checkbox(key="runs_sure").check().run()
     at.button(key="runs_delete").click().run()
     assert lab.store.runs().empty
+
+
+def test_a_stored_data_set_named_in_the_url_trains_and_an_unknown_one_is_named(tmp_path):
+    import numpy as np
+
+    from hflab import datasets
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    buf = tmp_path / "mine.npz"
+    np.savez(buf, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    ds = datasets.read_path(str(buf))
+    ds_id = datasets.save(ds, get_lab().store.home)
+    at = page("train", {"task": "custom", "data": ds_id, "optimizers": "hf,adam",
+                        "steps": "2"}).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert any("mine.npz: 60 cases × 3 inputs, classification into 2 classes" in shown(c.value)
+               for c in at.caption)
+    at.button(key="start").click().run()
+    assert not at.error, [e.value for e in at.error]
+    wait_idle()
+    runs = get_lab().store.runs()
+    assert list(runs["status"]) == ["finished", "finished"]
+    assert all(ds_id in c for c in runs["config"])
+    assert at.query_params["data"] == [ds_id] or at.query_params["data"] == ds_id
+    # a data set this store does not have: named in a warning, and Start refuses with the reason
+    at = page("train", {"task": "custom", "data": "0123456789abcdef"}).run()
+    assert any("data='0123456789abcdef' is not allowed" in shown(w.value) and
+               "not in this store" in shown(w.value) for w in at.warning)
+    at.button(key="start").click().run()
+    assert any("task 'custom' needs a data set" in shown(e.value) for e in at.error)
+    assert len(get_lab().store.runs()) == 2
