@@ -1,4 +1,5 @@
-"""Command line: ``python -m hflab run …`` and ``python -m hflab runs list|show|export|delete|resume``.
+"""Command line: ``python -m hflab run …`` and
+``python -m hflab runs list|show|export|export-model|import|delete|resume``.
 
 Every RunConfig field is a flag (``--seq-len 20``, ``--line-search false``).  Settings are layered:
 the task's recommended preset (:func:`hflab.config.preset_dict`, skipped with ``--no-preset``),
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run_ids", type=int, nargs="+")
     exp.add_argument("--out", required=True)
     exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    exm = rsub.add_parser("export-model", help="a run's newest parameters (.npz) and a "
+                          "standalone JAX script that evaluates them on the task's test set")
+    exm.add_argument("run_id", type=int)
+    exm.add_argument("--out", required=True, help="the zip to write (model.npz + evaluate.py)")
     imp = rsub.add_parser("import", help="add the runs of an exported bundle")
     imp.add_argument("bundle")
     dele = rsub.add_parser("delete", help="delete runs and their checkpoints")
@@ -242,6 +247,10 @@ def _runs_command(args) -> int:
         _show(store, args.run_id)
     elif args.action == "export":
         print(f"wrote {bundles.export(store, args.run_ids, args.out, args.format)}")
+    elif args.action == "export-model":
+        from .export_model import export_model
+        print(f"wrote {export_model(store, args.run_id, args.out)} (unzip it, then run "
+              "python evaluate.py)")
     elif args.action == "import":
         ids = bundles.import_bundle(store, args.bundle)
         print("imported as runs " + ", ".join(map(str, ids)))

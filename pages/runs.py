@@ -8,6 +8,7 @@ import numpy  # noqa: F401
 import streamlit as st
 
 from hflab import bundles, plots, ui
+from hflab.export_model import export_model_bytes
 
 st.header("Runs")
 lab = ui.lab()
@@ -78,6 +79,19 @@ if chosen:
                 st.success("deleted")
                 st.rerun()
     one = int(chosen[0])
+    with st.expander(f"export run #{one}'s trained model"):
+        ui.plain_caption("model.npz (the newest checkpoint's parameters and the task's test set) "
+                         "and evaluate.py, a standalone JAX script that rebuilds the model and "
+                         "prints its test loss and error (python evaluate.py).")
+        if st.button("prepare the model export", key="model_prepare"):
+            try:
+                st.session_state.model_zip = (one, export_model_bytes(lab.store, one))
+            except (ValueError, KeyError, OSError) as e:
+                ui.error(f"cannot export run #{one}: {e}")
+        ready = st.session_state.get("model_zip")
+        if ready and ready[0] == one:
+            st.download_button("download model zip", ready[1], file_name=f"hflab-model-{one}.zip",
+                               mime="application/zip", key="dl-model")
     c1, c2 = st.columns(2)
     if c1.button(f"open run #{one} on Curvature", key="open_curv"):
         st.switch_page("pages/curvature.py", query_params={"run": str(one)})
