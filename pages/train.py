@@ -38,7 +38,6 @@ def data_upload():
                             key="data_targets")
     if upload is None or st.session_state.get("data_seen") == (upload.file_id, targets):
         return
-    st.session_state.data_seen = (upload.file_id, targets)
     try:
         ds = datasets.read(upload.getvalue(), upload.name, targets)
         st.session_state.f_data = datasets.save(ds, lab.store.home)
@@ -46,7 +45,13 @@ def data_upload():
         st.session_state.data_error = str(e)
     else:
         st.session_state.data_error = ""
-        on_task_change()                       # the model defaults follow the data
+        # the model defaults follow the data (an autoencoder is mirrored, …); the rest stays
+        defaults = formstate.task_defaults(CUSTOM, st.session_state.f_data)
+        for k in ("layers", "activation", "loss"):
+            st.session_state[f"f_{k}"] = defaults[k]
+    # marked as seen only once its outcome is recorded: a rerun that interrupts this one
+    # (another widget changed meanwhile) reads the file again instead of losing the message
+    st.session_state.data_seen = (upload.file_id, targets)
 
 
 def widget(key: str, label: str, container=st):

@@ -272,3 +272,51 @@ def test_stop_during_preparation_ends_the_run_within_a_second(server, chromium_b
     assert status == "stopped" and time.time() - t0 < 2.0, status
     shot(page, "12-stopped-while-preparing")
     page.close()
+
+
+def test_your_own_csv_uploaded_on_the_train_page_trains_and_a_bad_one_is_named(
+        server, chromium_browser, tmp_path):
+    import numpy as np
+
+    from hflab.store import Store
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 2))
+    good = tmp_path / "blobs.csv"
+    good.write_text("u,v,label\n" + "\n".join(f"{a:.5f},{b:.5f},{int(a + b > 0)}"
+                                              for a, b in x))
+    bad = tmp_path / "broken.csv"
+    bad.write_text("u,v,label\n1,2,0\n3,oops,1\n")
+    store = Store(SERVER_HOME["home"])
+    before = len(store.runs())
+    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(server + "/?task=custom&optimizers=hf,adam&steps=3", wait_until="networkidle")
+    page.get_by_label("CSV target columns").fill("label")
+    page.get_by_label("CSV target columns").press("Tab")
+    page.wait_for_timeout(1500)
+    page.locator("section[data-testid=stSidebar] input[type=file]").set_input_files(str(bad))
+    try:
+        page.get_by_text("row 3, column 'v': 'oops' is not a number").wait_for(timeout=30_000)
+    finally:
+        shot(page, "12-custom-data-bad-file")
+    shot(page, "12-custom-data-bad-file")
+    page.locator("section[data-testid=stSidebar] input[type=file]").set_input_files(str(good))
+    page.get_by_text("blobs.csv: 80 cases × 2 inputs, classification into 2 classes").wait_for(
+        timeout=30_000)
+    deadline = time.time() + 10
+    while "data=" not in page.url and time.time() < deadline:
+        time.sleep(0.2)
+    assert "data=" in page.url                      # the URL records which data set
+    page.get_by_role("button", name="▶ Start").click()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = store.runs()
+        new = runs[runs["id"] > (runs["id"].max() - 2)] if len(runs) > before else runs.iloc[0:0]
+        if len(runs) == before + 2 and set(new["status"]) == {"finished"}:
+            break
+        time.sleep(0.5)
+    runs = store.runs()
+    assert len(runs) == before + 2 and set(runs["task"].iloc[-2:]) == {"custom"}
+    assert set(runs["steps_done"].iloc[-2:]) == {3}          # the URL's settings survived
+    time.sleep(2)
+    shot(page, "13-custom-data-trained")
+    page.close()
