@@ -76,7 +76,8 @@ def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
             "spectrum_note": "", "view": "every parameter", "indices": np.arange(n)}
 
 
-MAX_VIEW = 600          # parameters in a block / sampled heatmap above the dense cap
+MAX_VIEW = 600          # parameters in a block / sampled heatmap above FULL_VIEW
+FULL_VIEW = 700         # up to this many parameters the heatmaps show every entry
 _CHUNK = 32             # unit vectors per batched product when assembling a sub-matrix
 
 
@@ -110,6 +111,17 @@ def _sub_matrix(multiply, n: int, idx: np.ndarray, dtype) -> np.ndarray:
         return jax.vmap(multiply)(basis)[:, idx_j]            # (chunk, |idx|)
     out = jax.lax.map(chunk, cols).reshape(-1, len(idx))[:len(idx)]
     return np.asarray(out).T
+
+
+def _shown_blocks(model, idx: np.ndarray) -> list[tuple[str, int, int]]:
+    """The weight blocks of the shown parameters ``idx``, in heatmap coordinates."""
+    out, start = [], 0
+    for name, a, b in model.parameter_blocks():
+        count = int(np.sum((idx >= a) & (idx < b)))
+        if count:
+            out.append((name, start, start + count))
+            start += count
+    return out
 
 
 def lanczos_extremes(op, k: int = 6) -> tuple[np.ndarray, str]:
@@ -149,7 +161,18 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
     """
     model: Model = built.model
     if model.n_params <= curvature.DENSE_PARAM_CAP:
-        return curvature_snapshot(built, params, n_cases)
+        snap = curvature_snapshot(built, params, n_cases)
+        if model.n_params <= FULL_VIEW:
+            return snap
+        # exact spectra from the dense matrices; heatmaps of a block or a sample (a browser
+        # cannot draw millions of cells with hover text)
+        idx = view_indices(model, block)
+        sub = np.ix_(idx, idx)
+        names = snap["names"]
+        return {**snap, "H": snap["H"][sub], "G": snap["G"][sub], "H-G": snap["H-G"][sub],
+                "J": snap["J"][:, idx], "names": [names[i] for i in idx], "indices": idx,
+                "blocks": _shown_blocks(model, idx),
+                "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
     ops = {kind: curvature.CurvatureOperator(model.apply, built.loss, params, batch, kind=kind)
@@ -164,15 +187,9 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
     names = model.parameter_names()
     eig_h, note_h = lanczos_extremes(ops["hessian"], k)
     eig_g, note_g = lanczos_extremes(ops["gauss_newton"], k)
-    shown_blocks, start = [], 0
-    for name, a, b in model.parameter_blocks():
-        count = int(np.sum((idx >= a) & (idx < b)))
-        if count:
-            shown_blocks.append((name, start, start + count))
-            start += count
     return {"H": mats["H"], "G": mats["G"], "H-G": mats["H"] - mats["G"], "J": np.asarray(jac),
             "J_inputs": None, "eig_H": eig_h, "eig_G": eig_g,
-            "names": [names[i] for i in idx], "blocks": shown_blocks, "indices": idx,
+            "names": [names[i] for i in idx], "blocks": _shown_blocks(model, idx), "indices": idx,
             "n_params": model.n_params, "n_cases": int(batch.x.shape[0]),
             "full_spectrum": False, "spectrum_note": "; ".join(x for x in (note_h, note_g) if x),
             "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}

@@ -20,11 +20,14 @@ n_cases = st.slider("cases in the curvature batch", 1, 64, 16, key="curv_cases")
 
 def block_choice(model):
     """Above the dense cap: which parameters the heatmaps show."""
-    if model.n_params <= DENSE_PARAM_CAP:
+    if model.n_params <= analysis.FULL_VIEW:
         return None
     options = ["a sample over all blocks"] + [name for name, _, _ in model.parameter_blocks()]
-    choice = st.selectbox(f"{model.n_params:,} parameters is above the dense cap of "
-                          f"{DENSE_PARAM_CAP:,}: show", options, key="curv_block")
+    why = (f"above the dense cap of {DENSE_PARAM_CAP:,} (spectra by Lanczos)"
+           if model.n_params > DENSE_PARAM_CAP else "exact spectra; the heatmaps draw at most "
+           f"{analysis.MAX_VIEW} of them")
+    choice = st.selectbox(f"{model.n_params:,} parameters — {why}; show", options,
+                          key="curv_block")
     return None if choice == options[0] else choice
 
 

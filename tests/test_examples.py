@@ -34,8 +34,13 @@ def test_example_hooks_open_on_the_curvature_page(label):
     snap = analysis.curvature_view(lab_model, lab_model.params, 16)
     n = lab_model.model.n_params
     assert snap["n_params"] == n == 64 * 32 + 32 + 32 * 10 + 10
-    assert len(snap["names"]) == n and snap["G"].shape == (n, n)
-    assert snap["blocks"][-1][2] == n and len(snap["blocks"]) == 4
+    # exact spectra of the dense matrices; heatmaps of a 600-parameter sample over all 4 blocks
+    assert snap["full_spectrum"] and len(snap["eig_G"]) == len(snap["eig_H"]) == n
+    m = analysis.MAX_VIEW
+    assert len(snap["names"]) == m and snap["G"].shape == (m, m) and snap["J"].shape[1] == m
+    assert snap["blocks"][-1][2] == m and len(snap["blocks"]) == 4
+    names = lab_model.model.parameter_names()
+    assert [names[i] for i in snap["indices"]] == snap["names"]
     # G of a softmax net is symmetric PSD; H − G is what the page says it is
     assert np.allclose(snap["G"], snap["G"].T, atol=1e-12)
     assert snap["eig_G"][-1] > -1e-10

@@ -241,3 +241,15 @@ def test_a_stored_data_set_named_in_the_url_trains_and_an_unknown_one_is_named(t
     at.button(key="start").click().run()
     assert any("task 'custom' needs a data set" in shown(e.value) for e in at.error)
     assert len(get_lab().store.runs()) == 2
+
+
+def test_curvature_page_shows_a_model_hook():
+    at = page("curvature").run()
+    at.radio(key="curv_source").set_value("your own model (hook)").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="curv_hook").options[:2] == ["Flax NNX MLP (example)",
+                                                         "Equinox MLP (example)"]
+    assert any("Flax NNX MLP · 2,410 parameters" in shown(c.value) for c in at.caption)
+    at.selectbox(key="curv_hook").set_value("Equinox MLP (example)").run()
+    assert not at.exception and any("Equinox MLP · 2,410 parameters" in shown(c.value)
+                                    for c in at.caption)
