@@ -175,8 +175,12 @@ def _train(store, run_id, config, resume, progress) -> str:
             pass
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
+    last_beat = time.time()
     while worker.is_alive():
         worker.join(0.1)
+        if time.time() - last_beat > 10.0:          # the run's lease, also while compiling
+            last_beat = time.time()
+            store.heartbeat([run_id])
         if stop.is_set() and stored.phase in ("queued", "preparing", "compiling"):
             store.set_status(run_id, "stopped", f"stopped by a signal while {stored.phase}")
             progress.close()

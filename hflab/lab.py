@@ -170,6 +170,9 @@ class _Handle:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
+HEARTBEAT_SECONDS = 10.0
+
+
 class Lab:
     """Start, stop, resume and list background runs writing to one store.
 
@@ -185,6 +188,7 @@ class Lab:
         datasets.add_folder(self.store.home)
         self._handles: dict[int, _Handle] = {}
         self._lock = threading.Lock()
+        self._beat: threading.Thread | None = None
 
     def start(self, config: RunConfig) -> int:
         """Validate (raises ConfigError before anything is stored), record, start a worker."""
@@ -265,7 +269,21 @@ class Lab:
         with self._lock:
             for h in handles:
                 self._handles[h.run.run_id] = h
+            if self._beat is None:
+                self._beat = threading.Thread(target=self._heartbeats, name="hflab-lease",
+                                              daemon=True)
+                self._beat.start()
         threading.Thread(target=work, name=f"hflab-runs-{items[0][0]}", daemon=True).start()
+
+    def _heartbeats(self):
+        """Renew the lease of every run this lab writes, also while one compiles for minutes
+        (steps renew it too); another process sees a live writer and refuses to take over."""
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            try:
+                self.store.heartbeat(self.active())
+            except Exception:  # noqa: BLE001 — a full disk etc. must not kill the lease thread
+                pass
 
     def stop(self, run_id: int):
         """Ask a run to stop; honoured before its next update.  A run still preparing or

@@ -59,6 +59,10 @@ MIGRATIONS = [
     );
     CREATE INDEX runs_status ON runs(status);
     """,
+    # version 1 → 2: the writer's lease (pid + host were there) gets a heartbeat
+    """
+    ALTER TABLE runs ADD COLUMN heartbeat REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -30,6 +30,9 @@ import pandas as pd
 from .schema import (METRIC_COLUMNS, MIGRATIONS, SCHEMA_VERSION, STATUSES, StoreError,
                      _as_store_error, _rollback, _store_error)
 
+LEASE_SECONDS = 120.0     # a writer on another host is presumed dead after this much silence
+
+
 def default_home() -> Path:
     return Path(os.environ.get("HFLAB_HOME") or "runs")
 
@@ -180,20 +183,21 @@ class Store:
         with self._lock, _as_store_error(self.path):
             cur = self._conn.execute(
                 "INSERT INTO runs (name, config, task, optimizer, seed, status, device, created, "
-                "pid, host) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "pid, host, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (cfg.get("name", ""), json.dumps(cfg, sort_keys=True), cfg["task"],
                  cfg["optimizer"], int(cfg.get("seed", 0)), status, device, time.time(),
-                 os.getpid(), socket.gethostname()))
+                 os.getpid(), socket.gethostname(), time.time()))
             return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str, error: str = ""):
         if status not in STATUSES:
             raise ValueError(f"status {status!r} not in {STATUSES}")
         now = time.time()
-        if status == "running":
-            self._execute("UPDATE runs SET status=?, error='', started=COALESCE(started, ?), "
-                          "finished=NULL, pid=?, host=? WHERE id=?",
-                          (status, now, os.getpid(), socket.gethostname(), run_id))
+        if status in ("running", "queued"):      # this process takes the run's lease
+            self._execute("UPDATE runs SET status=?, error='', started=CASE WHEN ?='running' "
+                          "THEN COALESCE(started, ?) ELSE started END, finished=NULL, pid=?, "
+                          "host=?, heartbeat=? WHERE id=?",
+                          (status, status, now, os.getpid(), socket.gethostname(), now, run_id))
         else:
             self._execute("UPDATE runs SET status=?, error=?, finished=? WHERE id=?",
                           (status, error, now if status not in ("queued",) else None, run_id))
@@ -230,16 +234,29 @@ class Store:
             except FileNotFoundError:
                 pass
 
+    def heartbeat(self, run_ids):
+        """Renew the lease of runs this process writes (every step, and on a timer while a
+        phase such as compiling takes long)."""
+        ids = [int(i) for i in run_ids]
+        if ids and not self.read_only:
+            self._execute(f"UPDATE runs SET heartbeat=? WHERE id IN ({','.join('?' * len(ids))})"
+                          " AND pid=? AND host=?", (time.time(), *ids, os.getpid(),
+                                                    socket.gethostname()))
+
+    def writer_alive(self, pid, host, heartbeat) -> bool:
+        """The lease holds: on this host its process exists; on another host (a shared store)
+        its heartbeat is younger than :data:`LEASE_SECONDS`."""
+        if host == socket.gethostname():
+            return pid is not None and _pid_alive(pid)
+        return heartbeat is not None and time.time() - float(heartbeat) < LEASE_SECONDS
+
     def mark_dead_runs_interrupted(self) -> list[int]:
-        """Runs left ``running``/``queued`` by a process that no longer exists → ``interrupted``."""
-        host = socket.gethostname()
-        rows = self._execute("SELECT id, pid, host FROM runs WHERE status IN ('running','queued')"
-                             ).fetchall()
-        dead = []
-        for run_id, pid, run_host in rows:
-            if run_host == host and pid is not None and _pid_alive(pid):
-                continue
-            dead.append(run_id)
+        """Runs left ``running``/``queued`` by a writer whose lease lapsed → ``interrupted`` (so
+        they can be resumed or deleted: the next writer takes the lease over)."""
+        rows = self._execute("SELECT id, pid, host, heartbeat FROM runs WHERE status IN "
+                             "('running','queued')").fetchall()
+        dead = [run_id for run_id, pid, host, beat in rows
+                if not self.writer_alive(pid, host, beat)]
         for run_id in dead:
             self.set_status(run_id, "interrupted", "the process running it ended unexpectedly")
         return dead
@@ -265,6 +282,7 @@ class Store:
                 (run_id, step, _json_list(trace["residual_norms"]),
                  _json_list(trace["quad_values"]), json.dumps(list(trace["saved_iters"])),
                  int(trace["backtrack_index"]), str(trace["stop_reason"]))))
+        statements.append(("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id)))
         statements.append(("UPDATE runs SET steps_done=MAX(steps_done, ?) WHERE id=?",
                            (step, run_id)))
         self._transaction(statements)

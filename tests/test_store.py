@@ -249,3 +249,65 @@ def test_sigterm_while_preparing_stops_the_cli_run_within_a_second(tmp_path):
     proc.wait(timeout=30)
     assert time.time() - t0 < 1.5
     assert store.get_run(int(store.runs()["id"].iloc[0]))["status"] == "stopped"
+
+
+def _claim(store, run_id, pid, host, heartbeat):
+    """Make ``run_id`` look written by (pid, host) with the given heartbeat."""
+    store._execute("UPDATE runs SET status='running', pid=?, host=?, heartbeat=? WHERE id=?",
+                   (pid, host, heartbeat, run_id))
+
+
+def test_one_writer_per_run_a_live_lease_is_refused_a_dead_one_taken_over(tmp_path, capsys,
+                                                                          monkeypatch):
+    import socket
+
+    from hflab.cli import main
+    monkeypatch.setenv("HFLAB_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    cfg = small(steps=2)
+    rid = store.create_run(cfg)
+    run_to_store(store, rid, cfg)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _claim(store, rid, other.pid, socket.gethostname(), time.time())
+        lab = Lab(tmp_path)                                  # opening does not take it over
+        assert store.get_run(rid)["status"] == "running"
+        with pytest.raises(ValueError, match="still training"):
+            lab.check_resumable(rid)
+        with pytest.raises(ValueError, match="still training"):
+            lab.delete([rid])
+        assert main(["runs", "resume", str(rid), "--quiet"]) == 2
+        assert "still training" in capsys.readouterr().err
+        assert main(["runs", "delete", str(rid)]) == 2
+    finally:
+        other.kill()
+        other.wait()
+    # its writer is gone: the next lab marks it interrupted and may resume it (taking the lease)
+    lab = Lab(tmp_path)
+    assert store.get_run(rid)["status"] == "interrupted"
+    lab.resume(rid)
+    assert lab.wait(rid, 60)
+    info = store.get_run(rid)
+    assert info["status"] == "finished" and info["pid"] == os.getpid()
+    # a writer on another host (a shared store) lives while its heartbeat is fresh
+    _claim(store, rid, 12345, "another-host", time.time())
+    assert Store(tmp_path).mark_dead_runs_interrupted() == []
+    _claim(store, rid, 12345, "another-host", time.time() - 10_000)
+    assert Store(tmp_path).mark_dead_runs_interrupted() == [rid]
+
+
+def test_the_lab_renews_its_lease_while_a_run_trains(tmp_path, monkeypatch):
+    import hflab.lab as lab_module
+    monkeypatch.setattr(lab_module, "HEARTBEAT_SECONDS", 0.1)
+    lab = Lab(tmp_path)
+    rid = lab.start(small(steps=100_000))
+    try:
+        deadline = time.time() + 60
+        while lab.store.get_run(rid)["status"] != "running" and time.time() < deadline:
+            time.sleep(0.05)
+        first = lab.store.get_run(rid)["heartbeat"]
+        time.sleep(0.6)
+        assert lab.store.get_run(rid)["heartbeat"] > first
+    finally:
+        lab.stop(rid)
+        lab.wait(rid, 30)
