@@ -170,11 +170,24 @@ def test_export_import_round_trip_csv_and_parquet(tmp_path):
 
 
 def test_schema_version_and_migration_on_open(tmp_path):
-    store = Store(tmp_path)
-    assert store._execute("PRAGMA user_version").fetchone()[0] == 1
+    from hflab.schema import MIGRATIONS, SCHEMA_VERSION
+    # a version-1 store (before the lease's heartbeat) with one run in it
+    old = tmp_path / "old"
+    old.mkdir()
+    conn = sqlite3.connect(old / "hflab.sqlite")
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO runs (config, task, optimizer, seed, status, created) VALUES "
+                 "('{}', 'seed-333', 'hf', 0, 'finished', 1.0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = Store(old)
+    assert SCHEMA_VERSION == 2
+    assert store._execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store._execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.get_run(1)["status"] == "finished" and store.get_run(1)["heartbeat"] is None
     store.close()
-    Store(tmp_path)                        # reopening an up-to-date store changes nothing
+    Store(old)                             # reopening an up-to-date store changes nothing
 
 
 def test_resume_falls_back_to_an_older_checkpoint_then_to_step_zero(tmp_path):
