@@ -162,6 +162,9 @@ def form_from_query(query: dict) -> tuple[dict, list[str]]:
         if key not in keys:
             warnings.append(f"URL: parameter {key!r} is not a setting of this page — ignored")
             continue
+        if key == "data" and task != CUSTOM:
+            warnings.append(f"URL: data={raw!r} is only for the task 'custom' — ignored")
+            continue
         try:
             form[key] = _parse(key, str(raw))
             from_url.add(key)
@@ -169,8 +172,8 @@ def form_from_query(query: dict) -> tuple[dict, list[str]]:
             warnings.append(f"URL: {key}={raw!r} is not valid ({e}) — using the task default "
                             f"{defaults[key]!r}")
     for _ in range(len(from_url) + 1):          # out-of-range values, one at a time
-        try:
-            configs_from_form(form)
+        try:                                     # every optimiser's settings, chosen or not
+            configs_from_form({**form, "optimizers": list(optimizers.NAMES)})
             break
         except ConfigError as e:
             if e.field not in from_url:
