@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import math
 import time
 import zipfile
@@ -222,9 +223,16 @@ def _run_row(r: pd.Series, i: int) -> dict:
             "steps_done": _number(r.get("steps_done", 0), f"run {i} steps_done", True) or 0}
 
 
+def _required_step(v, what: str) -> int:
+    step = _number(v, what + " step", integer=True)
+    if step is None or isinstance(step, bool) or not 0 <= step <= 10_000_000:
+        raise BundleError(f"{what}: step {str(v)[:40]!r} is not a whole number in [0, 10000000]")
+    return step
+
+
 def _metric_row(row: pd.Series, i: int) -> dict:
     what = f"run {i} metrics step {row.get('step')}"
-    out = {"step": _number(row["step"], what, True), "extra": {}}
+    out = {"step": _required_step(row["step"], what), "extra": {}}
     for c in METRIC_COLUMNS:
         out[c] = _number(row.get(c), f"{what} {c}", integer=c.startswith("n_"))
     for k, v in row.items():
@@ -247,11 +255,15 @@ def _trace_list(text, what: str, integer: bool = False) -> str:
 
 def _trace_row(row: pd.Series, i: int) -> dict:
     what = f"run {i} CG trace step {row.get('step')}"
-    return {"step": _number(row["step"], what, True),
+    bt = _number(row["backtrack_index"], f"{what} backtrack_index", True)
+    if bt is None or isinstance(bt, bool):
+        raise BundleError(f"{what}: backtrack_index {row['backtrack_index']!r} is not a whole "
+                          "number")
+    return {"step": _required_step(row["step"], what),
             "residual_norms": _trace_list(row["residual_norms"], f"{what} residual_norms"),
             "quad_values": _trace_list(row["quad_values"], f"{what} quad_values"),
             "saved_iters": _trace_list(row["saved_iters"], f"{what} saved_iters", True),
-            "backtrack_index": _number(row["backtrack_index"], f"{what} backtrack_index", True),
+            "backtrack_index": bt,
             "stop_reason": _text(row["stop_reason"], f"{what} stop_reason")}
 
 
@@ -281,16 +293,26 @@ def import_bundle(store: Store, path) -> list[int]:
         if runs.empty or not need <= set(runs.columns):
             raise BundleError(f"runs table lacks columns {sorted(need - set(runs.columns)) or 'rows'}")
         rows, metrics, traces = [], {}, {}
+        ids = [_number(v, f"runs row {i + 1} id", integer=True) for i, v in enumerate(runs["id"])]
+        if None in ids or len(set(ids)) != len(ids):
+            raise BundleError("runs table: every run needs its own whole-number id")
         for i, (_, r) in enumerate(runs.iterrows()):
-            rows.append(_run_row(r, int(r["id"]) if not _absent(r["id"]) else i))
+            rows.append(_run_row(r, ids[i]))
             m = _rows_of(tables["metrics"], r["id"], {"run_id", "step"}, "metrics")
             metrics[i] = [_metric_row(row, r["id"]) for _, row in m.iterrows()]
             t = _rows_of(tables["cg_traces"], r["id"],
                          {"run_id", "step", "residual_norms", "quad_values", "saved_iters",
                           "backtrack_index", "stop_reason"}, "cg_traces")
             traces[i] = [_trace_row(row, r["id"]) for _, row in t.iterrows()]
+            for what, rows_i in (("metrics", metrics[i]), ("cg_traces", traces[i])):
+                steps = [row["step"] for row in rows_i]
+                if len(set(steps)) != len(steps):
+                    raise BundleError(f"{what}: run {r['id']} lists a step twice")
     except BundleError as e:
         raise BundleError(f"{path.name}: {e}") from None
     for ds in carried:
         datasets.save(ds, store.home)
-    return store.insert_runs(rows, metrics, traces)
+    try:
+        return store.insert_runs(rows, metrics, traces)
+    except sqlite3.IntegrityError as e:         # one transaction: nothing was written
+        raise BundleError(f"{path.name}: rows conflict ({e})") from None

@@ -178,7 +178,7 @@ def good_bundle(tmp_path_factory):
     cfg = preset_config("regression", layers="3", steps=2, n_train=16, n_test=8,
                         checkpoint_every=0)
     rid = src.create_run(cfg)
-    run_to_store(src, rid, cfg, log=False)
+    run_to_store(src, rid, cfg)
     path = bundles.export(src, [rid], tmp / "good.zip")
     with zipfile.ZipFile(path) as zf:
         return {n: zf.read(n) for n in zf.namelist()}
