@@ -9,6 +9,7 @@ chosen rates are the ones in :data:`hflab.config.PRESETS`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from hflab import optimizers
 from hflab.config import PRESETS, preset_config
@@ -43,3 +44,48 @@ def run(full: bool):
             yield {"benchmark": "lr_sweep_best", "task": task, "optimizer": name,
                    "learning_rate": best[0] if best else None,
                    "train_loss": best[1] if best else None, "steps": steps}
+
+
+def chosen_rates(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """task → optimiser → learning rate, from ``lr_sweep`` lines (the newest sweep per pair)."""
+    latest: dict = {}
+    for r in rows:
+        if r.get("benchmark") == "lr_sweep":
+            latest[(r["task"], r["optimizer"], r["learning_rate"])] = r
+    out: dict = {}
+    for task, opt in sorted({(t, o) for t, o, _ in latest}):
+        grid = sorted(lr for t, o, lr in latest if (t, o) == (task, opt))
+        ok = {lr: latest[(task, opt, lr)]["train_loss"] for lr in grid
+              if latest[(task, opt, lr)]["train_loss"] is not None}
+        if not ok:
+            continue
+        best = min(ok, key=ok.get)
+        i = grid.index(best)
+        larger_diverged = i + 1 < len(grid) and grid[i + 1] not in ok
+        if larger_diverged and i > 0 and grid[i - 1] in ok:
+            best = grid[i - 1]
+        out.setdefault(task, {})[opt] = best
+    return out
+
+
+def write_table(rows: list[dict], path) -> None:
+    rates = chosen_rates(rows)
+    lines = ['"""First-order learning rates of every preset, chosen by ``benchmarks/lr_sweep.py``',
+             "(written by it: do not edit by hand; the sweep's lines are in",
+             'benchmarks/results/results.jsonl)."""', "", "LEARNING_RATES = {"]
+    for task, per in rates.items():
+        items = ", ".join(f'"{o}": {lr!r}' for o, lr in sorted(per.items()))
+        lines.append(f'    "{task}": {{{items}}},')
+    lines.append("}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    from .common import RESULTS
+    rows = [json.loads(line) for line in open(sys.argv[1] if len(sys.argv) > 1 else RESULTS)]
+    target = Path(__file__).resolve().parent.parent / "hflab" / "learning_rates.py"
+    write_table(rows, target)
+    print(f"wrote {target}")

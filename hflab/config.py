@@ -7,6 +7,7 @@ anything is written.  A bad value raises :class:`ConfigError`, whose message nam
 the value and what is allowed.  Memory is estimated before any array is allocated.
 
 Settings layer as: RunConfig's defaults → the optimiser's own defaults (:mod:`hflab.optimizers`)
+→ the learning-rate sweep's rate for the pair (:mod:`hflab.learning_rates`)
 → the task's recommended preset (:data:`PRESETS`, Martens 2010 and Martens & Sutskever 2011) →
 what the user gives.  This module sits on the ground floor: it imports the task, model, loss,
 curvature and optimiser name tables, and nothing above them.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import optimizers, tasks
+from .learning_rates import LEARNING_RATES
 from .curvature import KINDS as CURVATURE_KINDS
 from .losses import LOSSES
 from .models import ACTIVATIONS, INITS, Model
@@ -192,7 +194,9 @@ def preset_dict(task: str, optimizer: str | None = None) -> dict:
         else set()
     others = {k for e in optimizers.REGISTRY.values() for k in e.settings} - own
     preset = {k: v for k, v in preset.items() if k not in others}
-    return {**optimizer_defaults(optimizer), **preset}
+    swept = LEARNING_RATES.get(task, {}).get(optimizer)        # the sweep's rate for this pair
+    rate = {"learning_rate": swept} if swept and "learning_rate" in own else {}
+    return {**optimizer_defaults(optimizer), **rate, **preset}
 
 
 def preset_config(task: str, **overrides) -> RunConfig:

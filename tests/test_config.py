@@ -20,12 +20,22 @@ def test_every_preset_is_valid_for_every_optimizer():
                 assert cfg.n_chunks == 1 and cfg.structural_damping == 0.0
 
 
-def test_optimizer_defaults_come_from_the_registry():
+def test_optimizer_defaults_come_from_the_registry_then_the_learning_rate_sweep():
+    from hflab.learning_rates import LEARNING_RATES
+    swept = LEARNING_RATES["regression"]
+    assert swept and not any(t not in PRESETS for t in LEARNING_RATES)
     for name, entry in optimizers.REGISTRY.items():
         cfg = preset_config("regression", optimizer=name)
         for field, default in entry.settings.items():
+            if field == "learning_rate" and name in swept:
+                default = swept[name]
             if default is not None:
                 assert getattr(cfg, field) == default
+    # a pair the sweep did not cover keeps the registry's rate
+    for task in PRESETS:
+        if "sgd" not in LEARNING_RATES.get(task, {}):
+            assert preset_config(task, optimizer="sgd").learning_rate == \
+                optimizers.REGISTRY["sgd"].settings["learning_rate"]
     assert preset_config("regression", optimizer="adam", learning_rate=0.1).learning_rate == 0.1
 
 
