@@ -5,14 +5,15 @@ import time
 
 import hflab  # noqa: F401
 
-from . import autoencoders, gv_cost, hf_update, lr_sweep, peer, rnn_problems, scaling
+from . import autoencoders, feedback, gv_cost, hf_update, lr_sweep, peer, rnn_problems, scaling
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
           "autoencoders": autoencoders, "scaling": scaling}
-# run only when asked (--only lr_sweep / --only peer): the sweep sets the presets' learning rates;
-# the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI)
-ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer}
+# run only when asked (--only lr_sweep / peer / feedback): the sweep sets the presets' learning
+# rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
+# feedback times Start → first point for every preset in fresh processes (~15 minutes)
+ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback}
 
 
 def main():

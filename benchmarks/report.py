@@ -131,6 +131,15 @@ def main(mode: str | None = None):
           "device"]),
         ("Scaling over devices", "scaling", ["devices"],
          ["devices", "seconds_per_update", "simulated", "case"]),
+        ("The peer in the same run (hessianfree 0.4.0)", "peer_hessianfree", ["case"],
+         ["case", "ours_ms_per_cg_iteration", "peer_ms_per_cg_iteration", "speedup",
+          "ours_loss_at_60", "peer_loss_at_60", "gv_roofline_ms", "ours_over_roofline"]),
+        ("Start → first plotted point (seconds)", "start_to_first_point", ["task"],
+         ["task", "cold_seconds", "restart_seconds", "warm_seconds"]),
+        ("Curvature page → first heatmap (seconds)", "curvature_page", ["n_params"],
+         ["task", "layers", "n_params", "first_seconds", "again_seconds"]),
+        ("Learning-rate sweep (chosen per preset in hflab/learning_rates.py)", "lr_sweep_best",
+         ["task", "optimizer"], ["task", "optimizer", "learning_rate", "train_loss", "steps"]),
     ]
     for title, bench, keys, cols in sections:
         d = df[df["benchmark"] == bench]
