@@ -22,6 +22,7 @@ import numpy as np
 from . import datasets, parallel
 from .config import ConfigError, RunConfig
 from .experiment import Trainer, build, enable_compilation_cache, init_params
+from .spectra import SpectrumTracker
 from .store import Store, default_home
 
 COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
@@ -70,6 +71,7 @@ class StoredRun:
         self.store, self.run_id, self.config = store, run_id, config
         self.resume, self.on_record, self.log = resume, on_record, log
         self.trainer = None
+        self.spectra = None                # λ extremes at checkpoints (hflab.spectra)
         self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume
         self.start_step = 0
         self.status = None                 # the final status once done
@@ -85,10 +87,16 @@ class StoredRun:
         self.store.save_checkpoint(self.run_id, step, leaves)
 
     def _on_step(self, record, trace, params, opt_state):
+        every = self.config.checkpoint_every
+        at_checkpoint = bool(every) and record["step"] % every == 0
+        if at_checkpoint and self.spectra is not None:     # λ extremes of G and H (update 0 too)
+            try:
+                record = {**record, **self.spectra(params)}
+            except Exception:  # noqa: BLE001 — a trend line must never end a run
+                pass
         if self.log:
             self.store.log_step(self.run_id, record, trace)
-        every = self.config.checkpoint_every
-        if every and record["step"] and record["step"] % every == 0:
+        if at_checkpoint and record["step"]:
             self._checkpoint(record["step"], params, opt_state, record)
         if self.on_record is not None:
             self.on_record(record)
@@ -115,6 +123,8 @@ class StoredRun:
         store.set_device(self.run_id, device_description(config))
         store.set_status(self.run_id, "running")
         self.start_step = start_step
+        self.spectra = (SpectrumTracker(built.model.apply, built.loss, built.task.train)
+                        if config.checkpoint_every else None)
         self.trainer = Trainer(config, built, start_step=start_step, params=params,
                                opt_state=opt_state, counters=counters, place=place,
                                on_step=self._on_step, on_phase=self.set_phase)

@@ -115,6 +115,28 @@ def spectrum(eigs: dict[str, np.ndarray], title: str = "Eigen-spectrum") -> go.F
     return fig
 
 
+def spectrum_over_training(metrics: pd.DataFrame,
+                           title: str = "Extremes of the spectrum over training") -> go.Figure:
+    """λ_max and λ_min of G and H at each checkpoint (the ``spectrum_*`` metrics of
+    :mod:`hflab.spectra`) against updates; markers, so a run with one checkpoint still shows."""
+    fig = go.Figure()
+    cols = [("spectrum_G_max", "λ_max(G)"), ("spectrum_G_min", "λ_min(G)"),
+            ("spectrum_H_max", "λ_max(H)"), ("spectrum_H_min", "λ_min(H)")]
+    have = metrics.dropna(subset=[c for c, _ in cols if c in metrics], how="all") \
+        if any(c in metrics for c, _ in cols) else metrics.iloc[0:0]
+    for i, (col, name) in enumerate(cols):
+        if col not in have:
+            continue
+        fig.add_trace(go.Scatter(
+            x=have["step"], y=have[col], name=name, mode="lines+markers",
+            line=dict(color=PALETTE[i // 2], dash="solid" if col.endswith("max") else "dot"),
+            hovertemplate=f"{name} at update %{{x}}: %{{y:.6g}}<extra></extra>"))
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
+    fig.update_xaxes(title="updates")
+    fig.update_yaxes(title="eigenvalue", exponentformat="power")
+    return _layout(fig, title)
+
+
 def cg_trace(residual_norms, quad_values, saved_iters=(), backtrack_index=None,
              title: str = "CG trace") -> go.Figure:
     """Residual norm (log) and quadratic-model value φ per CG iteration, with the saved iterates

@@ -114,4 +114,13 @@ else:
                     ui.error(e)
                     return
                 show(snap, f"run #{run_id} at update {step}")
+                metrics = lab.store.metrics(int(run_id))
+                if any(c.startswith("spectrum_") for c in metrics.columns):
+                    ui.chart(plots.spectrum_over_training(metrics), "spectrum-training",
+                             "spectrum-over-training")
+                    ui.plain_caption("λ_max and λ_min of G and H at update 0 and every "
+                                     "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
+                else:
+                    ui.plain_caption("No spectrum extremes stored for this run (they are taken "
+                                     "at each checkpoint; this run has checkpoint_every = 0).")
             live()

@@ -1,0 +1,67 @@
+"""The spectrum's extremes over training: λ_max and λ_min of the Gauss-Newton matrix G and the
+Hessian H at every checkpoint (and at update 0), stored with that update's metrics so the
+Curvature page can chart them and bundles carry them.
+
+Lanczos (ARPACK, ``scipy.sparse.linalg.eigsh``, k = 1; the bottom end as the top of the shifted
+``|λ_max| I − C``) on the first
+:data:`N_CASES` training cases, with a loose tolerance and a bounded number of restarts: these are
+trends to watch, not the page's exact spectra.  The products are compiled once per run (a jitted
+function of the parameters and the vector), so a checkpoint costs a few hundred products, not a
+compilation; the time is spent between updates and is not part of any update's wall time.
+Written by hand around eigsh (instead of :func:`hflab.curvature.extreme_eigenvalues`) because that
+helper compiles its product for each call.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+from .curvature import CurvatureOperator
+from .losses import Batch
+
+N_CASES = 16
+KEYS = {"gauss_newton": "G", "hessian": "H"}
+
+
+class SpectrumTracker:
+    """``tracker(params) -> {"spectrum_G_max": …, "spectrum_G_min": …, "spectrum_H_max": …,
+    "spectrum_H_min": …}`` (NaN where Lanczos did not converge)."""
+
+    def __init__(self, apply_fn, loss, train: Batch, maxiter: int = 10, tol: float = 1e-3):
+        n = min(N_CASES, int(train.x.shape[0]))
+        self.batch = Batch(train.x[:n], train.y[:n], train.mask[:n])
+        self.maxiter, self.tol = maxiter, tol
+        self._mv = {kind: jax.jit(lambda p, v, kind=kind: CurvatureOperator(
+            apply_fn, loss, p, self.batch, kind=kind).multiply(v)) for kind in KEYS}
+
+    def _extreme(self, mv, params, n, dtype, shift=None) -> float:
+        """The largest eigenvalue of C, or with ``shift = s`` of ``s I − C`` (whose largest is
+        ``s − λ_min(C)``: Lanczos finds the top of a spectrum fast, its bottom — often a big
+        null space next to 0 — slowly and with a useless relative tolerance)."""
+        def matvec(x):
+            cx = np.asarray(mv(params, jnp.asarray(x.ravel(), dtype)), np.float64)
+            return cx if shift is None else shift * x.ravel() - cx
+        op = LinearOperator((n, n), dtype=np.float64, matvec=matvec)
+        try:
+            w = eigsh(op, k=1, which="LA", tol=self.tol, maxiter=self.maxiter,
+                      ncv=min(n - 1, 20), v0=np.random.default_rng(0).standard_normal(n),
+                      return_eigenvectors=False)
+        except ArpackNoConvergence as e:
+            w = np.asarray(e.eigenvalues)
+        return float(w[0]) if len(w) else math.nan
+
+    def __call__(self, params) -> dict:
+        flat = ravel_pytree(params)[0]
+        n, out = int(flat.size), {}
+        for kind, key in KEYS.items():
+            top = math.nan if n < 3 else self._extreme(self._mv[kind], params, n, flat.dtype)
+            shift = abs(top) if math.isfinite(top) else math.nan
+            low = math.nan if not math.isfinite(shift) else shift - self._extreme(
+                self._mv[kind], params, n, flat.dtype, shift=shift)
+            out[f"spectrum_{key}_max"], out[f"spectrum_{key}_min"] = top, low
+        return out
