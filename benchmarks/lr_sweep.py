@@ -9,6 +9,7 @@ chosen rates are the ones in :data:`hflab.config.PRESETS`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from hflab import optimizers
@@ -22,7 +23,8 @@ BIG = ("mnist", "mnist-ae", "curves")          # quick mode: smaller data for th
 
 def run(full: bool):
     steps = 100 if full else 40
-    for task in PRESETS:
+    only = [t for t in os.environ.get("HFLAB_SWEEP_TASKS", "").split(",") if t]
+    for task in only or PRESETS:
         for name, entry in optimizers.REGISTRY.items():
             if entry.curvature_batch:                # HF has no learning rate
                 continue
