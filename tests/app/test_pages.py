@@ -253,3 +253,47 @@ def test_curvature_page_shows_a_model_hook():
     at.selectbox(key="curv_hook").set_value("Equinox MLP (example)").run()
     assert not at.exception and any("Equinox MLP · 2,410 parameters" in shown(c.value)
                                     for c in at.caption)
+
+
+# one non-default, valid value per form key (the RNN-only keys on an RNN task)
+ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "seed": "3", "layers": "7-5",
+              "activation": "relu", "loss": "logistic", "init": "glorot", "weight_cost": "0.001",
+              "dtype": "float64", "devices": "cpu", "curvature": "hessian", "damping": "2.5",
+              "max_cg_iters": "40", "cg_decay": "0.5", "n_chunks": "2",
+              "preconditioner": "true", "backtracking": "false", "line_search": "false",
+              "lr_sgd": "0.002", "lr_momentum": "0.004", "lr_adam": "0.006", "lr_lbfgs": "0.5",
+              "momentum": "0.8"}
+RNN_ROUND_TRIP = {"seq_len": "7", "structural_damping": "0.1"}
+
+
+def test_the_round_trip_covers_every_form_key():
+    from hflab import formstate
+    assert set(formstate.all_keys()) - {"task", "data"} == set(ROUND_TRIP) | set(RNN_ROUND_TRIP)
+
+
+@pytest.mark.parametrize("key", sorted(ROUND_TRIP) + sorted(RNN_ROUND_TRIP))
+def test_every_form_field_round_trips_through_the_url_and_navigation(key):
+    from hflab import formstate
+    task = "addition" if key in RNN_ROUND_TRIP else "regression"
+    text = {**ROUND_TRIP, **RNN_ROUND_TRIP}[key]
+    at = page("train", {"task": task, key: text}).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    expected = formstate._parse(key, text)
+    assert expected != formstate.task_defaults(task)[key]          # a real change
+    assert at.session_state["form"][key] == expected               # the form holds it
+    assert at.query_params[key] in (text, [text])                  # the URL says it
+    # another page and back: the form and the URL are unchanged
+    at.switch_page("curvature.py").run()
+    at.switch_page("train.py").run()
+    assert not at.exception
+    assert at.session_state["form"][key] == expected
+    assert at.query_params[key] in (text, [text])
+    # and the configs it starts carry it
+    configs = formstate.configs_from_form(at.session_state["form"])
+    field = formstate.optimizer_keys().get(key, (None, key))[1]
+    if key == "optimizers":
+        assert [c.optimizer for c in configs] == ["adam", "lbfgs"]
+    else:
+        owners = [c for c in configs if field in c.optimizer_settings()] or configs
+        assert all(getattr(c, field) == expected for c in owners
+                   if formstate.optimizer_keys().get(key, (c.optimizer,))[0] == c.optimizer)
