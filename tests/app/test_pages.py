@@ -250,9 +250,8 @@ def test_curvature_page_shows_a_model_hook():
     assert at.selectbox(key="curv_hook").options[:2] == ["Flax NNX MLP (example)",
                                                          "Equinox MLP (example)"]
     assert any("Flax NNX MLP · 2,410 parameters" in shown(c.value) for c in at.caption)
-    at.selectbox(key="curv_hook").set_value("Equinox MLP (example)").run()
-    assert not at.exception and any("Equinox MLP · 2,410 parameters" in shown(c.value)
-                                    for c in at.caption)
+    assert len(at.get("plotly_chart")) >= 3          # H, G, H − G (the Equinox hook's numbers
+    #                                                  are checked in tests/test_examples.py)
 
 
 # one non-default, valid value per form key (the RNN-only keys on an RNN task)

@@ -302,7 +302,7 @@ def test_your_own_csv_uploaded_on_the_train_page_trains_and_a_bad_one_is_named(
     page.locator("section[data-testid=stSidebar] input[type=file]").set_input_files(str(good))
     page.get_by_text("blobs.csv: 80 cases × 2 inputs, classification into 2 classes").wait_for(
         timeout=30_000)
-    deadline = time.time() + 10
+    deadline = time.time() + 60
     while "data=" not in page.url and time.time() < deadline:
         time.sleep(0.2)
     assert "data=" in page.url                      # the URL records which data set
