@@ -1,6 +1,11 @@
-"""The lab's scheduler: one worker per comparison advancing its runs in turn; phases; stop."""
+"""The lab's scheduler: one worker per comparison advancing its runs in turn; phases; stop;
+the spectrum extremes it records at checkpoints."""
 import time
 
+import numpy as np
+import pytest
+
+from hflab import curvature
 from hflab.config import RunConfig, preset_config
 from hflab.lab import Lab
 
@@ -80,3 +85,33 @@ def test_resume_many_restarts_every_stopped_run_of_a_group(tmp_path):
     for i in ids:
         lab.stop(i)
         assert lab.wait(i, timeout=60)
+
+
+def test_spectrum_extremes_stored_at_checkpoints_match_the_dense_matrices(tmp_path):
+    """λ_max/λ_min of G and H recorded at update 0 and at each checkpoint equal the extreme
+    eigenvalues of the dense matrices (jax.hessian routes) at those parameters."""
+    from hflab.config import preset_config
+    from hflab.experiment import build
+    from hflab.lab import restore_state, run_to_store
+    from hflab.spectra import N_CASES
+    from hflab.store import Store
+    store = Store(tmp_path)
+    cfg = preset_config("digits", layers="4", steps=4, checkpoint_every=2, n_train=64,
+                        n_test=32, dtype="float64").validate()
+    rid = store.create_run(cfg)
+    assert run_to_store(store, rid, cfg) == "finished"
+    m = store.metrics(rid).set_index("step")
+    assert m["spectrum_G_max"].notna().tolist() == [True, False, True, False, True]
+    built = build(cfg)
+    step, leaves = store.latest_checkpoint(rid)
+    params = restore_state(built, leaves)[0]
+    x, y, mask = (a[:N_CASES] for a in built.task.train)
+    out = lambda p: built.model.apply(p, x)  # noqa: E731
+    bound = lambda z: built.loss.value(z, y, mask)  # noqa: E731
+    g = np.linalg.eigvalsh(np.asarray(curvature.gauss_newton_matrix(out, bound, params)))
+    h = np.linalg.eigvalsh(np.asarray(curvature.hessian_matrix(lambda p: bound(out(p)), params)))
+    row = m.loc[step]
+    assert row["spectrum_G_max"] == pytest.approx(g[-1], rel=1e-2)
+    assert row["spectrum_H_max"] == pytest.approx(h[-1], rel=1e-2)
+    assert row["spectrum_H_min"] == pytest.approx(h[0], rel=5e-2, abs=1e-3 * h[-1])
+    assert abs(row["spectrum_G_min"]) < 1e-3 * g[-1]           # G is PSD: its floor is ~0
