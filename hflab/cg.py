@@ -112,10 +112,18 @@ def _relative_progress(i, phi, quad_values, eps):
 
 
 def _cg_step(s: _LoopState, matvec, b, apply_m, sched, max_iters, eps, tol_abs) -> _LoopState:
-    """One preconditioned CG iteration with its stop tests and the iterate save."""
+    """One preconditioned CG iteration with its stop tests and the iterate save.
+
+    Non-positive curvature along ``d`` (also NaN): the step is not taken — the state is kept and
+    CG stops with reason 2.  The select is applied to the n-vectors and scalars only; the trace
+    and the save buffer are written at one index each (their old entry kept on that path), so an
+    iteration never copies the whole save buffer."""
     ad = matvec(s.d)
     dad = jnp.vdot(s.d, ad)
     negative = ~(dad > 0)                      # also catches NaN curvature
+
+    def keep(old, new):
+        return jnp.where(negative, old, new)
     alpha = s.ry / jnp.where(negative, 1.0, dad)
     x = s.x + alpha * s.d
     r = s.r - alpha * ad
@@ -127,18 +135,19 @@ def _cg_step(s: _LoopState, matvec, b, apply_m, sched, max_iters, eps, tol_abs) 
     relative = _relative_progress(i, phi, s.quad_values, eps)
     small = r_norm <= tol_abs
     slot = jnp.minimum(s.next_save, sched.shape[0] - 1)
-    is_save = (s.next_save < sched.shape[0]) & (sched[slot] == i)
-    step = _LoopState(
-        i=i, x=x, r=r, y=y, d=y + (ry / s.ry) * s.d, ry=ry,
-        residual_norms=s.residual_norms.at[i].set(r_norm), quad_values=s.quad_values.at[i].set(phi),
+    is_save = (s.next_save < sched.shape[0]) & (sched[slot] == i) & ~negative
+    row = jnp.minimum(i, s.residual_norms.shape[0] - 1)
+    return _LoopState(
+        i=keep(s.i, i), x=keep(s.x, x), r=keep(s.r, r), y=keep(s.y, y),
+        d=keep(s.d, y + (ry / s.ry) * s.d), ry=keep(s.ry, ry),
+        residual_norms=s.residual_norms.at[row].set(keep(s.residual_norms[row], r_norm)),
+        quad_values=s.quad_values.at[row].set(keep(s.quad_values[row], phi)),
         saved=s.saved.at[slot].set(jnp.where(is_save, x, s.saved[slot])),
         saved_iters=s.saved_iters.at[slot].set(jnp.where(is_save, i, s.saved_iters[slot])),
         next_save=s.next_save + is_save.astype(jnp.int32),
-        reason=jnp.where(relative, 1, jnp.where(small, 3, 0)).astype(jnp.int32),
-        done=relative | small | (i >= max_iters))
-    # non-positive curvature: the step along d is not taken; stop with reason 2
-    stop = s._replace(reason=jnp.int32(2), done=jnp.bool_(True))
-    return jax.tree_util.tree_map(lambda a, c: jnp.where(negative, a, c), stop, step)
+        reason=jnp.where(negative, 2, jnp.where(relative, 1, jnp.where(small, 3, 0))
+                         ).astype(jnp.int32),
+        done=negative | relative | small | (i >= max_iters))
 
 
 def solve_flat(matvec: Callable, b, x0=None, *, precond: Callable | None = None,

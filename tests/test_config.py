@@ -119,3 +119,16 @@ def test_tasks_own_their_dimensions():
         n_train, n_test = spec.sizes(8, 4)
         t = load_task(name, 0, 0, n_train, n_test)
         assert (t.n_in, t.n_out) == (spec.n_in, spec.n_out)
+
+
+def test_every_mutant_still_applies_to_the_tree():
+    """`make mutants` runs on demand; this keeps its list in step with the code (a mutant whose
+    text is gone would report STALE instead of testing anything)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests" / "mutation"))
+    from mutants import MUTANTS
+    assert len(MUTANTS) >= 25
+    for path, old, new, reason in MUTANTS:
+        text = (ROOT / path).read_text()
+        assert text.count(old) == 1, (path, old, reason)
+        assert old != new and reason

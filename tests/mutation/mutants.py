@@ -44,7 +44,8 @@ MUTANTS = [
     # cg
     ("hflab/cg.py", "alpha = s.ry / jnp.where(negative, 1.0, dad)",
      "alpha = s.ry / jnp.where(negative, 1.0, 2 * dad)", "CG step length α halved"),
-    ("hflab/cg.py", "d=y + (ry / s.ry) * s.d", "d=y + s.d", "CG β dropped (β = 1)"),
+    ("hflab/cg.py", "d=keep(s.d, y + (ry / s.ry) * s.d)", "d=keep(s.d, y + s.d)",
+     "CG β dropped (β = 1)"),
     ("hflab/cg.py", "return jnp.maximum(10, jnp.ceil(0.1 * i).astype(jnp.int32))",
      "return jnp.maximum(1, jnp.ceil(0.1 * i).astype(jnp.int32))",
      "relative-progress window k = max(1, ⌈0.1 i⌉) instead of max(10, …)"),
