@@ -2,6 +2,7 @@
 stdout and are appended to benchmarks/results/results.jsonl; then the report is rebuilt."""
 import argparse
 import time
+from types import SimpleNamespace
 
 import hflab  # noqa: F401
 
@@ -13,7 +14,8 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # run only when asked (--only lr_sweep / peer / feedback): the sweep sets the presets' learning
 # rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes)
-ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback}
+ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback,
+             "lr_check": SimpleNamespace(run=lr_sweep.verify)}
 
 
 def main():

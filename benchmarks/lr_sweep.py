@@ -48,6 +48,21 @@ def run(full: bool):
                    "train_loss": best[1] if best else None, "steps": steps}
 
 
+def verify(full: bool = False):
+    """Each preset's first-order optimisers at their chosen rates for the preset's own number of
+    updates (what Start runs): ``lr_check`` lines with the final status — none may diverge."""
+    only = [t for t in os.environ.get("HFLAB_SWEEP_TASKS", "").split(",") if t]
+    for task in only or PRESETS:
+        for name, entry in optimizers.REGISTRY.items():
+            if entry.curvature_batch:
+                continue
+            cfg = preset_config(task, optimizer=name, checkpoint_every=0, target_error=-1.0)
+            out = run_loop(cfg)
+            yield {"benchmark": "lr_check", "task": task, "optimizer": name,
+                   "learning_rate": cfg.learning_rate, "steps": cfg.steps,
+                   "status": out.status, "train_loss": out.last.get("train_loss")}
+
+
 def chosen_rates(rows: list[dict]) -> dict[str, dict[str, float]]:
     """task → optimiser → learning rate, from ``lr_sweep`` lines (the newest sweep per pair)."""
     latest: dict = {}

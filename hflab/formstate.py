@@ -36,6 +36,23 @@ COMMENTARY: dict[str, str] = {
                 "exactly on the Curvature page.",
     "spirals": "A classic case where curvature helps: the two spirals need many first-order "
                "steps to separate.",
+    "regression": "A smooth 1-d fit: HF reaches a low loss in tens of updates; watch λ fall as "
+                  "the quadratic model becomes trustworthy (ρ near 1).",
+    "digits": "Classification of the 8×8 digits: compare the curves against forward+backward "
+              "passes, where an HF update costs tens of passes and a first-order step two.",
+    "mnist": "5,000 real MNIST images, 10 classes: curvature chunks (a quarter of the batch) "
+             "keep each HF update's cost near a few gradients' worth per CG iteration.",
+    "mnist-ae": "Martens' deep autoencoder (λ₀ = 45, 4 chunks): deep, narrow code layer, the "
+                "pathological curvature HF was designed for; expect minutes, not seconds.",
+    "seed-rnn": "The notebook's 3-3-2 tanh RNN as a teacher: small enough to see the full "
+                "Hessian of an RNN on the Curvature page.",
+    "multiplication": "Like addition but the product of the marked values (right when within "
+                      "0.04); a model that predicts the mean product stays far from 100 %.",
+    "temporal-order-2": "Order of two symbols among distractors (4 classes): chance is 25 %, "
+                        "so an error curve near 0.75 has learnt nothing yet.",
+    "temporal-order-3": "Three symbols, 8 classes: harder than 2-bit; chance is 12.5 %.",
+    "memorization": "Reproduce 5 bits after T blank steps; guessing gets all 5 right once in "
+                    "32 cases — a long-range memory test.",
 }
 
 
