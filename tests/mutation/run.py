@@ -98,7 +98,7 @@ def main() -> int:
                   flush=True)
     if only:                       # a partial re-run replaces its rows of the last report
         rows = _merge(rows)
-    killed = sum(r[3] == "killed" for r in rows)
+    killed = sum(r[3].startswith("killed") for r in rows)      # "killed (re-check)" too
     lines = ["# Mutation check", "",
              f"`make mutants`: {len(rows)} mutants, {killed} killed, {len(rows) - killed} not "
              f"killed. Each mutant is one plausible bug applied to a copy of `hflab/`; the core "
