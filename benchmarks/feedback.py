@@ -18,6 +18,7 @@ serialised as the browser receives it, for a fresh model of 24 (the notebook's 3
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,12 +78,13 @@ def curvature_seconds(task: str, layers: str) -> tuple[float, float, int]:
 
 
 def run(full: bool):
-    for task, layers, expected in CURVATURE_CASES:
+    only = [t for t in os.environ.get("HFLAB_FEEDBACK_TASKS", "").split(",") if t]
+    for task, layers, expected in CURVATURE_CASES if not only else []:
         first, second, n = curvature_seconds(task, layers)
         assert n == expected, (task, layers, n)
         yield {"benchmark": "curvature_page", "task": task, "layers": layers, "n_params": n,
                "first_seconds": first, "again_seconds": second}
-    for task in PRESETS:
+    for task in only or PRESETS:
         with tempfile.TemporaryDirectory() as home:
             cold = start_to_first_point(task, home, 1)
             restart = start_to_first_point(task, home, 2)     # second round: warm

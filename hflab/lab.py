@@ -89,15 +89,17 @@ class StoredRun:
     def _on_step(self, record, trace, params, opt_state):
         every = self.config.checkpoint_every
         at_checkpoint = bool(every) and record["step"] % every == 0
-        if at_checkpoint and self.spectra is not None:     # λ extremes of G and H (update 0 too)
-            try:
-                record = {**record, **self.spectra(params)}
-            except Exception:  # noqa: BLE001 — a trend line must never end a run
-                pass
         if self.log:
             self.store.log_step(self.run_id, record, trace)
         if at_checkpoint and record["step"]:
             self._checkpoint(record["step"], params, opt_state, record)
+        if at_checkpoint and self.spectra is not None and self.log:
+            # λ extremes of G and H (update 0 too), added to the row once the point is plotted:
+            # the curve never waits for Lanczos
+            try:
+                self.store.log_step(self.run_id, {**record, **self.spectra(params)}, trace)
+            except Exception:  # noqa: BLE001 — a trend line must never end a run
+                pass
         if self.on_record is not None:
             self.on_record(record)
 

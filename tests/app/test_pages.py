@@ -154,8 +154,11 @@ def test_curvature_page_fresh_model_and_run_checkpoint():
     run_to_store(lab.store, run_id, cfg)
     at = page("curvature", {"run": str(run_id)}).run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 6
+    assert len(at.get("plotly_chart")) == 7                   # + the spectrum over training
     assert any("at update 4" in c.value for c in at.caption)
+    assert any("at update 0 and every checkpoint" in shown(c.value) for c in at.caption)
+    m = lab.store.metrics(run_id)
+    assert m.dropna(subset=["spectrum_G_max"])["step"].tolist() == [0, 2, 4]
 
 
 def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
