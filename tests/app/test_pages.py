@@ -174,7 +174,8 @@ def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
     assert not at.exception and not at.error
     captions = " ".join(shown(c.value) for c in at.caption)
     assert "3,610 parameters (block W2)" in captions
-    assert len(at.get("plotly_chart")) == 5                   # H, G, H−G, J, spectrum
+    # H, G, H−G, J, spectrum, and the spectrum over training (updates 0 and 1)
+    assert len(at.get("plotly_chart")) == 6
     assert any("λ_max(H)" in m.value for m in at.markdown)
 
 
