@@ -72,6 +72,7 @@ class StoredRun:
         self.resume, self.on_record, self.log = resume, on_record, log
         self.trainer = None
         self.spectra = None                # λ extremes at checkpoints (hflab.spectra)
+        self._should_stop = None
         self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume
         self.start_step = 0
         self.status = None                 # the final status once done
@@ -97,7 +98,9 @@ class StoredRun:
             # λ extremes of G and H (update 0 too), added to the row once the point is plotted:
             # the curve never waits for Lanczos
             try:
-                self.store.log_step(self.run_id, {**record, **self.spectra(params)}, trace)
+                extremes = self.spectra(params, stop=self._should_stop)
+                if extremes:
+                    self.store.log_step(self.run_id, {**record, **extremes}, trace)
             except Exception:  # noqa: BLE001 — a trend line must never end a run
                 pass
         if self.on_record is not None:
@@ -134,6 +137,7 @@ class StoredRun:
 
     def advance(self, should_stop=None) -> bool:
         """Prepare, or run one update; False once the run is over (status stored)."""
+        self._should_stop = should_stop
         try:
             if self.trainer is None:
                 if should_stop is not None and should_stop():

@@ -39,11 +39,13 @@ class SpectrumTracker:
         self._mv = {kind: jax.jit(lambda p, v, kind=kind: CurvatureOperator(
             apply_fn, loss, p, self.batch, kind=kind).multiply(v)) for kind in KEYS}
 
-    def _extreme(self, mv, params, n, dtype, shift=None) -> float:
+    def _extreme(self, mv, params, n, dtype, shift=None, stop=None) -> float:
         """The largest eigenvalue of C, or with ``shift = s`` of ``s I − C`` (whose largest is
         ``s − λ_min(C)``: Lanczos finds the top of a spectrum fast, its bottom — often a big
         null space next to 0 — slowly and with a useless relative tolerance)."""
         def matvec(x):
+            if stop is not None and stop():        # Stop pressed: give up within one product
+                raise Stopped
             cx = np.asarray(mv(params, jnp.asarray(x.ravel(), dtype)), np.float64)
             return cx if shift is None else shift * x.ravel() - cx
         op = LinearOperator((n, n), dtype=np.float64, matvec=matvec)
@@ -55,13 +57,23 @@ class SpectrumTracker:
             w = np.asarray(e.eigenvalues)
         return float(w[0]) if len(w) else math.nan
 
-    def __call__(self, params) -> dict:
+    def __call__(self, params, stop=None) -> dict:
+        """The four extremes; ``{}`` if ``stop()`` turns true meanwhile (Stop is honoured
+        within one product, not after the whole Lanczos run)."""
         flat = ravel_pytree(params)[0]
         n, out = int(flat.size), {}
-        for kind, key in KEYS.items():
-            top = math.nan if n < 3 else self._extreme(self._mv[kind], params, n, flat.dtype)
-            shift = abs(top) if math.isfinite(top) else math.nan
-            low = math.nan if not math.isfinite(shift) else shift - self._extreme(
-                self._mv[kind], params, n, flat.dtype, shift=shift)
-            out[f"spectrum_{key}_max"], out[f"spectrum_{key}_min"] = top, low
+        try:
+            for kind, key in KEYS.items():
+                top = math.nan if n < 3 else self._extreme(self._mv[kind], params, n,
+                                                           flat.dtype, stop=stop)
+                shift = abs(top) if math.isfinite(top) else math.nan
+                low = math.nan if not math.isfinite(shift) else shift - self._extreme(
+                    self._mv[kind], params, n, flat.dtype, shift=shift, stop=stop)
+                out[f"spectrum_{key}_max"], out[f"spectrum_{key}_min"] = top, low
+        except Stopped:
+            return {}
         return out
+
+
+class Stopped(Exception):
+    """Raised inside Lanczos' product when the run is asked to stop."""

@@ -115,3 +115,24 @@ def test_spectrum_extremes_stored_at_checkpoints_match_the_dense_matrices(tmp_pa
     assert row["spectrum_H_max"] == pytest.approx(h[-1], rel=1e-2)
     assert row["spectrum_H_min"] == pytest.approx(h[0], rel=5e-2, abs=1e-3 * h[-1])
     assert abs(row["spectrum_G_min"]) < 1e-3 * g[-1]           # G is PSD: its floor is ~0
+
+
+def test_spectrum_extremes_give_way_to_stop():
+    """A Stop pressed while Lanczos runs ends it within one product (no extremes stored)."""
+    import jax
+
+    from hflab.experiment import build, init_params
+    from hflab.spectra import SpectrumTracker
+    built = build(preset_config("digits", layers="8", n_train=64, n_test=32))
+    tracker = SpectrumTracker(built.model.apply, built.loss, built.task.train)
+    params = init_params(built)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 3
+    assert tracker(params, stop=stop) == {} and len(calls) == 4
+    full = tracker(params)
+    assert set(full) == {"spectrum_G_max", "spectrum_G_min", "spectrum_H_max", "spectrum_H_min"}
+    assert all(np.isfinite(v) for v in full.values())
+    jax.clear_caches()
