@@ -94,6 +94,12 @@ def matrix_heatmap(mat, title: str, names: list[str] | None = None,
         if rows == cols and 0 < pos < rows - 0.5:
             fig.add_hline(y=pos, line=dict(color="black", width=1))
     fig.update_yaxes(autorange="reversed")
+    if blocks:                       # block names on the axes, at each block's middle
+        ticks = dict(tickvals=[(a + b - 1) / 2 for _, a, b in blocks],
+                     ticktext=[name for name, _, _ in blocks])
+        fig.update_xaxes(**ticks)
+        if rows == cols:
+            fig.update_yaxes(**ticks)
     fig = _layout(fig, title, height=520)
     fig.update_layout(hovermode="closest")
     return fig

@@ -37,6 +37,9 @@ def test_heatmap_is_centred_with_block_lines_and_named_hover():
     assert hm.zmid == 0 and hm.zmin == -3 and hm.zmax == 3
     assert hm.customdata[0][2][1] == "b1[0]"
     assert len(fig.layout.shapes) == 2               # one vertical + one horizontal boundary
+    # block labels on both axes, at the blocks' middles
+    assert list(fig.layout.xaxis.tickvals) == [0.5, 2.0] == list(fig.layout.yaxis.tickvals)
+    assert list(fig.layout.xaxis.ticktext) == ["W1", "b1"]
     df = plots.figure_data(fig)
     assert len(df) == 9 and df["value"].abs().max() == 3
 
@@ -105,3 +108,15 @@ def test_form_round_trips_through_the_url():
     assert configs[0].damping == 2.5 and not configs[0].line_search
     assert configs[0].structural_damping == 0.03 and configs[1].structural_damping == 0.0
     assert len({(c.task, c.seed, c.seq_len) for c in configs}) == 1   # same data and seed
+
+
+def test_spectrum_over_training_shows_the_four_extremes_with_markers():
+    m = pd.DataFrame({"step": [0, 1, 2, 4], "spectrum_G_max": [5.0, np.nan, 3.0, 2.0],
+                      "spectrum_G_min": [0.0, np.nan, 0.0, 0.0],
+                      "spectrum_H_max": [6.0, np.nan, 3.5, 2.1],
+                      "spectrum_H_min": [-1.0, np.nan, -0.2, -0.01]})
+    fig = plots.spectrum_over_training(m)
+    assert [t.name for t in fig.data] == ["λ_max(G)", "λ_min(G)", "λ_max(H)", "λ_min(H)"]
+    assert list(fig.data[2].x) == [0, 2, 4]               # steps without a checkpoint left out
+    assert all("markers" in t.mode for t in fig.data)
+    assert plots.spectrum_over_training(pd.DataFrame({"step": [0]})).data == ()
