@@ -89,7 +89,8 @@ def _check_finite(name, a):
     bad = ~np.isfinite(a)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{name}: entry {idx} is {float(a[idx])}; every value must be a finite number")
+        raise DataError(f"{name}: entry {idx} is {float(a[idx])}; every value must be a finite "
+                        "number")
 
 
 def _as_matrix(name, a, allow_vector=False) -> np.ndarray:
@@ -333,23 +334,30 @@ def get(ds_id: str) -> Dataset:
     if not (isinstance(ds_id, str) and len(ds_id) == ID_LENGTH
             and all(c in "0123456789abcdef" for c in ds_id)):
         raise DataError(f"{str(ds_id)[:40]!r} is not a dataset id ({ID_LENGTH} hex digits)")
+    data = _read_stored(ds_id)
+    if data is None:
+        raise DataError(f"dataset {ds_id} is not in this store (upload the file again or import "
+                        "the bundle that carries it)")
+    return _KNOWN.setdefault(ds_id, load_bytes(data, ds_id))
+
+
+def _read_stored(ds_id: str) -> bytes | None:
+    """The bytes of ``ds_id``'s file in the first store folder that has it, else None."""
     for path in (f / f"{ds_id}.npz" for f in folders()):
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except OSError:
             continue
-        return _KNOWN.setdefault(ds_id, load_bytes(data, ds_id))
-    raise DataError(f"dataset {ds_id} is not in this store (upload the file again or import "
-                    "the bundle that carries it)")
+    return None
 
 
 def stored_bytes(ds_id: str) -> bytes:
     """The stored file of ``ds_id`` (what an export bundle carries)."""
-    get(ds_id)
-    for path in (f / f"{ds_id}.npz" for f in folders()):
-        if path.is_file():
-            return path.read_bytes()
-    raise DataError(f"dataset {ds_id} is known but not stored in any store folder")
+    get(ds_id)                   # checks the id (and the file, if not known yet)
+    data = _read_stored(ds_id)
+    if data is None:
+        raise DataError(f"dataset {ds_id} is known but not stored in any store folder")
+    return data
 
 
 def keep(configs, home) -> None:
