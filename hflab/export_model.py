@@ -113,8 +113,9 @@ def _param_arrays(built, params) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in params.items()}
 
 
-def model_files(store, run_id: int) -> tuple[bytes, dict]:
-    """(model.npz bytes, the lab's own test evaluation of the same parameters)."""
+def model_files(store, run_id: int, evaluate: bool = False) -> tuple[bytes, dict | None]:
+    """(model.npz bytes, with ``evaluate`` the lab's own evaluation of the same parameters —
+    what the exported script must reproduce; an export itself does not need it)."""
     info = store.get_run(run_id)
     config = RunConfig.from_dict(info["config"])
     built = build(config)
@@ -130,7 +131,7 @@ def model_files(store, run_id: int) -> tuple[bytes, dict]:
     np.savez(buf, meta=np.array(json.dumps(meta)), x_test=np.asarray(test.x),
              y_test=np.asarray(test.y), mask_test=np.asarray(test.mask),
              **_param_arrays(built, params))
-    return buf.getvalue(), evaluation(built, params)
+    return buf.getvalue(), evaluation(built, params) if evaluate else None
 
 
 def export_model_bytes(store, run_id: int) -> bytes:

@@ -36,7 +36,7 @@ def test_exported_script_reproduces_the_labs_test_evaluation(kind, tmp_path, cap
     m = re.search(r"at update (\d+): test loss (\S+), test error (\S+) on (\d+) cases",
                   done.stdout)
     assert m, done.stdout
-    _, lab_eval = model_files(store, run_id)
+    _, lab_eval = model_files(store, run_id, evaluate=True)
     assert int(m.group(1)) == CASES[kind]["steps"] and int(m.group(4)) == CASES[kind]["n_test"]
     assert float(m.group(2)) == pytest.approx(lab_eval["test_loss"], rel=1e-5)
     assert float(m.group(3)) == pytest.approx(lab_eval["test_error"], rel=1e-5, abs=1e-7)
