@@ -169,7 +169,7 @@ def test_navigation_keeps_the_form_and_the_url(server, chromium_browser):
     for title in ("Curvature", "CG inspector", "Train & compare"):
         nav(page, title)
     wait_app(page)
-    time.sleep(1.0)
+    page.wait_for_timeout(1000)                 # (a sleep would leave page.url stale)
     assert "layers=16-16" in page.url and "steps=1500" in page.url, page.url
     assert "task=regression" in page.url and "optimizers=hf" in page.url
     layers = page.get_by_role("textbox", name="hidden layers (e.g. 400-200-100)")
@@ -302,10 +302,9 @@ def test_your_own_csv_uploaded_on_the_train_page_trains_and_a_bad_one_is_named(
     page.locator("section[data-testid=stSidebar] input[type=file]").set_input_files(str(good))
     page.get_by_text("blobs.csv: 80 cases × 2 inputs, classification into 2 classes").wait_for(
         timeout=30_000)
-    deadline = time.time() + 60
-    while "data=" not in page.url and time.time() < deadline:
-        time.sleep(0.2)
-    assert "data=" in page.url                      # the URL records which data set
+    # the URL records which data set; read from the page itself (page.url is updated only by
+    # events that Playwright's sync API processes inside its own calls, never during a sleep)
+    page.wait_for_function("() => location.search.includes('data=')", timeout=60_000)
     page.get_by_role("button", name="▶ Start").click()
     deadline = time.time() + 120
     while time.time() < deadline:
