@@ -23,8 +23,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # the numerical core (no app, no browser), with 4 host devices for the in-process mesh test
-CORE_TESTS = tests/test_losses.py tests/test_cg.py tests/test_hf.py tests/test_manual.py \
-	tests/test_curvature.py tests/test_core_parallel.py tests/test_models.py
+CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/test_hf.py \
+	tests/test_manual.py tests/test_core_parallel.py tests/test_curvature.py \
+	tests/test_transform.py tests/test_spectra.py
 test-core: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q $(CORE_TESTS)
 

@@ -23,7 +23,7 @@ from .bundles import BundleError
 from .config import FIELDS, ConfigError, RunConfig, preset_dict
 from .experiment import enable_compilation_cache
 from .lab import Lab, StoredRun, device_description
-from .store import Store, StoreError
+from .store import Store, StoreError, default_home
 
 
 def _config_parser(sub):
@@ -46,7 +46,51 @@ def _config_parser(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-preset", action="store_true",
                    help="start from RunConfig's plain defaults, not the task's recommended settings")
+    several = p.add_argument_group(
+        "several processes", "one data-parallel run over the devices of several processes or "
+        "hosts (jax.distributed; CPU processes talk through gloo). Start the same command once "
+        "per process with its own --process-id; process 0 writes the store, the others only "
+        "compute. Use with --devices all.")
+    several.add_argument("--coordinator", metavar="HOST:PORT",
+                         help="address of process 0's coordinator, reachable from every process")
+    several.add_argument("--num-processes", metavar="N", help="how many processes take part")
+    several.add_argument("--process-id", metavar="I", help="this process's index, 0 … N−1")
     return p
+
+
+def start_processes(args) -> tuple[int, int]:
+    """``jax.distributed.initialize`` from ``--coordinator/--num-processes/--process-id``
+    (before anything touches a JAX backend); returns ``(process index, process count)``.
+    All three flags or none; bad values are ConfigErrors naming the flag."""
+    given = {k: getattr(args, k) for k in ("coordinator", "num_processes", "process_id")}
+    if all(v is None for v in given.values()):
+        return 0, 1
+    missing = [k.replace("_", "-") for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(missing[0], "(not given)", "--coordinator, --num-processes and "
+                          "--process-id go together")
+    host, _, port = str(args.coordinator).rpartition(":")
+    if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("coordinator", args.coordinator, "HOST:PORT with a port 1–65535")
+    n = _whole(args.num_processes, "num-processes", 1, 4096)
+    i = _whole(args.process_id, "process-id", 0, n - 1)
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(f"{host}:{port}", num_processes=n, process_id=i,
+                                   initialization_timeout=120)
+    except Exception as e:               # the coordinator's own errors, in one line
+        raise ConfigError("coordinator", args.coordinator,
+                          f"a reachable coordinator ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
+    return jax.process_index(), jax.process_count()
+
+
+def _whole(text, flag, low, high) -> int:
+    t = str(text).strip()
+    if not (t.isascii() and t.isdigit()) or not low <= int(t) <= high:
+        raise ConfigError(flag, text, f"a whole number from {low} to {high}")
+    return int(t)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,10 +255,13 @@ def _execute(store, run_id, config, quiet, resume=False) -> int:
 
 def _run_command(args) -> int:
     config = config_from_args(args)
-    where = device_description(config)       # fails before anything is stored
     for flag, out in (("csv", args.csv), ("json", args.json_out)):
         if out and not Path(out).resolve().parent.is_dir():
             raise ConfigError(flag, out, "a file in an existing folder")
+    index, count = start_processes(args)
+    where = device_description(config)       # fails before anything is stored
+    if index > 0:
+        return _follow(config, index, count)
     store = Store()
     store.mark_dead_runs_interrupted()
     enable_compilation_cache(store.home)
@@ -228,6 +275,22 @@ def _run_command(args) -> int:
     if args.json_out:
         m.to_json(args.json_out, orient="records", indent=1)
     return code
+
+
+def _follow(config, index, count) -> int:
+    """Process ``index`` > 0 of a multi-process run: the same updates, evaluations and
+    checkpoints as process 0 (every collective must be entered by all processes), written to a
+    private temporary store that is discarded — the run is stored once, by process 0."""
+    import tempfile
+    datasets.add_folder(default_home())       # a custom data set is found there (read only)
+    with tempfile.TemporaryDirectory(prefix=f"hflab-process-{index}-") as tmp:
+        private = Store(tmp)
+        run_id = private.create_run(config, status="queued")
+        print(f"process {index} of {count}: computing with process 0, which stores the run "
+              f"in its store", flush=True)
+        status = _train(private, run_id, config, False, Progress(config.steps, True))
+    print(f"process {index} of {count}: {status}", flush=True)
+    return 0 if status in ("finished", "stopped") else 1
 
 
 def _show(store, run_id):

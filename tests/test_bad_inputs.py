@@ -158,3 +158,26 @@ def test_unknown_run_ids(capsys):
     assert code == 2 and "no run with id 99" in err
     code, _, err = run_cli(["runs", "delete", "5"], capsys)
     assert code == 2 and "no run with id 5" in err
+
+
+def test_bad_multi_process_flags_exit_2_before_anything_is_stored(capsys):
+    cases = [
+        (["--coordinator", "127.0.0.1:1234"], "num-processes: '(not given)'", "go together"),
+        (["--process-id", "0", "--num-processes", "2"], "coordinator: '(not given)'",
+         "go together"),
+        (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"],
+         "coordinator: 'localhost'", "HOST:PORT"),
+        (["--coordinator", "h:99999", "--num-processes", "2", "--process-id", "0"],
+         "coordinator: 'h:99999'", "port 1–65535"),
+        (["--coordinator", "h:1234", "--num-processes", "0", "--process-id", "0"],
+         "num-processes: '0'", "from 1 to 4096"),
+        (["--coordinator", "h:1234", "--num-processes", "2", "--process-id", "2"],
+         "process-id: '2'", "from 0 to 1"),
+        (["--coordinator", "h:1234", "--num-processes", "٢", "--process-id", "0"],
+         "num-processes: '٢'", "whole number"),
+    ]
+    for flags, named, allowed in cases:
+        code, _, err = run_cli(["run", "--task", "regression", *flags], capsys)
+        assert code == 2 and named in err and allowed in err, (flags, err)
+        assert "Traceback" not in err
+    assert Store().runs().empty

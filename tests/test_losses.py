@@ -63,3 +63,35 @@ def test_padding_with_zero_mask_cases_changes_nothing():
     loss = get_loss("squared")
     assert np.isclose(float(loss.value(padded.x, padded.y, padded.mask)),
                       float(loss.value(b.x, b.y, b.mask)), rtol=1e-14)
+
+
+def _numpy_output_and_loss(name, z, y):
+    """Each matching pair written out in NumPy from its textbook definition."""
+    if name == "squared":
+        return z, 0.5 * ((z - y) ** 2).sum(-1)
+    if name == "logistic":
+        p = 1.0 / (1.0 + np.exp(-z))
+        return p, -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(-1)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    return p, -(y * np.log(p)).sum(-1)
+
+
+@pytest.mark.parametrize("name", ["squared", "logistic", "softmax"])
+@pytest.mark.parametrize("shape", [(6, 3), (5, 4, 3)])
+def test_values_outputs_and_the_matching_gradient_equal_their_textbook_definitions(name, shape):
+    """L = Σ_masked ℓ / (real cases) with ℓ the textbook loss of the output f(z), and — what makes
+    the pair *matching* — ∂L/∂z = mask·(f(z) − y) / (real cases)."""
+    key = jax.random.PRNGKey(11)
+    z = jax.random.normal(key, shape, jnp.float64) * 2.0
+    y = random_targets(name, jax.random.fold_in(key, 1), shape)
+    mask = (jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]) if len(shape) == 2
+            else rnn_mask(shape[0], shape[1], 5))
+    loss = get_loss(name)
+    zn, yn, mn = (np.asarray(a) for a in (z, y, mask))
+    p, ell = _numpy_output_and_loss(name, zn, yn)
+    real = (mn.reshape(mn.shape[0], -1).max(1) > 0).sum()
+    assert np.allclose(np.asarray(loss.output(z)), p, rtol=1e-12, atol=1e-14)
+    assert float(loss.value(z, y, mask)) == pytest.approx((mn * ell).sum() / real, rel=1e-12)
+    grad = np.asarray(jax.grad(lambda zz: loss.value(zz, y, mask))(z))
+    assert np.allclose(grad, mn[..., None] * (p - yn) / real, rtol=1e-10, atol=1e-14)

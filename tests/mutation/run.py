@@ -18,9 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutants import MUTANTS  # noqa: E402
 
-# fast, targeted files first: with -x a mutant usually dies within seconds
-CORE = ["tests/test_losses.py", "tests/test_models.py", "tests/test_cg.py", "tests/test_hf.py",
-        "tests/test_manual.py", "tests/test_core_parallel.py", "tests/test_curvature.py"]
+
+
+def core_tests() -> list[str]:
+    """The core tier as the Makefile names it (CORE_TESTS), so the two cannot drift apart."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = next(l for l in text.splitlines() if l.startswith("CORE_TESTS"))
+    return line.split("=", 1)[1].split()
+
+
+CORE = core_tests()
 ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
 
 
@@ -39,7 +46,8 @@ def copy_tree(dest: Path):
 FIRST = {"losses": ["tests/test_losses.py"], "models": ["tests/test_models.py"],
          "cg": ["tests/test_cg.py"], "hf": ["tests/test_hf.py"],
          "curvature": ["tests/test_hf.py", "tests/test_curvature.py"],
-         "manual": ["tests/test_manual.py"], "parallel": ["tests/test_core_parallel.py"]}
+         "manual": ["tests/test_manual.py"], "parallel": ["tests/test_core_parallel.py"],
+         "transform": ["tests/test_transform.py"], "spectra": ["tests/test_spectra.py"]}
 
 
 def ordered_core(rel: str) -> list[str]:
