@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: setup run test test-core mutants bench clean
+.PHONY: setup run test test-core mutants bench bench-papers clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ mutants: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(if $(FULL),--full,)
+
+# paper-scale RNN problems (T = 20 … 200, 3 seeds, 30 minutes a run: tens of hours on 2 cores);
+# HFLAB_PAPERS_PROBLEMS / _T / _SEEDS / _OPTIMIZERS / _BUDGET pick a subset
+bench-papers: $(STAMP)
+	$(PY) -m benchmarks --only rnn_papers
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -15,7 +15,8 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback,
-             "lr_check": SimpleNamespace(run=lr_sweep.verify)}
+             "lr_check": SimpleNamespace(run=lr_sweep.verify),
+             "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers)}
 
 
 def main():
@@ -25,7 +26,7 @@ def main():
                    help="run only these suites")
     p.add_argument("--no-report", action="store_true")
     args = p.parse_args()
-    mode = "full" if args.full else "quick"
+    mode = "papers" if args.only == ["rnn_papers"] else "full" if args.full else "quick"
     t0 = time.time()
     for name in args.only or SUITES:
         for result in {**SUITES, **ON_DEMAND}[name].run(args.full):

@@ -59,15 +59,10 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
                                       yaxis_title="ratio")
     r = df[df["benchmark"] == "rnn_problem"]
     if not r.empty:
-        r = latest(r, ["problem", "T", "optimizer", "seed"])
-        agg = r.groupby(["problem", "T", "optimizer"], as_index=False)["success_rate"].mean()
-        fig = go.Figure()
-        for opt, d in agg.groupby("optimizer"):
-            fig.add_trace(go.Bar(x=d["problem"] + " T=" + d["T"].astype(str), y=d["success_rate"],
-                                 name=opt))
-        fig.update_layout(title="RNN problems: test success rate at equal wall time",
-                          yaxis_title="success rate", barmode="group")
-        figs["rnn-success"] = fig
+        figs["rnn-success"] = success_against_t(r)
+        curves = r[r["mode"] == "papers"] if "curve_seconds" in r else r.iloc[0:0]
+        if not curves.empty:
+            figs["rnn-curves"] = success_curves(curves)
     a = df[df["benchmark"] == "autoencoder"]
     if not a.empty:
         a = latest(a, ["task", "optimizer"])
@@ -87,6 +82,57 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
         figs["scaling"].update_layout(title="Seconds per HF update vs devices",
                                       xaxis_title="devices", yaxis_title="seconds")
     return figs
+
+
+def rnn_runs_to_show(r: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, T, optimizer): the seeds of the longest budget run (a 30-minute run says
+    more than a 10-second one), each seed's newest row."""
+    r = latest(r, ["problem", "T", "optimizer", "seed", "budget_seconds"])
+    longest = r.groupby(["problem", "T", "optimizer"])["budget_seconds"].transform("max")
+    return r[r["budget_seconds"] == longest]
+
+
+def success_against_t(r: pd.DataFrame) -> go.Figure:
+    """Success rate against T for every problem and optimiser: the median over seeds, with a
+    bar from the worst to the best seed (the seeds' spread)."""
+    from plotly.subplots import make_subplots
+    r = rnn_runs_to_show(r)
+    problems = sorted(r["problem"].unique())
+    fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
+    colours = dict(zip(sorted(r["optimizer"].unique()),
+                       ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]))
+    for col, problem in enumerate(problems, start=1):
+        for opt, d in r[r["problem"] == problem].groupby("optimizer"):
+            g = d.groupby("T")["success_rate"]
+            med, lo, hi = g.median(), g.min(), g.max()
+            info = d.groupby("T").agg(seeds=("seed", "count"), budget=("budget_seconds", "max"))
+            fig.add_trace(go.Scatter(
+                x=med.index, y=med.values, mode="lines+markers", name=opt, legendgroup=opt,
+                showlegend=col == 1, line_color=colours[opt],
+                error_y=dict(type="data", symmetric=False, array=(hi - med).values,
+                             arrayminus=(med - lo).values),
+                customdata=info[["seeds", "budget"]].values,
+                hovertemplate="T=%{x}: median %{y:.1%} over %{customdata[0]} seed(s), "
+                              "%{customdata[1]:.0f} s each<extra>" + opt + "</extra>"),
+                row=1, col=col)
+        fig.update_xaxes(type="log", title_text="T", row=1, col=col)
+    fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
+    fig.update_layout(title="RNN problems: success rate against T (median over seeds, bars: "
+                            "worst–best seed; each at its longest budget)", height=420)
+    return fig
+
+
+def success_curves(r: pd.DataFrame) -> go.Figure:
+    """The paper-scale runs' test success against optimisation seconds."""
+    fig = go.Figure()
+    for _, row in latest(r, ["problem", "T", "optimizer", "seed", "budget_seconds"]).iterrows():
+        fig.add_trace(go.Scatter(x=row["curve_seconds"], y=row["curve_success"], mode="lines",
+                                 name=f"{row['problem']} T={row['T']} {row['optimizer']} "
+                                      f"seed {row['seed']}"))
+    fig.update_layout(title="Paper-scale RNN runs: test success rate against optimisation time",
+                      xaxis_title="optimisation seconds", yaxis_title="test success rate",
+                      yaxis_tickformat=".0%", height=450)
+    return fig
 
 
 def _png(html: Path, png: Path):

@@ -3,6 +3,8 @@ HF with structural damping, HF without, Adam and Nesterov momentum; success rate
 optimisation time to reach 99 %."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from hflab.config import preset_config
@@ -22,7 +24,7 @@ def variants(full: bool) -> dict[str, dict]:
     return {**out, **others}
 
 
-def one(problem, seq_len, label, settings, seed, budget):
+def one(problem, seq_len, label, settings, seed, budget, curve=False):
     cfg = preset_config(problem, seq_len=seq_len, seed=seed, steps=1_000_000,
                         max_seconds=budget, target_error=0.0, checkpoint_every=0,
                         eval_every=5, **settings)
@@ -35,7 +37,38 @@ def one(problem, seq_len, label, settings, seed, budget):
     return {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
             "seed": seed, "budget_seconds": budget, "updates": out.steps_done,
             "success_rate": 1.0 - final_err, "best_success_rate": 1.0 - min(e for _, e in evals),
-            "seconds_to_99": reached[0] if reached else None, "status": out.status}
+            "seconds_to_99": reached[0] if reached else None, "status": out.status,
+            **({"curve_seconds": [w for w, _ in evals],
+                "curve_success": [1.0 - e for _, e in evals]} if curve else {})}
+
+
+def _env_list(name, default, cast=str):
+    text = os.environ.get(name, "")
+    return [cast(t) for t in text.split(",") if t.strip()] if text.strip() else default
+
+
+def run_papers(full: bool = True):
+    """``make bench-papers`` (``--only rnn_papers``): the paper-scale runs — every problem at
+    T = 20, 50, 100 (and T = 200 for addition), 3 seeds, HF with and without structural damping,
+    Adam and Nesterov momentum, ``HFLAB_PAPERS_BUDGET`` seconds each (default 1800: tens of
+    hours in all on 2 cores).  Each result is emitted as it lands, with its success curve.
+    ``HFLAB_PAPERS_PROBLEMS``, ``_T``, ``_SEEDS``, ``_OPTIMIZERS`` (comma lists) pick a subset."""
+    problems = _env_list("HFLAB_PAPERS_PROBLEMS", ["addition", "multiplication", "xor",
+                                                   "temporal-order-2"])
+    lengths = _env_list("HFLAB_PAPERS_T", [20, 50, 100, 200], int)
+    seeds = _env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
+    budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1800"))
+    chosen = _env_list("HFLAB_PAPERS_OPTIMIZERS", None)
+    table = {k: v for k, v in variants(True).items() if k != "sgd"}
+    for problem in problems:
+        for seq_len in lengths:
+            if seq_len > 100 and problem != "addition" and "HFLAB_PAPERS_T" not in os.environ:
+                continue                    # T = 200: addition only, unless asked for
+            for label, settings in table.items():
+                if chosen and label not in chosen:
+                    continue
+                for seed in seeds:
+                    yield one(problem, seq_len, label, settings, seed, budget, curve=True)
 
 
 def run(full: bool):

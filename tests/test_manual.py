@@ -6,47 +6,51 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from jax.flatten_util import ravel_pytree
 
-from hflab import curvature, manual
+from hflab import analysis, curvature, manual
 from hflab.models import mlp_apply, rnn_apply
 from helpers import rel_err
 
 
 def test_quadratic_seed_values_exactly_as_printed():
+    """The hand-written quadratic and the Derivations page's autodiff route (analysis), not a
+    lambda written here: f = 40, ∇f = [11, 16, 19, 22], H = A."""
     x = np.ones(4)
     assert manual.quadratic_value(x) == 40.0
     assert list(manual.quadratic_gradient(x)) == [11.0, 16.0, 19.0, 22.0]
-    f = lambda v: 0.5 * v @ jnp.asarray(manual.SEED_A) @ v + jnp.asarray(manual.SEED_B) @ v + 1.0  # noqa: E731
-    assert float(f(jnp.ones(4))) == 40.0
-    assert list(np.asarray(jax.grad(f)(jnp.ones(4)))) == [11.0, 16.0, 19.0, 22.0]
-    assert np.array_equal(np.asarray(jax.hessian(f)(jnp.ones(4))), manual.SEED_A)
     assert np.array_equal(manual.quadratic_hessian(), manual.SEED_A)
+    page = analysis.derivation_quadratic(x)
+    assert page["f"] == 40.0
+    assert list(page["grad_autodiff"]) == [11.0, 16.0, 19.0, 22.0]
+    assert np.array_equal(page["hessian_autodiff"], manual.SEED_A)
 
 
 def test_reverse_mode_of_a_vector_sums_rows_not_the_jacobian():
-    """The notebook's pitfall: 'd²f/dx²' by naive reverse mode gave [10, 14, 16, 18]."""
-    grad_f = lambda v: jnp.asarray(manual.SEED_A) @ v + jnp.asarray(manual.SEED_B)  # noqa: E731
-    naive = manual.reverse_mode_of_vector(grad_f, np.ones(4))
-    assert list(naive) == [10.0, 14.0, 16.0, 18.0]
-    assert list(naive) == list(manual.SEED_A.sum(axis=0))
-    assert np.array_equal(np.asarray(jax.jacfwd(grad_f)(jnp.ones(4))), manual.SEED_A)
+    """The notebook's pitfall: 'd²f/dx²' by naive reverse mode gave [10, 14, 16, 18]; for the
+    3-3-3 net's dh2/dz1 = W2 it gives W2's column sums [0.6, 1.5, 2.4]."""
+    page = analysis.derivation_quadratic()
+    assert list(page["naive_reverse_mode"]) == [10.0, 14.0, 16.0, 18.0]
+    assert list(page["naive_reverse_mode"]) == list(manual.SEED_A.sum(axis=0))
+    jac = analysis.derivation_jacobian()
+    w2 = manual.seed_mlp()[1]
+    assert np.allclose(jac["jacobian_autodiff"], w2, rtol=1e-12)
+    assert np.allclose(jac["naive_reverse_mode"], [0.6, 1.5, 2.4], rtol=1e-12)
+    assert np.allclose(manual.reverse_mode_of_vector(lambda z: jnp.asarray(w2) @ z, np.ones(3)),
+                       w2.sum(axis=0), rtol=1e-12)
 
 
 def test_seed_mlp_printed_values_in_float32():
-    """y = 2.7463741 and dy/dx = [0.00771682, 0.00966905, 0.01162129] (printed in float32)."""
-    w1, w2, b1, b2 = (jnp.asarray(a, jnp.float32) for a in manual.seed_mlp())
-    x = jnp.ones(3, jnp.float32)
-    f = lambda x: jnp.sum(jax.nn.sigmoid(w2 @ jax.nn.sigmoid(w1 @ x + b1) + b2))  # noqa: E731
-    assert f"{float(f(x)):.7f}" == "2.7463741"
-    assert [f"{v:.8f}" for v in np.asarray(jax.grad(f)(x))] == ["0.00771682", "0.00966905",
-                                                               "0.01162129"]
+    """y = 2.7463741 and dy/dx = [0.00771682, 0.00966905, 0.01162129] (printed in float32), from
+    the Derivations page's float32 autodiff route and from the hand-written pass."""
+    page = analysis.derivation_forward(np.ones(3))
+    assert f"{page['y_float32']:.7f}" == "2.7463741"
+    assert [f"{v:.8f}" for v in page["dydx_float32"]] == ["0.00771682", "0.00966905",
+                                                          "0.01162129"]
     # in float64 the value is 2.74637389, within one float32 rounding (≈ 2.4e-7) of the print
     assert abs(manual.seed_mlp_output(np.ones(3)) - 2.7463741) < 2.5e-7
+    assert abs(page["y_float64"] - manual.seed_mlp_output(np.ones(3))) < 1e-14
     # the hand-written backward pass (float64) agrees to the printed digits
     assert np.allclose(manual.seed_mlp_input_gradient(np.ones(3)),
                        [0.00771682, 0.00966905, 0.01162129], atol=1e-8)
-    # the notebook's Jacobian dh2/dz1 = W2, and reverse mode gives its column sums [0.6, 1.5, 2.4]
-    assert np.allclose(manual.reverse_mode_of_vector(lambda z: jnp.asarray(manual.seed_mlp()[1]) @ z,
-                                                     np.ones(3)), [0.6, 1.5, 2.4])
 
 
 def test_seed_w1_block_of_bishop_hessian_equals_autodiff():
