@@ -28,10 +28,14 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False):
     cfg = preset_config(problem, seq_len=seq_len, seed=seed, steps=1_000_000,
                         max_seconds=budget, target_error=0.0, checkpoint_every=0,
                         eval_every=5, **settings)
-    evals = []
-    out = run_loop(cfg, on_step=lambda r, t, p, s: evals.append(
-        (r["wall_seconds"], r["test_error"]) if "test_error" in r else None))
-    evals = [e for e in evals if e]
+    evals, hf_trace = [], []
+
+    def on_step(r, t, p, s):
+        if "test_error" in r:
+            evals.append((r["wall_seconds"], r["test_error"]))
+            if "damping" in r:                     # HF: λ, ρ and CG iterations at each evaluation
+                hf_trace.append((r["damping"], r["rho"], r["cg_iters"]))
+    out = run_loop(cfg, on_step=on_step)
     reached = [w for w, err in evals if err <= 0.01]
     final_err = evals[-1][1] if evals else float("nan")
     return {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
@@ -39,7 +43,10 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False):
             "success_rate": 1.0 - final_err, "best_success_rate": 1.0 - min(e for _, e in evals),
             "seconds_to_99": reached[0] if reached else None, "status": out.status,
             **({"curve_seconds": [w for w, _ in evals],
-                "curve_success": [1.0 - e for _, e in evals]} if curve else {})}
+                "curve_success": [1.0 - e for _, e in evals],
+                **({"curve_damping": [h[0] for h in hf_trace], "curve_rho": [h[1] for h in hf_trace],
+                    "curve_cg_iters": [h[2] for h in hf_trace]} if hf_trace else {})}
+               if curve else {})}
 
 
 def _env_list(name, default, cast=str):
