@@ -115,7 +115,9 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
                 hovertemplate="T=%{x}: median %{y:.1%} over %{customdata[0]} seed(s), "
                               "%{customdata[1]:.0f} s each<extra>" + opt + "</extra>"),
                 row=1, col=col)
-        fig.update_xaxes(type="log", title_text="T", row=1, col=col)
+        ts = sorted(r["T"].unique())
+        fig.update_xaxes(type="log", title_text="T", tickvals=ts, ticktext=[f"{t:.0f}" for t in ts],
+                         range=[1.2, 2.4], row=1, col=col)
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="RNN problems: success rate against T (median over seeds, bars: "
                             "worst–best seed; each at its longest budget)", height=420)
