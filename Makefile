@@ -26,8 +26,11 @@ test: $(STAMP)
 CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/test_hf.py \
 	tests/test_manual.py tests/test_core_parallel.py tests/test_curvature.py \
 	tests/test_transform.py tests/test_spectra.py
+# (two workers, one file each at a time: compiling is single-threaded, so the two cores overlap
+# one file's compilation with another's)
 test-core: $(STAMP)
-	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q $(CORE_TESTS)
+	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q -n 2 --dist loadfile \
+		$(CORE_TESTS)
 
 # each mutant of tests/mutation/mutants.py against the core tier, in a copy of the tree
 mutants: $(STAMP)
