@@ -38,15 +38,18 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False):
     out = run_loop(cfg, on_step=on_step)
     reached = [w for w, err in evals if err <= 0.01]
     final_err = evals[-1][1] if evals else float("nan")
-    return {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
-            "seed": seed, "budget_seconds": budget, "updates": out.steps_done,
-            "success_rate": 1.0 - final_err, "best_success_rate": 1.0 - min(e for _, e in evals),
-            "seconds_to_99": reached[0] if reached else None, "status": out.status,
-            **({"curve_seconds": [w for w, _ in evals],
-                "curve_success": [1.0 - e for _, e in evals],
-                **({"curve_damping": [h[0] for h in hf_trace], "curve_rho": [h[1] for h in hf_trace],
-                    "curve_cg_iters": [h[2] for h in hf_trace]} if hf_trace else {})}
-               if curve else {})}
+    record = {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
+              "seed": seed, "budget_seconds": budget, "updates": out.steps_done,
+              "success_rate": 1.0 - final_err,
+              "best_success_rate": 1.0 - min(e for _, e in evals),
+              "seconds_to_99": reached[0] if reached else None, "status": out.status}
+    if curve:
+        record["curve_seconds"] = [w for w, _ in evals]
+        record["curve_success"] = [1.0 - e for _, e in evals]
+        if hf_trace:
+            damping, rho, cg_iters = (list(c) for c in zip(*hf_trace))
+            record.update(curve_damping=damping, curve_rho=rho, curve_cg_iters=cg_iters)
+    return record
 
 
 def _env_list(name, default, cast=str):

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import jax
+
 from . import bundles, datasets
 from .bundles import BundleError
 from .config import FIELDS, ConfigError, RunConfig, preset_dict
@@ -74,7 +76,6 @@ def start_processes(args) -> tuple[int, int]:
         raise ConfigError("coordinator", args.coordinator, "HOST:PORT with a port 1–65535")
     n = _whole(args.num_processes, "num-processes", 1, 4096)
     i = _whole(args.process_id, "process-id", 0, n - 1)
-    import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(f"{host}:{port}", num_processes=n, process_id=i,

@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutants import MUTANTS  # noqa: E402
 
 
-
 def core_tests() -> list[str]:
     """The core tier as the Makefile names it (CORE_TESTS), so the two cannot drift apart."""
     text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
