@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: setup run test test-core mutants bench bench-papers clean
+.PHONY: setup run test test-core mutants bench bench-papers bench-autoencoders clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: $(STAMP)
 # HFLAB_PAPERS_PROBLEMS / _T / _SEEDS / _OPTIMIZERS / _BUDGET pick a subset
 bench-papers: $(STAMP)
 	$(PY) -m benchmarks --only rnn_papers
+
+# deep autoencoders at real budgets (CURVES-like and MNIST, HF / Adam / momentum, 3 seeds,
+# 10 minutes a run: 3 hours on 2 cores); HFLAB_AE_TASKS / _SEEDS / _OPTIMIZERS / _BUDGET
+bench-autoencoders: $(STAMP)
+	$(PY) -m benchmarks --only autoencoder_papers
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

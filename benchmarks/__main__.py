@@ -16,7 +16,9 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # feedback times Start → first point for every preset in fresh processes (~15 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
-             "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers)}
+             "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),
+             "autoencoder_papers": SimpleNamespace(run=autoencoders.run_papers)}
+PAPERS = {"rnn_papers", "autoencoder_papers"}      # their records are marked mode "papers"
 
 
 def main():
@@ -26,7 +28,8 @@ def main():
                    help="run only these suites")
     p.add_argument("--no-report", action="store_true")
     args = p.parse_args()
-    mode = "papers" if args.only == ["rnn_papers"] else "full" if args.full else "quick"
+    mode = ("papers" if args.only and set(args.only) <= PAPERS else
+            "full" if args.full else "quick")
     t0 = time.time()
     for name in args.only or SUITES:
         for result in {**SUITES, **ON_DEMAND}[name].run(args.full):

@@ -2,6 +2,8 @@
 squared reconstruction error summed over pixels, averaged over cases (the paper's measure)."""
 from __future__ import annotations
 
+import os
+
 import jax
 
 from hflab.config import preset_config
@@ -26,6 +28,58 @@ def cases(full: bool):
                      {"n_train": 2000, "n_test": 500}), 300.0 if full else 20.0
     if full:
         yield "mnist-ae", {"grad_batch": 1000}, 600.0
+
+
+def _papers_case(task, label, opt, seed, budget, extra):
+    """One long autoencoder run with its error curve on all three cost axes."""
+    first_order = label != "hf"
+    # HF: Martens (2010) — λ₀ = 45, 4 curvature chunks, weight cost 2e-5, ≤ 250 CG iterations
+    hf = dict(damping=45.0, n_chunks=4, weight_cost=2e-5, max_cg_iters=250)
+    cfg = preset_config(task, steps=1_000_000, max_seconds=budget, checkpoint_every=0,
+                        seed=seed, eval_every=50 if first_order else 5,
+                        **{**extra, **opt, **({"grad_batch": 200} if first_order else hf)})
+    curve = {k: [] for k in ("updates", "passes", "seconds", "train_error", "test_error")}
+
+    def on_step(r, t, p, s):
+        if "test_error" in r:
+            for key, value in (("updates", r["step"]), ("passes", r["n_passes"]),
+                               ("seconds", r["wall_seconds"]), ("train_error", r["train_error"]),
+                               ("test_error", r["test_error"])):
+                curve[key].append(value)
+    out = run_loop(cfg, on_step=on_step)
+    return {"benchmark": "autoencoder", "task": task, "optimizer": label, "seed": seed,
+            "budget_seconds": budget, "updates": out.steps_done,
+            "train_error": out.last.get("train_error"), "test_error": out.last.get("test_error"),
+            "n_train": cfg.n_train or None, "layers": cfg.layers or cfg.spec.default_layers,
+            "compile_seconds": out.last.get("compile_seconds"),
+            **({"learning_rate": cfg.learning_rate} if first_order else {}),
+            **{f"curve_{k}": v for k, v in curve.items()}}
+
+
+def run_papers(full: bool = True):
+    """``make bench-autoencoders`` (``--only autoencoder_papers``): the deep autoencoders at real
+    budgets — CURVES-like (784-400-200-100-50-25-6, mirrored) and MNIST (784-1000-500-250-30,
+    mirrored, the 5,000 real images) — HF with Martens' settings against Adam and Nesterov
+    momentum at their tuned learning rates (minibatches of 200), ``HFLAB_AE_BUDGET`` seconds each
+    (default 600), seeds ``HFLAB_AE_SEEDS`` (default 0,1,2).  Each record carries the error
+    curve against updates, forward+backward passes and optimisation seconds.
+    ``HFLAB_AE_TASKS`` and ``HFLAB_AE_OPTIMIZERS`` (comma lists) pick a subset."""
+    def env_list(name, default):
+        text = os.environ.get(name, "").strip()
+        return [t.strip() for t in text.split(",") if t.strip()] if text else default
+    tasks = env_list("HFLAB_AE_TASKS", ["curves", "mnist-ae"])
+    seeds = [int(s) for s in env_list("HFLAB_AE_SEEDS", ["0", "1", "2"])]
+    chosen = env_list("HFLAB_AE_OPTIMIZERS", ["hf", "adam", "momentum"])
+    budget = float(os.environ.get("HFLAB_AE_BUDGET", "600"))
+    table = variants(True)
+    unknown = sorted(set(chosen) - set(table))
+    if unknown:
+        raise SystemExit(f"HFLAB_AE_OPTIMIZERS: {unknown[0]!r} is not one of {sorted(table)}")
+    for task in tasks:
+        extra = {"mnist-ae": {"grad_batch": 1000}}.get(task, {})
+        for seed in seeds:
+            for label in chosen:
+                yield _papers_case(task, label, table[label], seed, budget, extra)
 
 
 def run(full: bool):

@@ -73,6 +73,9 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
                           yaxis_title="squared error summed over pixels", yaxis_type="log",
                           barmode="group")
         figs["autoencoders"] = fig
+    long_runs = df[(df["benchmark"] == "autoencoder") & (df["mode"] == "papers")]
+    if not long_runs.empty and "curve_seconds" in long_runs:
+        figs["autoencoder-curves"] = autoencoder_cost_curves(long_runs)
     s = df[(df["benchmark"] == "scaling") & df.get("seconds_per_update", pd.Series()).notna()] \
         if "seconds_per_update" in df else pd.DataFrame()
     if not s.empty:
@@ -137,7 +140,42 @@ def success_curves(r: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def _png(html: Path, png: Path):
+AXES = (("updates", "updates"), ("passes", "forward+backward passes"),
+        ("seconds", "optimisation seconds"))
+
+
+def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
+    """Test reconstruction error of the long autoencoder runs against all three cost axes
+    (updates, forward+backward passes, optimisation seconds): a row per task, a line per
+    optimiser and seed, the same colour for an optimiser throughout."""
+    from plotly.subplots import make_subplots
+    a = latest(a, ["task", "optimizer", "seed", "budget_seconds"])
+    tasks = sorted(a["task"].unique())
+    fig = make_subplots(rows=len(tasks), cols=len(AXES), shared_yaxes="rows",
+                        subplot_titles=[f"{t}: against {label}" for t in tasks
+                                        for _, label in AXES])
+    colours = dict(zip(sorted(a["optimizer"].unique()),
+                       ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]))
+    for row, task in enumerate(tasks, start=1):
+        for _, r in a[a["task"] == task].sort_values(["optimizer", "seed"]).iterrows():
+            first = row == 1 and r["seed"] == a[a["optimizer"] == r["optimizer"]]["seed"].min()
+            for col, (axis, _) in enumerate(AXES, start=1):
+                xs = list(r[f"curve_{axis}"])
+                fig.add_trace(go.Scatter(
+                    x=xs[1:], y=list(r["curve_test_error"])[1:], mode="lines",
+                    line_color=colours[r["optimizer"]], name=r["optimizer"],
+                    legendgroup=r["optimizer"], showlegend=bool(first and col == 1),
+                    hovertemplate=f"{r['optimizer']} seed {r['seed']}: %{{y:.3g}} at "
+                                  f"%{{x:.4g}}<extra></extra>"), row=row, col=col)
+                fig.update_xaxes(type="log", title_text=AXES[col - 1][1], row=row, col=col)
+        fig.update_yaxes(type="log", title_text="test error", row=row, col=1)
+    fig.update_layout(title="Deep autoencoders at real budgets: test squared error (summed over "
+                            "pixels, mean over cases) against three costs; a line per seed",
+                      height=360 * len(tasks), width=1200)
+    return fig
+
+
+def _png(html: Path, png: Path, width: int = 900, height: int = 500):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         return
@@ -146,7 +184,7 @@ def _png(html: Path, png: Path):
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=chromium,
                                   args=["--headless", "--no-sandbox", "--disable-gpu"])
-            page = b.new_page(viewport={"width": 900, "height": 500})
+            page = b.new_page(viewport={"width": width, "height": height})
             page.goto(html.as_uri())
             page.wait_for_selector(".js-plotly-plot", timeout=30_000)
             page.screenshot(path=str(png))
@@ -171,12 +209,14 @@ def main(mode: str | None = None):
                                          "gv_gflops", "matmul_gflops", "device"]),
         ("HF update throughput (250 CG iterations)", "hf_update", ["case"],
          ["case", "seconds_per_update", "ms_per_cg_iteration", "n_params", "device"]),
-        ("Pathological RNN problems", "rnn_problem", ["problem", "T", "optimizer", "seed"],
-         ["problem", "T", "optimizer", "seed", "budget_seconds", "updates", "success_rate",
+        ("Pathological RNN problems", "rnn_problem",
+         ["problem", "T", "optimizer", "seed", "budget_seconds"],
+         ["problem", "T", "optimizer", "seed", "budget_seconds", "n_train", "updates",
+          "success_rate",
           "best_success_rate", "seconds_to_99"]),
-        ("Deep autoencoders", "autoencoder", ["task", "optimizer"],
-         ["task", "optimizer", "budget_seconds", "updates", "train_error", "test_error",
-          "device"]),
+        ("Deep autoencoders", "autoencoder", ["task", "optimizer", "seed", "budget_seconds"],
+         ["task", "optimizer", "seed", "budget_seconds", "learning_rate", "updates",
+          "train_error", "test_error", "device"]),
         ("Scaling over devices", "scaling", ["devices"],
          ["devices", "seconds_per_update", "simulated", "case"]),
         ("The peer in the same run (hessianfree 0.4.0)", "peer_hessianfree", ["case"],
@@ -203,7 +243,8 @@ def main(mode: str | None = None):
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / html.name
             fig.write_html(local, include_plotlyjs=True)
-            _png(local, DOCS / f"bench-{name}.png")
+            _png(local, DOCS / f"bench-{name}.png", int(fig.layout.width or 900),
+                 int(fig.layout.height or 500))
         parts += ["", f"![{name}](bench-{name}.png)"]
     (DOCS / "benchmarks.md").write_text("\n".join(parts) + "\n")
     print(f"# wrote {DOCS / 'benchmarks.md'}")

@@ -11,7 +11,7 @@ unrolled with :func:`jax.lax.scan`; :func:`rnn_apply_with_hidden` also returns e
 
 Initialisations: scaled Gaussian, Glorot (uniform), and Martens' sparse init (each unit gets
 ``SPARSE_FAN_IN = 15`` non-zero incoming weights from N(0, 1); for tanh units the scale is
-halved and biases are 0.5; other biases 0).
+halved and biases are 0.5; other biases 0 — and RNN hidden biases 0, see :func:`init_rnn`).
 """
 from __future__ import annotations
 
@@ -109,10 +109,17 @@ def init_rnn(key, n_in: int, n_hidden: int, n_out: int, activation_name: str = "
     """Parameters of ``h_t = act(x_t W_in + h_{t-1} W_rec + b)``, ``z_t = h_t W_out + b_out``.
 
     ``rec_scale`` (if given) rescales ``W_rec`` to that spectral radius, as Martens & Sutskever
-    (2011) did for their sparse-initialised RNNs (they report 1.2 works well).
+    (2011) did for their sparse-initialised RNNs (they report 1.2 works well).  The hidden
+    biases start at 0 (see below).
     """
     k_in, k_rec, k_out = jax.random.split(key, 3)
-    w_in, b = _init_matrix(k_in, n_in, n_hidden, init, scale, activation_name, dtype)
+    w_in, _ = _init_matrix(k_in, n_in, n_hidden, init, scale, activation_name, dtype)
+    # Hidden biases start at 0, not at the sparse init's 0.5 for tanh MLP units: the 0.5 offset
+    # moves the state's operating point off h = 0, where tanh' < 1 shrinks the effective
+    # spectral radius below 1.2 and the net forgets.  Measured at T = 100 (addition, seed 0,
+    # 64 units): |∂h_T/∂x_10| is 1e-11 with b = 0.5 (no signal left in float32) and 2e-2 with
+    # b = 0; HF with structural damping then leaves the predict-the-mean plateau.
+    b = jnp.zeros((n_hidden,), dtype)
     w_rec, _ = _init_matrix(k_rec, n_hidden, n_hidden, init, scale, activation_name, dtype)
     if rec_scale is not None:
         radius = float(np.max(np.abs(np.linalg.eigvals(np.asarray(w_rec, np.float64)))))

@@ -48,6 +48,10 @@ def test_sparse_init_has_fifteen_incoming_weights_and_martens_scales():
     w = np.asarray(p["W_rec"])
     assert np.all((w != 0).sum(axis=0) == SPARSE_FAN_IN)
     assert np.isclose(np.max(np.abs(np.linalg.eigvals(w.astype(np.float64)))), 1.2, rtol=1e-4)
-    assert np.all(np.asarray(p["b"]) == 0.5)                            # tanh units
+    # RNN hidden biases start at 0 (memory at the h = 0 operating point); MLP tanh units at 0.5
+    assert np.all(np.asarray(p["b"]) == 0.0)
+    mlp = Model("mlp", (3, 20, 2), ("tanh",), "sparse").init_params(
+        jax.random.PRNGKey(0), jnp.float32)
+    assert np.all(np.asarray(mlp[0]["b"]) == 0.5)
     again = model.init_params(jax.random.PRNGKey(0), jnp.float32)
     assert np.array_equal(np.asarray(again["W_rec"]), w)                # seeded
