@@ -1,0 +1,69 @@
+"""The benchmark report's selections and figures, on hand-made result rows (no training)."""
+import math
+
+import pandas as pd
+import pytest
+
+from benchmarks import autoencoders, report
+
+
+def _rnn(problem, T, seed, budget, success, mode="papers", n_train=None, time="2026-12-01T10"):
+    row = {"benchmark": "rnn_problem", "problem": problem, "T": T, "optimizer": "hf+structural",
+           "seed": seed, "budget_seconds": budget, "success_rate": success, "mode": mode,
+           "device": "cpu", "time": time}
+    if n_train is not None:
+        row["n_train"] = n_train
+    return row
+
+
+def test_superseded_paper_runs_are_not_drawn_and_the_longest_budget_wins():
+    df = pd.DataFrame([
+        _rnn("addition", 100, 0, 1200.0, 0.06),                       # old regime: no n_train
+        _rnn("addition", 100, 0, 900.0, 0.997, n_train=40000),
+        _rnn("addition", 100, 1, 900.0, 0.995, n_train=40000),
+        _rnn("addition", 20, 0, 12.0, 1.0, mode="quick"),             # quick rows stay
+        _rnn("addition", 20, 0, 10.0, 0.5, mode="quick"),             # shorter budget: not drawn
+    ])
+    shown = report.rnn_runs_to_show(df)
+    t100 = shown[shown["T"] == 100]
+    assert sorted(t100["seed"]) == [0, 1]
+    assert (t100["budget_seconds"] == 900.0).all() and (t100["success_rate"] > 0.99).all()
+    t20 = shown[shown["T"] == 20]
+    assert list(t20["budget_seconds"]) == [12.0]
+    fig = report.success_against_t(df)
+    (trace,) = fig.data
+    assert list(trace.x) == [20, 100]
+    assert math.isclose(trace.y[1], (0.997 + 0.995) / 2)               # median over two seeds
+
+
+def test_without_any_new_regime_row_old_paper_runs_are_dropped():
+    df = pd.DataFrame([_rnn("xor", 100, 0, 720.0, 0.48), _rnn("xor", 20, 0, 12.0, 1.0, "quick")])
+    assert list(report.current_papers_runs(df)["mode"]) == ["quick"]
+
+
+def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
+    rows = []
+    for opt in ("hf", "adam"):
+        for seed in (0, 1):
+            rows.append({"benchmark": "autoencoder", "task": "curves", "optimizer": opt,
+                         "seed": seed, "budget_seconds": 600.0, "mode": "papers",
+                         "device": "cpu", "time": f"2026-12-01T1{seed}",
+                         "curve_updates": [0, 5, 10], "curve_passes": [0, 300, 600],
+                         "curve_seconds": [0.0, 1.5, 3.0],
+                         "curve_train_error": [50.0, 20.0, 10.0 + seed],
+                         "curve_test_error": [51.0, 21.0, 11.0 + seed]})
+    fig = report.autoencoder_cost_curves(pd.DataFrame(rows))
+    assert len(fig.data) == 2 * 2 * 3                      # optimisers × seeds × cost axes
+    by_axis = {}
+    for trace in fig.data:
+        by_axis.setdefault(trace.xaxis, []).append(list(trace.x))
+    # the initial point (cost 0) is left out: the axes are logarithmic
+    assert {tuple(v[0]) for v in by_axis.values()} == {(5, 10), (300, 600), (1.5, 3.0)}
+    assert all(list(t.y) in ([21.0, 11.0], [21.0, 12.0]) for t in fig.data)
+    assert sum(t.showlegend for t in fig.data) == 2         # one legend entry per optimiser
+
+
+def test_long_autoencoder_runs_reject_an_unknown_optimiser(monkeypatch):
+    monkeypatch.setenv("HFLAB_AE_OPTIMIZERS", "hf,adamw")
+    with pytest.raises(SystemExit, match="'adamw' is not one of"):
+        next(autoencoders.run_papers())
