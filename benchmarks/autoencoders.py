@@ -9,7 +9,7 @@ import jax
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers
+from .common import compared_optimizers, env_list
 
 # learning rates tuned for these autoencoders where they differ from the registry's defaults
 TUNED = {"adam": dict(learning_rate=0.001)}
@@ -64,11 +64,8 @@ def run_papers(full: bool = True):
     (default 600), seeds ``HFLAB_AE_SEEDS`` (default 0,1,2).  Each record carries the error
     curve against updates, forward+backward passes and optimisation seconds.
     ``HFLAB_AE_TASKS`` and ``HFLAB_AE_OPTIMIZERS`` (comma lists) pick a subset."""
-    def env_list(name, default):
-        text = os.environ.get(name, "").strip()
-        return [t.strip() for t in text.split(",") if t.strip()] if text else default
     tasks = env_list("HFLAB_AE_TASKS", ["curves", "mnist-ae"])
-    seeds = [int(s) for s in env_list("HFLAB_AE_SEEDS", ["0", "1", "2"])]
+    seeds = env_list("HFLAB_AE_SEEDS", [0, 1, 2], int)
     chosen = env_list("HFLAB_AE_OPTIMIZERS", ["hf", "adam", "momentum"])
     budget = float(os.environ.get("HFLAB_AE_BUDGET", "600"))
     table = variants(True)

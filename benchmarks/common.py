@@ -50,3 +50,9 @@ def compared_optimizers(skip=()) -> dict[str, dict]:
     added by the caller.  ``skip`` leaves names out (quick mode's time budget)."""
     from hflab import optimizers
     return {name: dict(optimizer=name) for name in optimizers.NAMES if name not in skip}
+
+
+def env_list(name: str, default, cast=str):
+    """A comma list from environment variable ``name`` (each item cast), else ``default``."""
+    text = os.environ.get(name, "")
+    return [cast(t.strip()) for t in text.split(",") if t.strip()] if text.strip() else default

@@ -10,7 +10,7 @@ import numpy as np
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers
+from .common import compared_optimizers, env_list
 
 # HF with and without structural damping, then every other registered optimiser at its registry
 # learning rate (SGD is left out of quick mode: Nesterov momentum dominates it here)
@@ -61,11 +61,6 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False, target_err
     return record
 
 
-def _env_list(name, default, cast=str):
-    text = os.environ.get(name, "")
-    return [cast(t) for t in text.split(",") if t.strip()] if text.strip() else default
-
-
 def run_papers(full: bool = True):
     """``make bench-papers`` (``--only rnn_papers``): the paper-scale runs — every problem at
     T = 20, 50, 100 (and T = 200 for addition), 3 seeds, HF with and without structural damping,
@@ -74,12 +69,12 @@ def run_papers(full: bool = True):
     or its budget is spent.  Each result is emitted as it lands, with its success curve.
     Training data: :data:`PAPERS_DATA`.  ``HFLAB_PAPERS_PROBLEMS``, ``_T``, ``_SEEDS``,
     ``_OPTIMIZERS`` (comma lists) pick a subset."""
-    problems = _env_list("HFLAB_PAPERS_PROBLEMS", ["addition", "multiplication", "xor",
+    problems = env_list("HFLAB_PAPERS_PROBLEMS", ["addition", "multiplication", "xor",
                                                    "temporal-order-2"])
-    lengths = _env_list("HFLAB_PAPERS_T", [20, 50, 100, 200], int)
-    seeds = _env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
+    lengths = env_list("HFLAB_PAPERS_T", [20, 50, 100, 200], int)
+    seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
     budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1800"))
-    chosen = _env_list("HFLAB_PAPERS_OPTIMIZERS", None)
+    chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", None)
     table = {k: v for k, v in variants(True).items() if k != "sgd"}
     for problem in problems:
         for seq_len in lengths:
