@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: setup run test test-core mutants bench bench-papers bench-autoencoders clean
+.PHONY: setup run test test-core mutants bench bench-papers bench-autoencoders bench-rnn-cost clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ bench-papers: $(STAMP)
 # 10 minutes a run: 3 hours on 2 cores); HFLAB_AE_TASKS / _SEEDS / _OPTIMIZERS / _BUDGET
 bench-autoencoders: $(STAMP)
 	$(PY) -m benchmarks --only autoencoder_papers
+
+# where an RNN CG iteration's time goes, against the matmul roofline (T = 20 and 100, ~3 minutes)
+bench-rnn-cost: $(STAMP)
+	$(PY) -m benchmarks --only rnn_cost
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

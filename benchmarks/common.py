@@ -19,7 +19,10 @@ def machine() -> dict:
     return {"machine": platform.node() and f"{platform.machine()} · {os.cpu_count()} cores",
             "cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
             "device": "cpu" if d.platform == "cpu" else d.device_kind,
-            "n_devices": len(jax.devices())}
+            "n_devices": len(jax.devices()),
+            # a run pinned to fewer cores (taskset, so two runs share the machine without
+            # contending) says so: its seconds are one core's
+            "cores_used": len(os.sched_getaffinity(0))}
 
 
 def emit(result: dict, mode: str):

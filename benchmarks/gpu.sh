@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks: on a machine with an NVIDIA GPU, make sure JAX sees it (installing the CUDA build
 # of JAX into the environment when it does not), then run the Gv-cost, HF-update and autoencoder
-# suites; every result line carries the device name.  Usage:
+# suites and the RNN CG-iteration roofline split; every result line carries the device name.  Usage:
 #   bash benchmarks/gpu.sh [python] [--full]
 # HFLAB_BENCH_RESULTS=path moves the JSON-lines output (default benchmarks/results/results.jsonl).
 set -euo pipefail
@@ -13,4 +13,4 @@ if ! "$PY" -c 'import jax, sys; sys.exit(0 if jax.devices()[0].platform == "gpu"
 fi
 "$PY" -c 'import jax; print("# devices:", jax.devices())'
 export PYTHONUNBUFFERED=1
-"$PY" -m benchmarks --only gv_cost hf_update autoencoders --no-report "$@"
+"$PY" -m benchmarks --only gv_cost hf_update rnn_cost autoencoders --no-report "$@"

@@ -61,7 +61,9 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     if not r.empty:
         figs["rnn-success"] = success_against_t(r)
         r = current_papers_runs(r)
-        curves = r[r["mode"] == "papers"] if "curve_seconds" in r else r.iloc[0:0]
+        # the long runs only (T ≥ 50): the T = 20 runs end in seconds and would bury them
+        curves = (r[(r["mode"] == "papers") & (r["T"] >= 50)] if "curve_seconds" in r
+                  else r.iloc[0:0])
         if not curves.empty:
             figs["rnn-curves"] = success_curves(curves)
     a = df[df["benchmark"] == "autoencoder"]
@@ -218,6 +220,10 @@ def main(mode: str | None = None):
                                          "gv_gflops", "matmul_gflops", "device"]),
         ("HF update throughput (250 CG iterations)", "hf_update", ["case"],
          ["case", "seconds_per_update", "ms_per_cg_iteration", "n_params", "device"]),
+        ("RNN CG iteration against the matmul roofline", "rnn_cg_cost", ["case"],
+         ["case", "n_params", "ms_per_cg_iteration", "gv_ms", "gv_share", "gv_gflops",
+          "peak_roof_ms", "sequential_roof_ms", "cg_over_peak_roof", "cg_over_sequential_roof",
+          "cores_used"]),
         ("Pathological RNN problems", "rnn_problem",
          ["problem", "T", "optimizer", "seed", "budget_seconds"],
          ["problem", "T", "optimizer", "seed", "budget_seconds", "n_train", "updates",
