@@ -113,8 +113,11 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
     r = rnn_runs_to_show(r)
     problems = sorted(r["problem"].unique())
     fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
-    colours = dict(zip(sorted(r["optimizer"].unique()),
-                       ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]))
+    palette = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf"]
+    # any number of labels (settings variants add their own): the palette cycles
+    colours = {opt: palette[i % len(palette)]
+               for i, opt in enumerate(sorted(r["optimizer"].unique()))}
     for col, problem in enumerate(problems, start=1):
         for opt, d in r[r["problem"] == problem].groupby("optimizer"):
             g = d.groupby("T")["success_rate"]

@@ -9,7 +9,8 @@ compilation drop out:
 
 * ``ms_per_cg_iteration`` — one HF update with 40 and with 120 CG iterations (the relative-progress
   stop disabled): (t₁₂₀ − t₄₀) / 80.
-* ``gv_ms`` — K Gauss-Newton products on the linearisation CG uses (a ``fori_loop``): the slope in K.
+* ``gv_ms`` — K Gauss-Newton products on the linearisation CG uses (a ``fori_loop``): the slope in K
+  (the plain product: with structural damping the CG iteration adds the ``J_hᵀ J_h`` term).
 * ``step_matmul_us`` — one ``(batch × H)·(H × H)`` product followed by tanh, chained T times in a
   ``lax.scan`` (each needs the last, as in the recurrence): the fastest this machine runs the
   sequential part of the net, per step.

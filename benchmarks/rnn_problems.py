@@ -3,6 +3,7 @@ HF with structural damping, HF without, Adam and Nesterov momentum; success rate
 optimisation time to reach 99 %."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -69,13 +70,20 @@ def run_papers(full: bool = True):
     hours in all on 2 cores).  A run ends when it is solved (test success ≥ 99 %, the criterion)
     or its budget is spent.  Each result is emitted as it lands, with its success curve.
     Training data: :data:`PAPERS_DATA`.  ``HFLAB_PAPERS_PROBLEMS``, ``_T``, ``_SEEDS``,
-    ``_OPTIMIZERS`` (comma lists) pick a subset."""
+    ``_OPTIMIZERS`` (comma lists) pick a subset; ``HFLAB_PAPERS_SETTINGS`` (a JSON object of
+    RunConfig fields, e.g. ``{"layers": "100"}``) changes every run's settings, and its records
+    carry them as ``settings`` with the optimizer label suffixed (a variant is its own line)."""
     problems = env_list("HFLAB_PAPERS_PROBLEMS", ["addition", "multiplication", "xor",
                                                    "temporal-order-2"])
     lengths = env_list("HFLAB_PAPERS_T", [20, 50, 100, 200], int)
     seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
     budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1800"))
     chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", None)
+    extra = json.loads(os.environ.get("HFLAB_PAPERS_SETTINGS") or "{}")
+    if not isinstance(extra, dict):
+        raise SystemExit(f"HFLAB_PAPERS_SETTINGS: {extra!r} is not a JSON object of RunConfig "
+                         "fields")
+    suffix = " (" + ", ".join(f"{k} {v}" for k, v in sorted(extra.items())) + ")" if extra else ""
     table = {k: v for k, v in variants(True).items() if k != "sgd"}
     for problem in problems:
         for seq_len in lengths:
@@ -85,8 +93,11 @@ def run_papers(full: bool = True):
                 if chosen and label not in chosen:
                     continue
                 for seed in seeds:
-                    yield {**one(problem, seq_len, label, {**PAPERS_DATA, **settings}, seed,
-                                 budget, curve=True, target_error=SOLVED_ERROR), **PAPERS_DATA}
+                    record = one(problem, seq_len, label + suffix,
+                                 {**PAPERS_DATA, **settings, **extra}, seed, budget, curve=True,
+                                 target_error=SOLVED_ERROR)
+                    data = {k: extra.get(k, v) for k, v in PAPERS_DATA.items()}
+                    yield {**record, **data, **({"settings": extra} if extra else {})}
 
 
 def run(full: bool):

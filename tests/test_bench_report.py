@@ -67,3 +67,38 @@ def test_long_autoencoder_runs_reject_an_unknown_optimiser(monkeypatch):
     monkeypatch.setenv("HFLAB_AE_OPTIMIZERS", "hf,adamw")
     with pytest.raises(SystemExit, match="'adamw' is not one of"):
         next(autoencoders.run_papers())
+
+
+def test_success_against_t_draws_any_number_of_optimiser_labels():
+    rows = []
+    for i in range(12):                      # more labels than the palette has colours
+        row = _rnn("xor", 50, 0, 600.0, 0.5 + i / 100, n_train=40000)
+        row["optimizer"] = f"hf+structural (layers {i})"
+        rows.append(row)
+    fig = report.success_against_t(pd.DataFrame(rows))
+    assert len(fig.data) == 12
+    assert sorted(t.y[0] for t in fig.data) == [0.5 + i / 100 for i in range(12)]
+
+
+def test_paper_runs_with_settings_carry_them_and_a_suffixed_label(monkeypatch):
+    from benchmarks import rnn_problems
+    seen = []
+
+    def fake_one(problem, seq_len, label, settings, seed, budget, **kw):
+        seen.append(settings)
+        return {"benchmark": "rnn_problem", "problem": problem, "T": seq_len,
+                "optimizer": label, "seed": seed}
+    monkeypatch.setattr(rnn_problems, "one", fake_one)
+    monkeypatch.setenv("HFLAB_PAPERS_PROBLEMS", "xor")
+    monkeypatch.setenv("HFLAB_PAPERS_T", "50")
+    monkeypatch.setenv("HFLAB_PAPERS_SEEDS", "0")
+    monkeypatch.setenv("HFLAB_PAPERS_OPTIMIZERS", "hf+structural")
+    monkeypatch.setenv("HFLAB_PAPERS_SETTINGS", '{"layers": "100", "grad_batch": 8000}')
+    (record,) = list(rnn_problems.run_papers())
+    assert record["optimizer"] == "hf+structural (grad_batch 8000, layers 100)"
+    assert record["settings"] == {"layers": "100", "grad_batch": 8000}
+    assert record["grad_batch"] == 8000 and record["n_train"] == 40_000
+    assert seen[0] == {"n_train": 40_000, "grad_batch": 8000, "optimizer": "hf", "layers": "100"}
+    monkeypatch.setenv("HFLAB_PAPERS_SETTINGS", '["layers"]')
+    with pytest.raises(SystemExit, match="not a JSON object"):
+        list(rnn_problems.run_papers())
