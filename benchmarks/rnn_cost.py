@@ -41,18 +41,14 @@ BATCH, HIDDEN = 1000, 64
 CG_SHORT, CG_LONG = 40, 120
 
 
-def _update_seconds(opt, params, batch, iters: int) -> float:
-    state = opt.init(params)
-    return timeit(lambda: opt.update(params, state, batch, batch)[2], repeats=3)
-
-
 def cg_iteration_ms(model, batch, structural: float) -> float:
     times = {}
     for iters in (CG_SHORT, CG_LONG):
         opt = hf.hessian_free(model, get_loss("squared"), damping=1.0, max_cg_iters=iters,
                               cg_eps=0.0, cg_tol=0.0, structural_damping=structural)
         params = model.init_params(jax.random.PRNGKey(0), jnp.float32)
-        times[iters] = _update_seconds(opt, params, batch, iters)
+        state = opt.init(params)
+        times[iters] = timeit(lambda: opt.update(params, state, batch, batch)[2], repeats=3)
     return 1e3 * (times[CG_LONG] - times[CG_SHORT]) / (CG_LONG - CG_SHORT)
 
 
