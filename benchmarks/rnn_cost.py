@@ -9,11 +9,11 @@ compilation drop out:
 
 * ``ms_per_cg_iteration`` — one HF update with 40 and with 120 CG iterations (the relative-progress
   stop disabled): (t₁₂₀ − t₄₀) / 80.
-* ``gv_ms`` — K Gauss-Newton products on the linearisation CG uses (a ``fori_loop``): the slope in K
-  (the plain product: with structural damping the CG iteration adds the ``J_hᵀ J_h`` term).
+* ``gv_ms`` — K Gauss-Newton products on the linearisation CG uses (a ``fori_loop``): the slope
+  between K = 10 and 40 (the plain product: with structural damping CG adds the ``J_hᵀ J_h`` term).
 * ``step_matmul_us`` — one ``(batch × H)·(H × H)`` product followed by tanh, chained T times in a
-  ``lax.scan`` (each needs the last, as in the recurrence): the fastest this machine runs the
-  sequential part of the net, per step.
+  ``lax.scan`` unrolled as the model's is (each needs the last, as in the recurrence): the fastest
+  this machine runs the sequential part of the net, per step.
 
 The arithmetic of one Gv: a tangent pass (per step ``ḣ_{t-1} W_rec`` and ``h_{t-1} Ẇ_rec``) and a
 transpose pass (``δ_t W_recᵀ`` and ``h_{t-1}ᵀ δ_t``): four ``B·H·H`` products per step, plus the
@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from hflab import curvature, hf, tasks
 from hflab.losses import BoundLoss, get_loss
-from hflab.models import Model
+from hflab.models import FULL_UNROLL_MAX_STEPS, Model
 
 from .common import timeit
 from .peer import peak_gflops
@@ -52,7 +52,7 @@ def cg_iteration_ms(model, batch, structural: float) -> float:
     return 1e3 * (times[CG_LONG] - times[CG_SHORT]) / (CG_LONG - CG_SHORT)
 
 
-def gv_ms(model, batch, k: int = 30) -> float:
+def gv_ms(model, batch, k_short: int = 10, k_long: int = 40) -> float:
     params = model.init_params(jax.random.PRNGKey(0), jnp.float32)
     loss = BoundLoss(get_loss("squared"), batch.y, batch.mask)
     flat, unravel = ravel_pytree(params)
@@ -61,11 +61,10 @@ def gv_ms(model, batch, k: int = 30) -> float:
         _, gv = curvature.linearize_gauss_newton(lambda q: model.apply(q, batch.x), loss, p)
         body = lambda i, u: ravel_pytree(gv(unravel(u)))[0] * 1e-3 + u  # noqa: E731
         return jax.lax.fori_loop(0, n, body, v)
-    run_k = jax.jit(lambda p, v: products(p, v, k + 1))
-    run_1 = jax.jit(lambda p, v: products(p, v, 1))
     v = flat * 1e-3
-    return 1e3 * max(timeit(run_k, params, v, repeats=3) - timeit(run_1, params, v, repeats=5),
-                     1e-9) / k
+    times = [timeit(jax.jit(lambda p, v, n=n: products(p, v, n)), params, v, repeats=3)
+             for n in (k_short, k_long)]
+    return 1e3 * max(times[1] - times[0], 1e-9) / (k_long - k_short)
 
 
 def step_matmul_us(steps: int) -> float:
@@ -73,8 +72,10 @@ def step_matmul_us(steps: int) -> float:
     key = jax.random.PRNGKey(1)
     w = jax.random.normal(key, (HIDDEN, HIDDEN), jnp.float32) / HIDDEN ** 0.5
     xs = jax.random.normal(key, (steps, BATCH, HIDDEN), jnp.float32)
+    unroll = steps if steps <= FULL_UNROLL_MAX_STEPS else 1       # as the model's own scan
     chain = jax.jit(lambda w, xs: jax.lax.scan(
-        lambda h, x: (jnp.tanh(x + h @ w), None), jnp.zeros((BATCH, HIDDEN)), xs)[0])
+        lambda h, x: (jnp.tanh(x + h @ w), None), jnp.zeros((BATCH, HIDDEN)), xs,
+        unroll=unroll)[0])
     return 1e6 * timeit(chain, w, xs, repeats=7) / steps
 
 
