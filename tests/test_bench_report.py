@@ -102,3 +102,28 @@ def test_paper_runs_with_settings_carry_them_and_a_suffixed_label(monkeypatch):
     monkeypatch.setenv("HFLAB_PAPERS_SETTINGS", '["layers"]')
     with pytest.raises(SystemExit, match="not a JSON object"):
         list(rnn_problems.run_papers())
+
+
+def test_every_label_has_one_legend_entry_even_when_it_is_absent_from_the_first_panel():
+    base = _rnn("addition", 20, 0, 60.0, 1.0, n_train=40000)
+    variant = {**_rnn("xor", 50, 0, 600.0, 1.0, n_train=40000), "optimizer": "hf (variant)"}
+    plain_xor = _rnn("xor", 50, 0, 600.0, 0.5, n_train=40000)
+    fig = report.success_against_t(pd.DataFrame([base, variant, plain_xor]))
+    legend = sorted(t.name for t in fig.data if t.showlegend)
+    assert legend == ["hf (variant)", "hf+structural"]
+
+
+def test_success_curves_have_a_panel_per_problem_and_a_line_per_seed():
+    rows = []
+    for problem in ("addition", "xor"):
+        for seed in (0, 1):
+            row = _rnn(problem, 100, seed, 900.0, 0.99, n_train=40000)
+            row.update(curve_seconds=[0.0, 10.0 + seed], curve_success=[0.1, 0.99])
+            rows.append(row)
+    rows.append({**rows[0], "optimizer": "adam", "seed": 0})
+    fig = report.success_curves(pd.DataFrame(rows))
+    assert len(fig.data) == 5
+    panels = {t.xaxis for t in fig.data}
+    assert len(panels) == 2                                  # one per problem
+    assert sorted(t.name for t in fig.data if t.showlegend) == ["T=100 adam", "T=100 hf+structural"]
+    assert {t.line.dash for t in fig.data} == {"solid", "dot"}
