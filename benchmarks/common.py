@@ -22,7 +22,8 @@ def machine() -> dict:
             "n_devices": len(jax.devices()),
             # a run pinned to fewer cores (taskset, so two runs share the machine without
             # contending) says so: its seconds are one core's
-            "cores_used": len(os.sched_getaffinity(0))}
+            "cores_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count()}
 
 
 def emit(result: dict, mode: str):

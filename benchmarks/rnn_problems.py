@@ -79,7 +79,12 @@ def run_papers(full: bool = True):
     seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
     budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1800"))
     chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", None)
-    extra = json.loads(os.environ.get("HFLAB_PAPERS_SETTINGS") or "{}")
+    text = os.environ.get("HFLAB_PAPERS_SETTINGS") or "{}"
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"HFLAB_PAPERS_SETTINGS: {text!r} is not JSON ({e.msg}); give a JSON "
+                         "object of RunConfig fields, e.g. '{\"layers\": \"100\"}'") from None
     if not isinstance(extra, dict):
         raise SystemExit(f"HFLAB_PAPERS_SETTINGS: {extra!r} is not a JSON object of RunConfig "
                          "fields")

@@ -102,6 +102,9 @@ def test_paper_runs_with_settings_carry_them_and_a_suffixed_label(monkeypatch):
     monkeypatch.setenv("HFLAB_PAPERS_SETTINGS", '["layers"]')
     with pytest.raises(SystemExit, match="not a JSON object"):
         list(rnn_problems.run_papers())
+    monkeypatch.setenv("HFLAB_PAPERS_SETTINGS", "{layers: 100}")
+    with pytest.raises(SystemExit, match="is not JSON"):
+        list(rnn_problems.run_papers())
 
 
 def test_every_label_has_one_legend_entry_even_when_it_is_absent_from_the_first_panel():
