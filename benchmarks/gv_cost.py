@@ -55,6 +55,22 @@ def forward_flops(kind, sizes, batch):
     return 2 * batch * 20 * (n_in * h + h * h + h * n_out)
 
 
+def gv_seconds(f, loss, params, v, k_short: int, k_long: int, repeats: int = 3) -> float:
+    """Seconds per Gauss-Newton product as CG runs them: the slope of (linearise ``f`` once + K
+    chained products inside one jitted ``fori_loop``) between K = ``k_short`` and ``k_long``, so
+    the linearisation and the call overhead drop out.  ``v`` is a flat vector."""
+    _, unravel = ravel_pytree(params)
+
+    def products(p, u, n):
+        _, gv = curvature.linearize_gauss_newton(f, loss, p)
+        # normalised to keep values bounded; the product count is what is measured
+        body = lambda i, w: ravel_pytree(gv(unravel(w)))[0] * 1e-3 + w  # noqa: E731
+        return jax.lax.fori_loop(0, n, body, u)
+    times = [timeit(jax.jit(lambda p, u, n=n: products(p, u, n)), params, v, repeats=repeats)
+             for n in (k_short, k_long)]
+    return max(times[1] - times[0], 1e-9) / (k_long - k_short)
+
+
 def measure(name, kind, sizes, acts, loss_name, batch, k: int = 10) -> dict:
     model = Model(kind, sizes, acts, "sparse")
     key = jax.random.PRNGKey(0)
@@ -62,22 +78,12 @@ def measure(name, kind, sizes, acts, loss_name, batch, k: int = 10) -> dict:
     x, y, mask = _data(kind, sizes, loss_name, batch, key)
     loss = BoundLoss(get_loss(loss_name), y, mask)
     f = lambda p: model.apply(p, x)  # noqa: E731
-    flat, unravel = ravel_pytree(params)
+    flat, _ = ravel_pytree(params)
 
     grad = jax.jit(lambda p: jax.grad(lambda q: loss(f(q)))(p))
-
-    def products(p, v, n):
-        _, gv = curvature.linearize_gauss_newton(f, loss, p)
-        # normalise to keep values bounded; the product count is what is measured
-        body = lambda i, u: ravel_pytree(gv(unravel(u)))[0] * 1e-3 + u  # noqa: E731
-        return jax.lax.fori_loop(0, n, body, v)
-    run_k = jax.jit(lambda p, v: products(p, v, k + 1))
-    run_1 = jax.jit(lambda p, v: products(p, v, 1))
     v = jax.random.normal(key, flat.shape, jnp.float32) * 1e-3
     t_grad = timeit(grad, params, repeats=5)
-    t_k = timeit(run_k, params, v, repeats=3)
-    t_1 = timeit(run_1, params, v, repeats=5)
-    t_gv = max(t_k - t_1, 1e-9) / k
+    t_gv = gv_seconds(f, loss, params, v, 1, k + 1)
     fwd = forward_flops(kind, sizes, batch)
     widest = max(zip(sizes[:-1], sizes[1:]), key=lambda ab: ab[0] * ab[1]) if kind == "mlp" \
         else (sizes[1], sizes[1])

@@ -106,6 +106,18 @@ def rnn_runs_to_show(r: pd.DataFrame) -> pd.DataFrame:
     return r[r["budget_seconds"] == longest]
 
 
+def legend_once():
+    """A predicate true the first time it sees a label: one legend entry per label across the
+    panels of a figure (later traces join it through their ``legendgroup``)."""
+    seen = set()
+
+    def first(label) -> bool:
+        new = label not in seen
+        seen.add(label)
+        return new
+    return first
+
+
 def success_against_t(r: pd.DataFrame) -> go.Figure:
     """Success rate against T for every problem and optimiser: the median over seeds, with a
     bar from the worst to the best seed (the seeds' spread)."""
@@ -118,7 +130,7 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
     # any number of labels (settings variants add their own): the palette cycles
     colours = {opt: palette[i % len(palette)]
                for i, opt in enumerate(sorted(r["optimizer"].unique()))}
-    in_legend = set()                 # each label once, where it first appears
+    first = legend_once()
     for col, problem in enumerate(problems, start=1):
         for opt, d in r[r["problem"] == problem].groupby("optimizer"):
             g = d.groupby("T")["success_rate"]
@@ -126,14 +138,13 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
             info = d.groupby("T").agg(seeds=("seed", "count"), budget=("budget_seconds", "max"))
             fig.add_trace(go.Scatter(
                 x=med.index, y=med.values, mode="lines+markers", name=opt, legendgroup=opt,
-                showlegend=opt not in in_legend, line_color=colours[opt],
+                showlegend=first(opt), line_color=colours[opt],
                 error_y=dict(type="data", symmetric=False, array=(hi - med).values,
                              arrayminus=(med - lo).values),
                 customdata=info[["seeds", "budget"]].values,
                 hovertemplate="T=%{x}: median %{y:.1%} over %{customdata[0]} seed(s), "
                               "%{customdata[1]:.0f} s each<extra>" + opt + "</extra>"),
                 row=1, col=col)
-            in_legend.add(opt)
         ts = sorted(r["T"].unique())
         fig.update_xaxes(type="log", title_text="T", tickvals=ts, ticktext=[f"{t:.0f}" for t in ts],
                          range=[1.2, 2.4], row=1, col=col)
@@ -152,18 +163,17 @@ def success_curves(r: pd.DataFrame) -> go.Figure:
     problems = sorted(r["problem"].unique())
     fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
     colours = {20: "#2ca02c", 50: "#1f77b4", 100: "#d62728", 200: "#000000"}
-    in_legend = set()
+    first = legend_once()
     for col, problem in enumerate(problems, start=1):
         for _, row in r[r["problem"] == problem].sort_values(["T", "optimizer"]).iterrows():
             label = f"T={int(row['T'])} {row['optimizer']}"
             fig.add_trace(go.Scatter(
                 x=row["curve_seconds"], y=row["curve_success"], mode="lines", name=label,
-                legendgroup=label, showlegend=label not in in_legend,
+                legendgroup=label, showlegend=first(label),
                 line=dict(color=colours.get(int(row["T"]), "#7f7f7f"), width=1.5,
                           dash="solid" if row["optimizer"] == "hf+structural" else "dot"),
                 hovertemplate=f"{problem} {label} seed {int(row['seed'])}: "
                               "%{y:.1%} at %{x:.0f} s<extra></extra>"), row=1, col=col)
-            in_legend.add(label)
         fig.update_xaxes(title_text="optimisation seconds", row=1, col=col)
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Paper-scale RNN runs (T ≥ 50): test success against optimisation "

@@ -30,11 +30,12 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from hflab import curvature, hf, tasks
+from hflab import hf, tasks
 from hflab.losses import BoundLoss, get_loss
 from hflab.models import FULL_UNROLL_MAX_STEPS, Model
 
 from .common import timeit
+from .gv_cost import gv_seconds
 from .peer import peak_gflops
 
 BATCH, HIDDEN = 1000, 64
@@ -55,16 +56,8 @@ def cg_iteration_ms(model, batch, structural: float) -> float:
 def gv_ms(model, batch, k_short: int = 10, k_long: int = 40) -> float:
     params = model.init_params(jax.random.PRNGKey(0), jnp.float32)
     loss = BoundLoss(get_loss("squared"), batch.y, batch.mask)
-    flat, unravel = ravel_pytree(params)
-
-    def products(p, v, n):
-        _, gv = curvature.linearize_gauss_newton(lambda q: model.apply(q, batch.x), loss, p)
-        body = lambda i, u: ravel_pytree(gv(unravel(u)))[0] * 1e-3 + u  # noqa: E731
-        return jax.lax.fori_loop(0, n, body, v)
-    v = flat * 1e-3
-    times = [timeit(jax.jit(lambda p, v, n=n: products(p, v, n)), params, v, repeats=3)
-             for n in (k_short, k_long)]
-    return 1e3 * max(times[1] - times[0], 1e-9) / (k_long - k_short)
+    v = ravel_pytree(params)[0] * 1e-3
+    return 1e3 * gv_seconds(lambda q: model.apply(q, batch.x), loss, params, v, k_short, k_long)
 
 
 def step_matmul_us(steps: int) -> float:
