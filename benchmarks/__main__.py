@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import hflab  # noqa: F401
 
-from . import (autoencoders, feedback, gv_cost, hf_update, lr_sweep, peer, rnn_cost, rnn_problems,
-               scaling)
+from . import (autoencoders, feedback, gradient_signal, gv_cost, hf_update, lr_sweep, peer,
+               rnn_cost, rnn_problems, scaling)
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
@@ -15,8 +15,10 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # run only when asked (--only lr_sweep / peer / feedback): the sweep sets the presets' learning
 # rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
-# rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes)
+# rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
+# gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~2 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
+             "gradient_signal": gradient_signal,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
              "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),
              "autoencoder_papers": SimpleNamespace(run=autoencoders.run_papers)}

@@ -51,6 +51,7 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False, target_err
     final_err = evals[-1][1] if evals else float("nan")
     record = {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
               "seed": seed, "budget_seconds": budget, "updates": out.steps_done,
+              "seconds": out.last.get("wall_seconds"),       # optimisation seconds at the end
               "success_rate": 1.0 - final_err,
               "best_success_rate": 1.0 - min(e for _, e in evals),
               "seconds_to_99": reached[0] if reached else None, "status": out.status}
