@@ -178,7 +178,7 @@ def success_curves(r: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Paper-scale RNN runs (T ≥ 50): test success against optimisation "
                             "time; a line per seed, HF+SD solid, other optimisers dotted",
-                      height=450, width=1300)
+                      height=520, width=1300, legend=dict(font=dict(size=10)))
     return fig
 
 
