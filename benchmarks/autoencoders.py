@@ -9,7 +9,7 @@ import jax
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers, env_list
+from .common import compared_optimizers, env_list, env_settings
 
 # learning rates tuned for these autoencoders where they differ from the registry's defaults
 TUNED = {"adam": dict(learning_rate=0.001)}
@@ -30,14 +30,17 @@ def cases(full: bool):
         yield "mnist-ae", {"grad_batch": 1000}, 600.0
 
 
-def _papers_case(task, label, opt, seed, budget, extra):
-    """One long autoencoder run with its error curve on all three cost axes."""
+def _papers_case(task, label, opt, seed, budget, extra, settings=None, suffix=""):
+    """One long autoencoder run with its error curve on all three cost axes; ``settings``
+    (RunConfig fields) override everything else, and the record's label carries ``suffix``."""
     first_order = label != "hf"
+    settings = settings or {}
     # HF: Martens (2010) — λ₀ = 45, 4 curvature chunks, weight cost 2e-5, ≤ 250 CG iterations
     hf = dict(damping=45.0, n_chunks=4, weight_cost=2e-5, max_cg_iters=250)
     cfg = preset_config(task, steps=1_000_000, max_seconds=budget, checkpoint_every=0,
                         seed=seed, eval_every=50 if first_order else 5,
-                        **{**extra, **opt, **({"grad_batch": 200} if first_order else hf)})
+                        **{**extra, **opt, **({"grad_batch": 200} if first_order else hf),
+                           **settings})
     curve = {k: [] for k in ("updates", "passes", "seconds", "train_error", "test_error")}
 
     def on_step(r, t, p, s):
@@ -47,12 +50,13 @@ def _papers_case(task, label, opt, seed, budget, extra):
                                ("test_error", r["test_error"])):
                 curve[key].append(value)
     out = run_loop(cfg, on_step=on_step)
-    return {"benchmark": "autoencoder", "task": task, "optimizer": label, "seed": seed,
+    return {"benchmark": "autoencoder", "task": task, "optimizer": label + suffix, "seed": seed,
             "budget_seconds": budget, "updates": out.steps_done,
             "train_error": out.last.get("train_error"), "test_error": out.last.get("test_error"),
             "n_train": cfg.n_train or None, "layers": cfg.layers or cfg.spec.default_layers,
             "compile_seconds": out.last.get("compile_seconds"),
             **({"learning_rate": cfg.learning_rate} if first_order else {}),
+            **({"settings": settings} if settings else {}),
             **{f"curve_{k}": v for k, v in curve.items()}}
 
 
@@ -63,11 +67,14 @@ def run_papers(full: bool = True):
     momentum at their tuned learning rates (minibatches of 200), ``HFLAB_AE_BUDGET`` seconds each
     (default 600), seeds ``HFLAB_AE_SEEDS`` (default 0,1,2).  Each record carries the error
     curve against updates, forward+backward passes and optimisation seconds.
-    ``HFLAB_AE_TASKS`` and ``HFLAB_AE_OPTIMIZERS`` (comma lists) pick a subset."""
+    ``HFLAB_AE_TASKS`` and ``HFLAB_AE_OPTIMIZERS`` (comma lists) pick a subset;
+    ``HFLAB_AE_SETTINGS`` (a JSON object of RunConfig fields, e.g. ``{"grad_batch": 2500}``)
+    overrides every run's settings, its records carrying them and a suffixed label."""
     tasks = env_list("HFLAB_AE_TASKS", ["curves", "mnist-ae"])
     seeds = env_list("HFLAB_AE_SEEDS", [0, 1, 2], int)
     chosen = env_list("HFLAB_AE_OPTIMIZERS", ["hf", "adam", "momentum"])
     budget = float(os.environ.get("HFLAB_AE_BUDGET", "600"))
+    settings, suffix = env_settings("HFLAB_AE_SETTINGS")
     table = variants(True)
     unknown = sorted(set(chosen) - set(table))
     if unknown:
@@ -76,7 +83,8 @@ def run_papers(full: bool = True):
         extra = {"mnist-ae": {"grad_batch": 1000}}.get(task, {})
         for seed in seeds:
             for label in chosen:
-                yield _papers_case(task, label, table[label], seed, budget, extra)
+                yield _papers_case(task, label, table[label], seed, budget, extra, settings,
+                                   suffix)
 
 
 def run(full: bool):

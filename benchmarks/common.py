@@ -56,6 +56,22 @@ def compared_optimizers(skip=()) -> dict[str, dict]:
     return {name: dict(optimizer=name) for name in optimizers.NAMES if name not in skip}
 
 
+def env_settings(name: str) -> tuple[dict, str]:
+    """RunConfig fields from environment variable ``name`` (a JSON object, e.g.
+    ``{"layers": "100"}``) and the label suffix its records carry, e.g. " (layers 100)"; ({}, "")
+    when unset.  Malformed text ends the run with a message naming the variable."""
+    text = os.environ.get(name) or "{}"
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{name}: {text!r} is not JSON ({e.msg}); give a JSON object of "
+                         "RunConfig fields, e.g. '{\"layers\": \"100\"}'") from None
+    if not isinstance(extra, dict):
+        raise SystemExit(f"{name}: {extra!r} is not a JSON object of RunConfig fields")
+    suffix = " (" + ", ".join(f"{k} {v}" for k, v in sorted(extra.items())) + ")" if extra else ""
+    return extra, suffix
+
+
 def env_list(name: str, default, cast=str):
     """A comma list from environment variable ``name`` (each item cast), else ``default``."""
     text = os.environ.get(name, "")

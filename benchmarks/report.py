@@ -198,9 +198,10 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
                                         for _, label in AXES])
     colours = dict(zip(sorted(a["optimizer"].unique()),
                        ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]))
+    in_legend = legend_once()
     for row, task in enumerate(tasks, start=1):
         for _, r in a[a["task"] == task].sort_values(["optimizer", "seed"]).iterrows():
-            first = row == 1 and r["seed"] == a[a["optimizer"] == r["optimizer"]]["seed"].min()
+            first = in_legend(r["optimizer"])
             for col, (axis, _) in enumerate(AXES, start=1):
                 xs = list(r[f"curve_{axis}"])
                 fig.add_trace(go.Scatter(

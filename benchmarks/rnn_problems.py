@@ -3,7 +3,6 @@ HF with structural damping, HF without, Adam and Nesterov momentum; success rate
 optimisation time to reach 99 %."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers, env_list
+from .common import compared_optimizers, env_list, env_settings
 
 # HF with and without structural damping, then every other registered optimiser at its registry
 # learning rate (SGD is left out of quick mode: Nesterov momentum dominates it here)
@@ -80,16 +79,7 @@ def run_papers(full: bool = True):
     seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
     budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1800"))
     chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", None)
-    text = os.environ.get("HFLAB_PAPERS_SETTINGS") or "{}"
-    try:
-        extra = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"HFLAB_PAPERS_SETTINGS: {text!r} is not JSON ({e.msg}); give a JSON "
-                         "object of RunConfig fields, e.g. '{\"layers\": \"100\"}'") from None
-    if not isinstance(extra, dict):
-        raise SystemExit(f"HFLAB_PAPERS_SETTINGS: {extra!r} is not a JSON object of RunConfig "
-                         "fields")
-    suffix = " (" + ", ".join(f"{k} {v}" for k, v in sorted(extra.items())) + ")" if extra else ""
+    extra, suffix = env_settings("HFLAB_PAPERS_SETTINGS")
     table = {k: v for k, v in variants(True).items() if k != "sgd"}
     for problem in problems:
         for seq_len in lengths:

@@ -130,3 +130,33 @@ def test_success_curves_have_a_panel_per_problem_and_a_line_per_seed():
     assert len(panels) == 2                                  # one per problem
     assert sorted(t.name for t in fig.data if t.showlegend) == ["T=100 adam", "T=100 hf+structural"]
     assert {t.line.dash for t in fig.data} == {"solid", "dot"}
+
+
+def test_long_autoencoder_runs_take_a_settings_variant(monkeypatch):
+    seen = []
+
+    def fake_case(task, label, opt, seed, budget, extra, settings=None, suffix=""):
+        seen.append((task, label + suffix, settings, extra))
+        return {"benchmark": "autoencoder", "task": task, "optimizer": label + suffix}
+    monkeypatch.setattr(autoencoders, "_papers_case", fake_case)
+    monkeypatch.setenv("HFLAB_AE_TASKS", "mnist-ae")
+    monkeypatch.setenv("HFLAB_AE_SEEDS", "1")
+    monkeypatch.setenv("HFLAB_AE_OPTIMIZERS", "hf")
+    monkeypatch.setenv("HFLAB_AE_SETTINGS", '{"grad_batch": 2500}')
+    list(autoencoders.run_papers())
+    assert seen == [("mnist-ae", "hf (grad_batch 2500)", {"grad_batch": 2500},
+                     {"grad_batch": 1000})]
+    monkeypatch.setenv("HFLAB_AE_SETTINGS", "[2500]")
+    with pytest.raises(SystemExit, match="HFLAB_AE_SETTINGS: .* not a JSON object"):
+        list(autoencoders.run_papers())
+
+
+def test_an_autoencoder_variant_only_on_the_second_task_still_gets_a_legend_entry():
+    def row(task, optimizer):
+        return {"benchmark": "autoencoder", "task": task, "optimizer": optimizer, "seed": 0,
+                "budget_seconds": 600.0, "curve_updates": [0, 1, 2], "curve_passes": [0, 5, 9],
+                "curve_seconds": [0, 1.0, 2.0], "curve_test_error": [9.0, 8.0, 7.0],
+                "time": "2026-12-02T10"}
+    fig = report.autoencoder_cost_curves(pd.DataFrame(
+        [row("curves", "hf"), row("mnist-ae", "hf"), row("mnist-ae", "hf (grad_batch 2500)")]))
+    assert sorted(t.name for t in fig.data if t.showlegend) == ["hf", "hf (grad_batch 2500)"]
