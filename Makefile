@@ -40,12 +40,13 @@ bench: $(STAMP)
 	$(PY) -m benchmarks $(if $(FULL),--full,)
 
 # paper-scale RNN problems (T = 20 … 200, 3 seeds, 30 minutes a run: tens of hours on 2 cores);
-# HFLAB_PAPERS_PROBLEMS / _T / _SEEDS / _OPTIMIZERS / _BUDGET pick a subset
+# HFLAB_PAPERS_PROBLEMS / _T / _SEEDS / _OPTIMIZERS / _BUDGET pick a subset, _SETTINGS (JSON of
+# RunConfig fields) runs a labelled variant
 bench-papers: $(STAMP)
 	$(PY) -m benchmarks --only rnn_papers
 
 # deep autoencoders at real budgets (CURVES-like and MNIST, HF / Adam / momentum, 3 seeds,
-# 10 minutes a run: 3 hours on 2 cores); HFLAB_AE_TASKS / _SEEDS / _OPTIMIZERS / _BUDGET
+# 10 minutes a run: 3 hours on 2 cores); HFLAB_AE_TASKS / _SEEDS / _OPTIMIZERS / _BUDGET / _SETTINGS
 bench-autoencoders: $(STAMP)
 	$(PY) -m benchmarks --only autoencoder_papers
 
