@@ -16,7 +16,7 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
 # rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
-# gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~2 minutes)
+# gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~5 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
              "gradient_signal": gradient_signal,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),

@@ -1,5 +1,5 @@
 """Does the gradient at the start of a paper-scale RNN run carry the task? (``--only
-gradient_signal``, about a minute on 2 cores.)
+gradient_signal``, about 5 minutes on one core.)
 
 At the exact initial parameters and data of ``rnn_problems.run_papers`` (per problem, T and seed),
 the gradient of the training loss on 20,000 sequences is computed three times: with the true
@@ -9,10 +9,10 @@ permuted gradients differ by sampling noise alone.  The record's ``signal_to_noi
 
     ‖g_true − mean(g_perm₁, g_perm₂)‖ / (‖g_perm₁ − g_perm₂‖ · √(3/4))
 
-(if the targets were unrelated to the inputs, g_true would be one more draw like the permuted ones:
-the numerator's noise has 1.5 times one draw's covariance, g_perm₁ − g_perm₂ twice it, hence the
-√(3/4)) — about 1 when the gradient knows no more about the task than about shuffled labels, ≫ 1 when it
-does.  Addition's target a + b is linear in each marked value, so the first-order sensitivity of
+(if the targets were unrelated to the inputs, g_true would be one more draw like the permuted
+ones: the numerator's noise has 1.5 times one draw's covariance, g_perm₁ − g_perm₂ twice it, hence
+the √(3/4)) — about 1 when the gradient knows no more about the task than about shuffled labels,
+≫ 1 when it does.  Addition's target a + b is linear in each marked value, so the first-order sensitivity of
 the output to either value already correlates with it; XOR's target a ⊕ b is uncorrelated with a
 and with b alone, so at the start the gradient sees it only through the net's a·b interactions.
 """
@@ -32,6 +32,16 @@ from .rnn_problems import PAPERS_DATA
 N_SEQUENCES = 20_000
 
 
+def shuffled_targets(y: np.ndarray, mask: np.ndarray, rng) -> np.ndarray:
+    """``y`` with each sequence's one target (at its last, masked step) replaced by another
+    sequence's: values and mask positions stay, their relation to the inputs is broken.  (Whole
+    rows cannot be permuted: sequences differ in length, so a target would leave its mask.)"""
+    last, rows = mask.argmax(1), np.arange(len(mask))
+    out = np.zeros_like(y)
+    out[rows, last] = y[rows, last][rng.permutation(len(rows))]
+    return out
+
+
 def measure(problem: str, seq_len: int, seed: int, n_sequences: int = N_SEQUENCES,
             data: dict | None = None) -> dict:
     """One (problem, T, seed): ``data`` (default :data:`PAPERS_DATA`) sizes the training set."""
@@ -49,25 +59,17 @@ def measure(problem: str, seq_len: int, seed: int, n_sequences: int = N_SEQUENCE
         return ravel_pytree(jax.grad(lambda p: loss(built.model.apply(p, x)))(params))[0]
 
     def gradient(targets):
-        return gradient_of(params, x, targets, mask)
+        return np.asarray(gradient_of(params, x, targets, mask), np.float64)
 
     rng = np.random.default_rng(seed)
-    # each sequence has one target (at its last step): permuting whole rows moves it with its
-    # mask position only if lengths match, so permute the targets' values at the masked steps
-    last = np.asarray(mask).argmax(1)
-    rows = np.arange(len(last))
-    values = np.asarray(y)[rows, last]
-
-    def permuted():
-        out = np.zeros_like(np.asarray(y))
-        out[rows, last] = values[rng.permutation(len(values))]
-        return jnp.asarray(out, y.dtype)
-    g_true = np.asarray(gradient(y), np.float64)
-    g1, g2 = (np.asarray(gradient(permuted()), np.float64) for _ in range(2))
+    y_np, mask_np = np.asarray(y), np.asarray(mask)
+    g_true = gradient(y)
+    g1, g2 = (gradient(jnp.asarray(shuffled_targets(y_np, mask_np, rng), y.dtype))
+              for _ in range(2))
     noise = np.linalg.norm(g1 - g2) * np.sqrt(0.75)
     signal = np.linalg.norm(g_true - (g1 + g2) / 2)
     return {"benchmark": "gradient_signal", "problem": problem, "T": seq_len, "seed": seed,
-            "n_sequences": int(len(last)), "grad_norm": float(np.linalg.norm(g_true)),
+            "n_sequences": int(len(mask_np)), "grad_norm": float(np.linalg.norm(g_true)),
             "signal_norm": float(signal), "noise_norm": float(noise),
             "signal_to_noise": float(signal / noise) if noise > 0 else None}
 

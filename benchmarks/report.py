@@ -198,16 +198,16 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
                                         for _, label in AXES])
     colours = dict(zip(sorted(a["optimizer"].unique()),
                        ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]))
-    in_legend = legend_once()
+    first = legend_once()
     for row, task in enumerate(tasks, start=1):
         for _, r in a[a["task"] == task].sort_values(["optimizer", "seed"]).iterrows():
-            first = in_legend(r["optimizer"])
+            new_label = first(r["optimizer"])
             for col, (axis, _) in enumerate(AXES, start=1):
                 xs = list(r[f"curve_{axis}"])
                 fig.add_trace(go.Scatter(
                     x=xs[1:], y=list(r["curve_test_error"])[1:], mode="lines",
                     line_color=colours[r["optimizer"]], name=r["optimizer"],
-                    legendgroup=r["optimizer"], showlegend=bool(first and col == 1),
+                    legendgroup=r["optimizer"], showlegend=bool(new_label and col == 1),
                     hovertemplate=f"{r['optimizer']} seed {r['seed']}: %{{y:.3g}} at "
                                   f"%{{x:.4g}}<extra></extra>"), row=row, col=col)
                 fig.update_xaxes(type="log", title_text=AXES[col - 1][1], row=row, col=col)

@@ -23,13 +23,26 @@ def test_targets_unrelated_to_the_inputs_read_as_noise(monkeypatch):
     def shuffled_build(cfg):
         built = build(cfg)
         train = built.task.train
-        y, mask = np.asarray(train.y), np.asarray(train.mask)
-        last, rows = mask.argmax(1), np.arange(len(mask))
-        out = np.zeros_like(y)
-        out[rows, last] = y[rows, last][np.random.default_rng(7).permutation(len(rows))]
+        y = np.asarray(train.y)
+        out = gradient_signal.shuffled_targets(y, np.asarray(train.mask),
+                                               np.random.default_rng(7))
         task = dataclasses.replace(built.task, train=train._replace(y=out.astype(y.dtype)))
         return dataclasses.replace(built, task=task)
     monkeypatch.setattr(gradient_signal, "build", shuffled_build)
     ratios = [gradient_signal.measure("addition", 10, seed, n_sequences=8000,
                                       data=SMALL)["signal_to_noise"] for seed in (0, 1)]
     assert all(0.3 < r < 2.0 for r in ratios), ratios
+
+
+def test_shuffled_targets_keep_their_values_and_mask_positions_but_move_between_sequences():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((50, 7))
+    last = rng.integers(3, 7, 50)
+    mask[np.arange(50), last] = 1.0
+    y = np.zeros((50, 7, 2))
+    y[np.arange(50), last] = rng.normal(size=(50, 2))
+    out = gradient_signal.shuffled_targets(y, mask, np.random.default_rng(1))
+    assert np.all(out[mask == 0] == 0)                          # nothing off the mask
+    moved, kept = out[np.arange(50), last], y[np.arange(50), last]
+    assert sorted(map(tuple, moved)) == sorted(map(tuple, kept))  # the same values, rows intact
+    assert np.mean(np.all(moved == kept, axis=1)) < 0.2           # most moved to another sequence
