@@ -25,6 +25,7 @@ import numpy as np
 from . import optimizers, tasks
 from .learning_rates import LEARNING_RATES
 from .curvature import KINDS as CURVATURE_KINDS
+from .hf import RHO_BATCHES
 from .losses import LOSSES
 from .models import ACTIVATIONS, INITS, Model
 
@@ -82,6 +83,8 @@ class RunConfig:
     backtracking: bool = _f(True, "HF: CG backtracking")
     line_search: bool = _f(True, "HF: Armijo line search")
     preconditioner: bool = _f(False, "HF: diagonal preconditioner")
+    rho_batch: str = _f("curvature", "HF: batch on which ρ's actual reduction is measured",
+                        RHO_BATCHES)
     # numerics, bookkeeping
     dtype: str = _f("float32", "floating-point type used end to end", DTYPES)
     seed: int = _f(0, "seed of data and initialisation")
@@ -321,7 +324,8 @@ def _check_int(name, value, lo, hi, message=None):
 
 
 def _validate_choices(c: RunConfig):
-    for name in ("task", "optimizer", "init", "curvature", "dtype", "activation", "loss"):
+    for name in ("task", "optimizer", "init", "curvature", "rho_batch", "dtype", "activation",
+                 "loss"):
         value = getattr(c, name)
         if name in ("activation", "loss") and value == "":
             continue

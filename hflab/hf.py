@@ -40,6 +40,9 @@ from .models import Model
 from .protocol import scalar_record
 
 
+RHO_BATCHES = ("curvature", "gradient")
+
+
 @dataclass(frozen=True)
 class HFConfig:
     """Constants default to Martens (2010) / Martens & Sutskever (2011) (see the module docstring)."""
@@ -59,6 +62,10 @@ class HFConfig:
     preconditioner: bool = False
     precond_alpha: float = 0.75
     precond_chunk: int = 128              # cases per vmap block for per-example gradients
+    # where ρ's actual reduction is measured: "curvature" (Martens' released code: the curvature
+    # chunk, against the gradient batch's g) or "gradient" (the gradient batch, the loss the
+    # CG-backtracking already evaluated: numerator and gᵀp then estimate the same objective)
+    rho_batch: str = "curvature"
     rho_low: float = 0.25
     rho_high: float = 0.75
     damping_up: float = 1.5
@@ -72,6 +79,8 @@ class HFConfig:
         if self.curvature not in curvature.KINDS:
             raise ValueError(f"curvature {self.curvature!r} unknown; allowed: "
                              f"{list(curvature.KINDS)}")
+        if self.rho_batch not in RHO_BATCHES:
+            raise ValueError(f"rho_batch {self.rho_batch!r} unknown; allowed: {list(RHO_BATCHES)}")
 
 
 class HFState(NamedTuple):
@@ -208,6 +217,21 @@ class HessianFree:
             (one, f_p, jnp.int32(0)))
         return rate, f_new, tries, sufficient(rate, f_new)
 
+    def _reduction_ratio(self, unravel, curv_batch, op, flat, g, p, f0, f_p):
+        """Stage 5: ρ with the undamped model ``gᵀp + ½pᵀCp`` (C from the curvature batch).
+
+        ``rho_batch="curvature"`` measures the actual reduction on the curvature batch (one more
+        forward pass), as Martens' code does.  ``"gradient"`` measures it on the gradient batch,
+        whose loss at θ + p the backtracking already has (no extra pass).  Why the choice: with
+        one output per sequence (the RNN problems) C from ``b`` cases has rank ≤ b, and the parts
+        of g outside the curvature cases' output span promise reductions in ``gᵀp`` that the
+        curvature batch's loss cannot show (its own gradient has no component there), so ρ on it
+        reads low when g is mostly noise and λ climbs.  Returns ``(ρ, forward passes)``."""
+        if self.config.rho_batch == "gradient":
+            return reduction_ratio(f_p, f0, g, p, op.multiply(p)), jnp.int32(0)
+        f_c1 = self._objective(unravel, curv_batch)(flat + p)
+        return reduction_ratio(f_c1, op.value, g, p, op.multiply(p)), jnp.int32(1)
+
     # -- the update -----------------------------------------------------------------------
     def _update(self, params, state: HFState, grad_batch: Batch, curv_batch: Batch):
         cfg = self.config
@@ -219,8 +243,7 @@ class HessianFree:
         p_final, cg_info = self._solve(op, g, lam, state.prev_step)          # 3. CG
         iterates, iters, count = cg_lib.backtrack_candidates(cg_info, p_final)
         p, f_p, chosen_iter, n_bt = self._backtrack(objective, flat, iterates, iters, count)  # 4.
-        f_c1 = self._objective(unravel, curv_batch)(flat + p)                # 5. ρ and λ
-        rho = reduction_ratio(f_c1, op.value, g, p, op.multiply(p))
+        rho, n_rho = self._reduction_ratio(unravel, curv_batch, op, flat, g, p, f0, f_p)  # 5.
         new_lam = levenberg_marquardt(rho, lam, cfg)
         rate, f_new, n_ls, ok = self._armijo(objective, flat, p, f0, jnp.vdot(g, p), f_p)  # 6.
         # a zero or non-finite step (CG found no usable direction) is no update; a rejected
@@ -231,7 +254,7 @@ class HessianFree:
         step = jnp.where(ok, rate * p, 0.0)
         new_state = HFState(new_lam, jnp.where(ok, p, 0.0).astype(flat.dtype), state.count + 1)
         n_gv = cg_info.n_matvecs + 1
-        n_forward = n_bt + 1 + n_ls
+        n_forward = n_bt + n_rho + n_ls
         info = HFInfo(
             loss_before=f0, loss_after=jnp.where(ok, f_new, f0), rho=rho, damping=lam,
             new_damping=new_lam, cg_iters=cg_info.iterations, cg_stop_reason=cg_info.stop_reason,

@@ -195,6 +195,34 @@ def _dense_references(model, params, batch, loss, wc):
     return flat, objective, jax.grad(objective)(flat), np.asarray(g_dense), np.asarray(s_dense)
 
 
+@pytest.mark.parametrize("rho_batch", ["curvature", "gradient"])
+def test_rho_measures_the_actual_reduction_on_the_chosen_batch(rho_batch):
+    """Gradient and curvature batches differ: the predicted reduction is gᵀp + ½pᵀG_c p (g from
+    the gradient batch, G_c dense from the curvature batch), the actual one is measured on the
+    batch ``rho_batch`` names.  The two readings differ here by far more than the tolerance, so
+    ρ taken from the other batch (or the option ignored) fails."""
+    model, params, x, y, mask, loss = random_problem("mlp", (3, 4, 2), "tanh", "squared", 9, 1, 5)
+    grad_batch, curv_batch = Batch(x, y, mask), Batch(x[:3], y[:3], mask[:3])
+    flat, f_grad, g, _, _ = _dense_references(model, params, grad_batch, loss, 0.0)
+    _, f_curv, _, g_curv, _ = _dense_references(model, params, curv_batch, loss, 0.0)
+    opt = hf.hessian_free(model, loss, damping=0.5, max_cg_iters=60, backtracking=False,
+                          line_search=False, rho_batch=rho_batch)
+    new, _, info = opt.update(params, opt.init(params), grad_batch, curv_batch)
+    p = ravel_pytree(new)[0] - flat
+    q = float(g @ p + 0.5 * p @ g_curv @ p)
+    expected = {name: (float(f(flat + p)) - float(f(flat))) / q
+                for name, f in (("curvature", f_curv), ("gradient", f_grad))}
+    assert abs(expected["curvature"] - expected["gradient"]) > 0.05
+    assert np.isclose(float(info.rho), expected[rho_batch], rtol=1e-9)
+    # "gradient" reuses the loss the step's evaluation already has: one forward pass fewer
+    assert int(info.n_forward) == (1 if rho_batch == "gradient" else 2)
+
+
+def test_an_unknown_rho_batch_is_refused():
+    with pytest.raises(ValueError, match="rho_batch 'test'.*allowed"):
+        hf.HFConfig(rho_batch="test")
+
+
 @pytest.mark.parametrize("kind", ["rnn", "mlp"])
 def test_the_cg_system_is_g_plus_weight_cost_plus_lambda_plus_structural_damping(kind):
     """A converged CG step with no backtracking, line search or warm start is exactly
