@@ -264,6 +264,7 @@ ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "seed": "3", "layers": "
               "dtype": "float64", "devices": "cpu", "curvature": "hessian", "damping": "2.5",
               "max_cg_iters": "40", "cg_decay": "0.5", "n_chunks": "2",
               "preconditioner": "true", "backtracking": "false", "line_search": "false",
+              "rho_batch": "gradient",
               "lr_sgd": "0.002", "lr_momentum": "0.004", "lr_adam": "0.006", "lr_lbfgs": "0.5",
               "momentum": "0.8"}
 RNN_ROUND_TRIP = {"seq_len": "7", "structural_damping": "0.1"}
