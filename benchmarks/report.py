@@ -115,6 +115,7 @@ def legend_once():
         new = label not in seen
         seen.add(label)
         return new
+    first.seen = seen              # the labels so far (a figure sizes its legend by them)
     return first
 
 
@@ -178,7 +179,9 @@ def success_curves(r: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Paper-scale RNN runs (T ≥ 50): test success against optimisation "
                             "time; a line per seed, HF+SD solid, other optimisers dotted",
-                      height=520, width=1300, legend=dict(font=dict(size=10)))
+                      # tall enough for every legend entry (~30 px each at font size 10)
+                      height=max(520, 200 + 30 * len(first.seen)), width=1300,
+                      legend=dict(font=dict(size=10)))
     return fig
 
 
