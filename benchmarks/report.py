@@ -151,7 +151,10 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
                          range=[1.2, 2.4], row=1, col=col)
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="RNN problems: success rate against T (median over seeds, bars: "
-                            "worst–best seed; each at its longest budget)", height=420)
+                            "worst–best seed; each at its longest budget)", width=1300,
+                      # tall enough for every legend entry (~30 px each at font size 10)
+                      height=max(420, 200 + 30 * len(first.seen)),
+                      legend=dict(font=dict(size=10)))
     return fig
 
 
