@@ -119,6 +119,12 @@ def legend_once():
     return first
 
 
+def legend_height(first, minimum: int) -> int:
+    """A figure's height that shows every legend entry ``first`` has seen (~30 px each at font
+    size 10, plus the title and axis margins), at least ``minimum``."""
+    return max(minimum, 200 + 30 * len(first.seen))
+
+
 def success_against_t(r: pd.DataFrame) -> go.Figure:
     """Success rate against T for every problem and optimiser: the median over seeds, with a
     bar from the worst to the best seed (the seeds' spread)."""
@@ -152,9 +158,7 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="RNN problems: success rate against T (median over seeds, bars: "
                             "worst–best seed; each at its longest budget)", width=1300,
-                      # tall enough for every legend entry (~30 px each at font size 10)
-                      height=max(420, 200 + 30 * len(first.seen)),
-                      legend=dict(font=dict(size=10)))
+                      height=legend_height(first, 420), legend=dict(font=dict(size=10)))
     return fig
 
 
@@ -182,8 +186,7 @@ def success_curves(r: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Paper-scale RNN runs (T ≥ 50): test success against optimisation "
                             "time; a line per seed, HF+SD solid, other optimisers dotted",
-                      # tall enough for every legend entry (~30 px each at font size 10)
-                      height=max(520, 200 + 30 * len(first.seen)), width=1300,
+                      height=legend_height(first, 520), width=1300,
                       legend=dict(font=dict(size=10)))
     return fig
 

@@ -228,9 +228,10 @@ class HessianFree:
         curvature batch's loss cannot show (its own gradient has no component there), so ρ on it
         reads low when g is mostly noise and λ climbs.  Returns ``(ρ, forward passes)``."""
         if self.config.rho_batch == "gradient":
-            return reduction_ratio(f_p, f0, g, p, op.multiply(p)), jnp.int32(0)
-        f_c1 = self._objective(unravel, curv_batch)(flat + p)
-        return reduction_ratio(f_c1, op.value, g, p, op.multiply(p)), jnp.int32(1)
+            f_old, f_new, n_forward = f0, f_p, 0
+        else:
+            f_old, f_new, n_forward = op.value, self._objective(unravel, curv_batch)(flat + p), 1
+        return reduction_ratio(f_new, f_old, g, p, op.multiply(p)), jnp.int32(n_forward)
 
     # -- the update -----------------------------------------------------------------------
     def _update(self, params, state: HFState, grad_batch: Batch, curv_batch: Batch):
