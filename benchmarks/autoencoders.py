@@ -9,7 +9,7 @@ import jax
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers, env_list, env_settings
+from .common import compared_optimizers, env_list, env_settings, progress
 
 # learning rates tuned for these autoencoders where they differ from the registry's defaults
 TUNED = {"adam": dict(learning_rate=0.001)}
@@ -45,6 +45,7 @@ def _papers_case(task, label, opt, seed, budget, extra, settings=None, suffix=""
 
     def on_step(r, t, p, s):
         if "test_error" in r:
+            progress(f"{task} {label}{suffix} seed {seed}", r)
             for key, value in (("updates", r["step"]), ("passes", r["n_passes"]),
                                ("seconds", r["wall_seconds"]), ("train_error", r["train_error"]),
                                ("test_error", r["test_error"])):

@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def emit(result: dict, mode: str):
     with open(RESULTS, "a") as fh:
         fh.write(line + "\n")
     return row
+
+
+def progress(run: str, r: dict):
+    """One line on stderr per evaluation of a long run (the paper-scale suites run for tens of
+    minutes each and their record lands only at the end): update, seconds, test error and, for
+    HF, λ, ρ and CG iterations.  stdout keeps the JSON records alone."""
+    def num(key, spec):
+        return "—" if r.get(key) is None else format(float(r[key]), spec)
+    hf = f", λ {num('damping', '.3g')}, ρ {num('rho', '.2f')}, CG {num('cg_iters', '.0f')}" \
+        if "damping" in r else ""
+    print(f"# {run}: update {r['step']}, {r['wall_seconds']:.0f} s, test error "
+          f"{r['test_error']:.4g}{hf}", file=sys.stderr, flush=True)
 
 
 def timeit(fn, *args, repeats: int = 5, warmup: int = 1) -> float:

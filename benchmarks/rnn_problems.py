@@ -10,7 +10,7 @@ import numpy as np
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers, env_list, env_settings
+from .common import compared_optimizers, env_list, env_settings, progress
 
 # HF with and without structural damping, then every other registered optimiser at its registry
 # learning rate (SGD is left out of quick mode: Nesterov momentum dominates it here)
@@ -42,6 +42,7 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False, target_err
 
     def on_step(r, t, p, s):
         if "test_error" in r:
+            progress(f"{problem} T={seq_len} {label} seed {seed}", r)
             evals.append((r["wall_seconds"], r["test_error"]))
             if "damping" in r:                     # HF: λ, ρ and CG iterations at each evaluation
                 hf_trace.append((r["damping"], r["rho"], r["cg_iters"]))

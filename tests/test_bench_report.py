@@ -160,3 +160,20 @@ def test_an_autoencoder_variant_only_on_the_second_task_still_gets_a_legend_entr
     fig = report.autoencoder_cost_curves(pd.DataFrame(
         [row("curves", "hf"), row("mnist-ae", "hf"), row("mnist-ae", "hf (grad_batch 2500)")]))
     assert sorted(t.name for t in fig.data if t.showlegend) == ["hf", "hf (grad_batch 2500)"]
+
+
+def test_long_runs_report_each_evaluation_on_stderr_and_keep_stdout_for_records(capsys):
+    from benchmarks.common import progress
+    progress("xor T=100 hf+structural seed 0", {"step": 35, "wall_seconds": 161.4,
+                                                "test_error": 0.4875, "damping": 0.0123,
+                                                "rho": 0.3141, "cg_iters": 100})
+    progress("mnist-ae adam seed 2", {"step": 50, "wall_seconds": 3.2, "test_error": 9.6812})
+    progress("xor T=20 hf seed 1", {"step": 1, "wall_seconds": 0.4, "test_error": 0.5,
+                                    "damping": 1.0, "rho": None, "cg_iters": 7})
+    out, err = capsys.readouterr()
+    assert out == ""                        # stdout carries the JSON records alone
+    hf_line, adam_line, no_rho = err.splitlines()
+    assert hf_line == ("# xor T=100 hf+structural seed 0: update 35, 161 s, test error 0.4875, "
+                       "λ 0.0123, ρ 0.31, CG 100")
+    assert adam_line == "# mnist-ae adam seed 2: update 50, 3 s, test error 9.681"
+    assert no_rho.endswith("λ 1, ρ —, CG 7")
