@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import hflab  # noqa: F401
 
 from . import (autoencoders, feedback, gradient_signal, gv_cost, hf_update, lr_sweep, peer,
-               rnn_cost, rnn_problems, scaling)
+               plateau_curvature, rnn_cost, rnn_problems, scaling)
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
@@ -16,9 +16,10 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
 # rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
-# gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~5 minutes)
+# gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~5 minutes);
+# plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~15 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
-             "gradient_signal": gradient_signal,
+             "gradient_signal": gradient_signal, "plateau_curvature": plateau_curvature,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
              "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),
              "autoencoder_papers": SimpleNamespace(run=autoencoders.run_papers)}

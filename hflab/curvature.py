@@ -344,40 +344,50 @@ def fd_hessian_matrix(fun: Callable, params, eps: float = 1e-5):
 
 # ----------------------------------------------------------------------------- spectra
 def _order(w: np.ndarray, which: str, k: int) -> np.ndarray:
+    """Indices of the ``k`` eigenvalues ``which`` picks, in its order."""
     if which == "LM":
-        return w[np.argsort(-np.abs(w), kind="stable")][:k]
-    w = np.sort(w)
-    return w[::-1][:k] if which == "LA" else w[:k]
+        return np.argsort(-np.abs(w), kind="stable")[:k]
+    up = np.argsort(w, kind="stable")
+    return up[::-1][:k] if which == "LA" else up[:k]
 
 
-def extreme_eigenvalues(matvec: Callable, n: int, k: int = 6, which: str = "LA",
-                        dtype=np.float64, tol: float = 1e-8, seed: int = 0,
-                        maxiter: int | None = None, ncv: int | None = None) -> np.ndarray:
-    """k eigenvalues of a symmetric operator given by ``matvec`` on flat vectors of length n.
+def extreme_eigenpairs(matvec: Callable, n: int, k: int = 6, which: str = "LA",
+                       dtype=np.float64, tol: float = 1e-8, seed: int = 0,
+                       maxiter: int | None = None, ncv: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """k eigenpairs ``(w, V)`` of a symmetric operator given by ``matvec`` on flat vectors of
+    length n: ``V[:, i]`` is the unit eigenvector of ``w[i]``.
 
     ``which`` as in :func:`scipy.sparse.linalg.eigsh`: ``"LA"`` largest algebraic (descending),
     ``"SA"`` smallest algebraic (ascending), ``"LM"`` largest magnitude (by |λ|, descending).
     ARPACK's implicitly restarted Lanczos; for ``k >= n − 1`` (ARPACK's limit) the operator is
-    materialised and ``numpy.linalg.eigvalsh`` is used.  When ARPACK does not converge, the
-    eigenvalues it did converge are returned (possibly fewer than k); none at all raises.
+    materialised and ``numpy.linalg.eigh`` is used.  When ARPACK does not converge, the pairs it
+    did converge are returned (possibly fewer than k); none at all raises.
     """
     if which not in ("LA", "SA", "LM"):
         raise ValueError(f"which={which!r}; allowed: 'LA', 'SA', 'LM'")
     mv = jax.jit(matvec)
     if k >= n - 1:
         mat = np.asarray(jax.vmap(mv)(jnp.eye(n, dtype=dtype)), np.float64).T
-        return _order(np.linalg.eigvalsh(0.5 * (mat + mat.T)), which, k)
-    op = LinearOperator((n, n), matvec=lambda x: np.asarray(mv(jnp.asarray(x.ravel(), dtype)),
-                                                               np.float64), dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(n)
-    try:
-        w = eigsh(op, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter, ncv=ncv,
-                  return_eigenvectors=False)
-    except ArpackNoConvergence as e:
-        w = np.asarray(e.eigenvalues)
-        if w.size == 0:
-            raise
-    return _order(np.asarray(w), which, k)
+        w, v = np.linalg.eigh(0.5 * (mat + mat.T))
+    else:
+        op = LinearOperator((n, n), dtype=np.float64, matvec=lambda x: np.asarray(
+            mv(jnp.asarray(x.ravel(), dtype)), np.float64))
+        v0 = np.random.default_rng(seed).standard_normal(n)
+        try:
+            w, v = eigsh(op, k=k, which=which, tol=tol, v0=v0, maxiter=maxiter, ncv=ncv)
+        except ArpackNoConvergence as e:
+            w, v = np.asarray(e.eigenvalues), np.asarray(e.eigenvectors)
+            if w.size == 0:
+                raise
+    idx = _order(np.asarray(w), which, k)
+    return np.asarray(w)[idx], np.asarray(v)[:, idx]
+
+
+def extreme_eigenvalues(matvec: Callable, n: int, k: int = 6, which: str = "LA",
+                        **kw) -> np.ndarray:
+    """The eigenvalues of :func:`extreme_eigenpairs` (same arguments)."""
+    return extreme_eigenpairs(matvec, n, k, which, **kw)[0]
 
 
 def empirical_fisher_diagonal(apply_fn: Callable, loss, flat, unravel, batch: Batch,
