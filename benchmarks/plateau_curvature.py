@@ -20,7 +20,9 @@ Hessian eigenpairs and the K largest Gauss-Newton eigenvalues (Lanczos, via
   direction leads anywhere;
 
 and the test loss change along :data:`N_RANDOM` random unit directions (the baseline a direction
-must beat) and along the batch's steepest descent ``−g/‖g‖``.  ``best_test_error_along`` is the lowest test error over every eigen-direction and t.
+must beat) and along the batch's steepest descent ``−g/‖g‖``.  ``best_test_error_along`` is the
+lowest test error over every eigen-direction and t; ``best_change_along_*`` the lowest test loss
+change each kind of direction reaches.
 """
 from __future__ import annotations
 
@@ -107,15 +109,24 @@ def measure(problem: str, seq_len: int, seed: int, updates: int, n_sequences: in
         u = rng.standard_normal(flat.size)
         v = jnp.asarray(u / np.linalg.norm(u), flat.dtype)
         random.append(test_changes(v))
+    steepest = test_changes(-g / jnp.linalg.norm(g))
     return {"benchmark": "plateau_curvature", "problem": problem, "T": seq_len, "seed": seed,
             "updates": out.steps_done, "n_sequences": int(batch.x.shape[0]),
             "n_params": int(flat.size), "test_error": float(error_at(flat, test)),
             "test_loss": test0, "batch_loss": f0, "grad_norm": float(jnp.linalg.norm(g)),
-            "hessian_smallest": [float(w) for w in w_h],
+            "hessian_smallest": [float(w) for w in w_h], "hessian_min": float(w_h[0]),
+            "gauss_newton_max": float(w_g[0]),
             "gauss_newton_largest": [float(w) for w in w_g],
             "directions": directions, "random": random,
-            "steepest_descent": test_changes(-g / jnp.linalg.norm(g)),
+            "steepest_descent": steepest,
             "best_test_error_along": min(m["test_error"] for d in directions for m in d["test"]),
+            # the lowest test loss change each kind of direction reaches over every t (negative:
+            # the direction lowers the test loss somewhere)
+            "best_change_along_eigenvectors": min(m["test_loss_change"] for d in directions
+                                                  for m in d["test"]),
+            "best_change_along_random": min(m["test_loss_change"] for r in random for m in r),
+            "best_change_along_steepest_descent": min(m["test_loss_change"]
+                                                      for m in steepest),
             "seconds": time.perf_counter() - t_start}
 
 

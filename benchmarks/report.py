@@ -273,6 +273,12 @@ def main(mode: str | None = None):
          "gradient_signal", ["problem", "T", "seed"],
          ["problem", "T", "seed", "n_sequences", "grad_norm", "signal_norm", "noise_norm",
           "signal_to_noise"]),
+        ("Does the Hessian's negative curvature lead off HF's plateau? (test loss change: lowest "
+         "over steps 0.3–30 along each kind of direction)", "plateau_curvature",
+         ["problem", "T", "seed"],
+         ["problem", "T", "seed", "updates", "n_sequences", "test_error", "hessian_min",
+          "gauss_newton_max", "best_test_error_along", "best_change_along_eigenvectors",
+          "best_change_along_random", "best_change_along_steepest_descent"]),
         ("Deep autoencoders", "autoencoder", ["task", "optimizer", "seed", "budget_seconds"],
          ["task", "optimizer", "seed", "budget_seconds", "learning_rate", "updates",
           "train_error", "test_error", "device"]),

@@ -70,6 +70,9 @@ def test_record_fields(case):
     tests = [m for d in record["directions"] for m in d["test"]]
     assert len(tests) == 3 * 2 * len(plateau_curvature.TEST_T)
     assert record["best_test_error_along"] == min(m["test_error"] for m in tests)
+    assert record["best_change_along_eigenvectors"] == min(m["test_loss_change"] for m in tests)
+    assert record["hessian_min"] == record["hessian_smallest"][0]
+    assert record["gauss_newton_max"] == record["gauss_newton_largest"][0]
     assert all(0.0 <= m["test_error"] <= 1.0 for m in tests)
     assert len(record["random"]) == plateau_curvature.N_RANDOM
     assert [r["t"] for r in record["steepest_descent"]] == list(plateau_curvature.TEST_T)
