@@ -17,7 +17,7 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
 # rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
 # gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~5 minutes);
-# plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~15 minutes)
+# plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~10 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
              "gradient_signal": gradient_signal, "plateau_curvature": plateau_curvature,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),

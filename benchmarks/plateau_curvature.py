@@ -1,4 +1,4 @@
-"""Does the true Hessian point off HF's plateau?  (``--only plateau_curvature``, about 15 minutes
+"""Does the true Hessian point off HF's plateau?  (``--only plateau_curvature``, about 10 minutes
 on one core.)
 
 Gauss-Newton HF cannot see negative curvature: ``G = Jᵀ H_L J`` is PSD, and the Hessian's other
@@ -47,7 +47,7 @@ N_RANDOM = 2
 SMALL_T = (1e-3, 1e-2, 0.1)
 TEST_T = (0.3, 1.0, 3.0, 10.0, 30.0)
 # XOR at T = 100 (every seed stays at chance), and addition's seed 0 at T = 100 on its plateau
-# before it leaves it (after ~45 updates): if negative curvature pointed the way off, addition's
+# before it leaves it (after ~35 updates): if negative curvature pointed the way off, addition's
 # plateau should show it too
 CASES = (("xor", 100, 0, 40), ("addition", 100, 0, 25))
 
@@ -99,6 +99,7 @@ def measure(problem: str, seq_len: int, seed: int, updates: int, n_sequences: in
                  for t in TEST_T for s in (1, -1)]
         directions.append({"eigenvalue": float(w), "slope": slope,
                            "model_check": model_check_rows(check), "test": moved})
+
     def test_changes(v):
         return [{"t": t, "test_loss_change": float(loss_at(flat + t * v, test)) - test0}
                 for t in TEST_T]

@@ -148,7 +148,6 @@ def test_extreme_eigenvalues_match_numpy():
                        np.linalg.eigvalsh(g)[::-1], atol=1e-9)
 
 
-
 def test_extreme_eigenpairs_vectors_match_dense_hessian():
     """Each returned vector is the dense Hessian's eigenvector of its value (up to sign; checked
     where the value is simple), in the order ``which`` asks for — by Lanczos and by the dense

@@ -3,7 +3,6 @@ match dense matrices built by another route (``jax.hessian`` of the plain loss, 
 of the outputs with the loss's own output Hessian), and its quadratic-model check holds at small
 steps."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
