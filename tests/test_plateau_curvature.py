@@ -8,7 +8,6 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from benchmarks import plateau_curvature
-from hflab.config import preset_config
 from hflab.experiment import build, run as run_loop
 
 SETTINGS = dict(n_train=400, grad_batch=200, layers="5", dtype="float64")
@@ -17,13 +16,20 @@ N_SEQ = 60
 
 @pytest.fixture(scope="module")
 def case():
-    record = plateau_curvature.measure("xor", 8, 1, 3, n_sequences=N_SEQ, k=3,
-                                       settings=SETTINGS, tol=1e-10)
-    # the same parameters again, by the same seeded run (the loop is deterministic)
-    cfg = preset_config("xor", seq_len=8, seed=1, steps=3, checkpoint_every=0, eval_every=3,
-                        **SETTINGS)
+    runs = []
+
+    def recording_run(cfg, **kw):            # keep the run's parameters and config
+        out = run_loop(cfg, **kw)
+        runs.append((cfg, out.params))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plateau_curvature, "run_loop", recording_run)
+        record = plateau_curvature.measure("xor", 8, 1, 3, n_sequences=N_SEQ, k=3,
+                                           settings=SETTINGS, tol=1e-10)
+    (cfg, params), = runs
     built = build(cfg)
-    flat, unravel = ravel_pytree(run_loop(cfg).params)
+    flat, unravel = ravel_pytree(params)
     tr = built.task.train
     x, y, mask = tr.x[:N_SEQ], tr.y[:N_SEQ], tr.mask[:N_SEQ]
 
@@ -33,9 +39,9 @@ def case():
     def outputs(p):
         return built.model.apply(unravel(p), x)
 
-    hessian = np.asarray(jax.hessian(lambda p: loss_of_outputs(outputs(p)))(flat))
+    hessian = np.asarray(jax.jit(jax.hessian(lambda p: loss_of_outputs(outputs(p))))(flat))
     z = outputs(flat)
-    jac = np.asarray(jax.jacfwd(outputs)(flat)).reshape(z.size, flat.size)
+    jac = np.asarray(jax.jit(jax.jacfwd(outputs))(flat)).reshape(z.size, flat.size)
     h_out = np.asarray(jax.hessian(loss_of_outputs)(z)).reshape(z.size, z.size)
     return record, hessian, jac.T @ h_out @ jac
 
