@@ -125,6 +125,20 @@ def legend_height(first, minimum: int) -> int:
     return max(minimum, 200 + 30 * len(first.seen))
 
 
+def label_styles(labels: list[str]) -> tuple[dict, dict]:
+    """Colour and dash per optimiser label: the compared optimisers solid, in the ten D3 colours;
+    each settings variant (``"hf+structural (layers 100)"``) dashed, in Dark24's — distinct
+    until a palette is used up (then it cycles), so Adam and momentum never share a colour."""
+    from plotly.colors import qualitative
+    solid = [lab for lab in labels if "(" not in lab]
+    dashed = [lab for lab in labels if "(" in lab]
+    colours = {lab: qualitative.D3[i % len(qualitative.D3)] for i, lab in enumerate(solid)}
+    colours.update({lab: qualitative.Dark24[i % len(qualitative.Dark24)]
+                    for i, lab in enumerate(dashed)})
+    dashes = {lab: "dash" if lab in dashed else "solid" for lab in labels}
+    return colours, dashes
+
+
 def success_against_t(r: pd.DataFrame) -> go.Figure:
     """Success rate against T for every problem and optimiser: the median over seeds, with a
     bar from the worst to the best seed (the seeds' spread)."""
@@ -132,11 +146,7 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
     r = rnn_runs_to_show(r)
     problems = sorted(r["problem"].unique())
     fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
-    palette = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
-               "#7f7f7f", "#bcbd22", "#17becf"]
-    # any number of labels (settings variants add their own): the palette cycles
-    colours = {opt: palette[i % len(palette)]
-               for i, opt in enumerate(sorted(r["optimizer"].unique()))}
+    colours, dashes = label_styles(sorted(r["optimizer"].unique()))
     first = legend_once()
     for col, problem in enumerate(problems, start=1):
         for opt, d in r[r["problem"] == problem].groupby("optimizer"):
@@ -145,7 +155,7 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
             info = d.groupby("T").agg(seeds=("seed", "count"), budget=("budget_seconds", "max"))
             fig.add_trace(go.Scatter(
                 x=med.index, y=med.values, mode="lines+markers", name=opt, legendgroup=opt,
-                showlegend=first(opt), line_color=colours[opt],
+                showlegend=first(opt), line_color=colours[opt], line_dash=dashes[opt],
                 error_y=dict(type="data", symmetric=False, array=(hi - med).values,
                              arrayminus=(med - lo).values),
                 customdata=info[["seeds", "budget"]].values,

@@ -78,6 +78,17 @@ def test_success_against_t_draws_any_number_of_optimiser_labels():
     fig = report.success_against_t(pd.DataFrame(rows))
     assert len(fig.data) == 12
     assert sorted(t.y[0] for t in fig.data) == [0.5 + i / 100 for i in range(12)]
+    assert len({t.line.color for t in fig.data}) == 12     # no two labels share a colour
+    assert {t.line.dash for t in fig.data} == {"dash"}      # settings variants are dashed
+
+
+def test_compared_optimisers_are_solid_and_distinct():
+    colours, dashes = report.label_styles(
+        ["adam", "hf", "hf+structural", "hf+structural (layers 100)", "momentum"]
+        + [f"hf+structural (v {i})" for i in range(8)])
+    assert len(set(colours.values())) == 13
+    assert [dashes[k] for k in ("adam", "hf", "hf+structural", "momentum")] == ["solid"] * 4
+    assert dashes["hf+structural (layers 100)"] == "dash"
 
 
 def test_paper_runs_with_settings_carry_them_and_a_suffixed_label(monkeypatch):
