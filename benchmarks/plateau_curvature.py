@@ -35,9 +35,8 @@ from jax.flatten_util import ravel_pytree
 
 from hflab.config import preset_config
 from hflab.curvature import CurvatureOperator, extreme_eigenpairs
-from hflab.experiment import build, run as run_loop
+from hflab.experiment import build, evaluator, run as run_loop
 from hflab.losses import Batch
-from hflab.tasks import task_error
 
 from .rnn_problems import PAPERS_DATA
 
@@ -62,18 +61,15 @@ def measure(problem: str, seq_len: int, seed: int, updates: int, n_sequences: in
                         **(PAPERS_DATA if settings is None else settings))
     out = run_loop(cfg, on_step=None)
     built = build(cfg)
-    model, loss, spec = built.model, built.loss, built.task.spec
+    model, loss = built.model, built.loss
     flat, unravel = ravel_pytree(out.params)
     train, test = built.task.train, built.task.test
     batch = Batch(train.x[:n_sequences], train.y[:n_sequences], train.mask[:n_sequences])
 
-    @jax.jit                           # data as arguments: closed-over arrays would be folded
-    def loss_at(p, b):
-        return loss.value(model.apply(unravel(p), b.x), b.y, b.mask)
+    evaluate = evaluator(built)        # (loss, task error) from one jitted forward pass
 
-    @jax.jit
-    def error_at(p, b):
-        return task_error(spec, model.apply(unravel(p), b.x), b)
+    def loss_at(p, b):
+        return evaluate(unravel(p), b)[0]
 
     def operator(kind):
         product = jax.jit(lambda p, b, v: CurvatureOperator(model.apply, loss, unravel(p), b,
@@ -81,7 +77,8 @@ def measure(problem: str, seq_len: int, seed: int, updates: int, n_sequences: in
         return lambda v: product(flat, batch, v)
 
     g = jax.jit(jax.grad(loss_at))(flat, batch)
-    f0, test0 = float(loss_at(flat, batch)), float(loss_at(flat, test))
+    f0 = float(loss_at(flat, batch))
+    test0, test_err0 = (float(x) for x in evaluate(out.params, test))
     w_h, v_h = extreme_eigenpairs(operator("hessian"), flat.size, k=k, which="SA", tol=tol,
                                   dtype=flat.dtype)
     w_g = extreme_eigenpairs(operator("gauss_newton"), flat.size, k=k, which="LA", tol=tol,
@@ -94,9 +91,9 @@ def measure(problem: str, seq_len: int, seed: int, updates: int, n_sequences: in
         check = [{"t": s * t, "actual": float(loss_at(flat + s * t * v, batch)) - f0,
                   "model": s * t * slope + 0.5 * t * t * float(w)}
                  for t in SMALL_T for s in (1, -1)]
-        moved = [{"t": s * t, "test_loss_change": float(loss_at(flat + s * t * v, test)) - test0,
-                  "test_error": float(error_at(flat + s * t * v, test))}
-                 for t in TEST_T for s in (1, -1)]
+        moved = [{"t": s * t, "test_loss_change": float(f) - test0, "test_error": float(e)}
+                 for t in TEST_T for s in (1, -1)
+                 for f, e in [evaluate(unravel(flat + s * t * v), test)]]
         directions.append({"eigenvalue": float(w), "slope": slope,
                            "model_check": model_check_rows(check), "test": moved})
 
@@ -113,7 +110,7 @@ def measure(problem: str, seq_len: int, seed: int, updates: int, n_sequences: in
     steepest = test_changes(-g / jnp.linalg.norm(g))
     return {"benchmark": "plateau_curvature", "problem": problem, "T": seq_len, "seed": seed,
             "updates": out.steps_done, "n_sequences": int(batch.x.shape[0]),
-            "n_params": int(flat.size), "test_error": float(error_at(flat, test)),
+            "n_params": int(flat.size), "test_error": test_err0,
             "test_loss": test0, "batch_loss": f0, "grad_norm": float(jnp.linalg.norm(g)),
             "hessian_smallest": [float(w) for w in w_h], "hessian_min": float(w_h[0]),
             "gauss_newton_max": float(w_g[0]),
