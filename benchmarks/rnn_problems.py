@@ -35,29 +35,34 @@ SOLVED_ERROR = 0.01          # the criterion: a run is solved at test success �
 
 def one(problem, seq_len, label, settings, seed, budget, curve=False, target_error=0.0):
     """One run; ``target_error`` > 0 ends it once the test error is that low (solved)."""
-    cfg = preset_config(problem, seq_len=seq_len, seed=seed, steps=1_000_000,
-                        max_seconds=budget, target_error=target_error, checkpoint_every=0,
-                        eval_every=5, **settings)
-    evals, hf_trace = [], []
+    cfg = preset_config(problem, **{"seq_len": seq_len, "seed": seed, "steps": 1_000_000,
+                                    "max_seconds": budget, "target_error": target_error,
+                                    "checkpoint_every": 0, "eval_every": 5, **settings})
+    evals, hf_trace, readout = [], [], []
 
     def on_step(r, t, p, s):
         if "test_error" in r:
             progress(f"{problem} T={seq_len} {label} seed {seed}", r)
-            evals.append((r["wall_seconds"], r["test_error"]))
+            evals.append((r["wall_seconds"], r["test_error"], r["step"]))
+            # ‖W_out‖: on a plateau the readout shrinks towards predicting the mean, and the
+            # signal reaching the recurrent weights shrinks with it
+            readout.append(float(np.linalg.norm(np.asarray(p["W_out"], np.float64))))
             if "damping" in r:                     # HF: λ, ρ and CG iterations at each evaluation
                 hf_trace.append((r["damping"], r["rho"], r["cg_iters"]))
     out = run_loop(cfg, on_step=on_step)
-    reached = [w for w, err in evals if err <= SOLVED_ERROR]
+    reached = [w for w, err, _ in evals if err <= SOLVED_ERROR]
     final_err = evals[-1][1] if evals else float("nan")
     record = {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,
               "seed": seed, "budget_seconds": budget, "updates": out.steps_done,
               "seconds": out.last.get("wall_seconds"),       # optimisation seconds at the end
               "success_rate": 1.0 - final_err,
-              "best_success_rate": 1.0 - min(e for _, e in evals),
+              "best_success_rate": 1.0 - min(e for _, e, _ in evals),
               "seconds_to_99": reached[0] if reached else None, "status": out.status}
     if curve:
-        record["curve_seconds"] = [w for w, _ in evals]
-        record["curve_success"] = [1.0 - e for _, e in evals]
+        record["curve_seconds"] = [w for w, _, _ in evals]
+        record["curve_success"] = [1.0 - e for _, e, _ in evals]
+        record["curve_updates"] = [k for _, _, k in evals]
+        record["curve_readout_norm"] = readout
         if hf_trace:
             damping, rho, cg_iters = (list(c) for c in zip(*hf_trace))
             record.update(curve_damping=damping, curve_rho=rho, curve_cg_iters=cg_iters)

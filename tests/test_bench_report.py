@@ -1,6 +1,7 @@
 """The benchmark report's selections and figures, on hand-made result rows (no training)."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -188,3 +189,21 @@ def test_long_runs_report_each_evaluation_on_stderr_and_keep_stdout_for_records(
                        "λ 0.0123, ρ 0.31, CG 100")
     assert adam_line == "# mnist-ae adam seed 2: update 50, 3 s, test error 9.681"
     assert no_rho.endswith("λ 1, ρ —, CG 7")
+
+
+def test_paper_run_records_updates_and_the_readout_norm_at_each_evaluation():
+    from benchmarks import rnn_problems
+    from hflab.config import preset_config
+    from hflab.experiment import build, init_params
+    settings = dict(optimizer="hf", n_train=200, grad_batch=100, layers="8", max_cg_iters=5,
+                    steps=10)
+    record = rnn_problems.one("addition", 6, "hf+structural", settings, 0, 600.0, curve=True)
+    assert record["updates"] == 10
+    updates = record["curve_updates"]
+    assert updates[0] == 0 and updates[-1] == 10 and 5 in updates
+    assert updates == sorted(set(updates))
+    norms = record["curve_readout_norm"]
+    assert len(norms) == len(record["curve_success"]) == len(updates)
+    start = init_params(build(preset_config("addition", seq_len=6, seed=0, **settings)))
+    assert norms[0] == pytest.approx(float(np.linalg.norm(np.asarray(start["W_out"]))), rel=1e-6)
+    assert norms[-1] != pytest.approx(norms[0], rel=1e-6)       # the readout is trained
