@@ -66,6 +66,10 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
                   else r.iloc[0:0])
         if not curves.empty:
             figs["rnn-curves"] = success_curves(curves)
+        traced = (r[r["curve_readout_norm"].apply(lambda v: isinstance(v, list) and bool(v))]
+                  if "curve_readout_norm" in r else r.iloc[0:0])
+        if not traced.empty:
+            figs["rnn-readout"] = readout_curves(traced)
     a = df[df["benchmark"] == "autoencoder"]
     if not a.empty:
         a = latest(a, ["task", "optimizer"])
@@ -198,6 +202,36 @@ def success_curves(r: pd.DataFrame) -> go.Figure:
                             "time; a line per seed, HF+SD solid, other optimisers dotted",
                       height=legend_height(first, 520), width=1300,
                       legend=dict(font=dict(size=10)))
+    return fig
+
+
+def readout_curves(r: pd.DataFrame) -> go.Figure:
+    """‖W_out‖ against updates for the RNN runs that record it: a panel per problem, a colour
+    per T, a line per optimiser label and seed; solved runs solid, unsolved dotted.  On a plateau
+    the readout shrinks towards predicting the mean; the gradient and Gauss-Newton blocks of the
+    recurrent weights scale with it."""
+    from plotly.subplots import make_subplots
+    r = latest(r, ["problem", "T", "optimizer", "seed", "budget_seconds"])
+    problems = sorted(r["problem"].unique())
+    fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
+    colours = {20: "#2ca02c", 50: "#1f77b4", 100: "#d62728", 200: "#000000"}
+    first = legend_once()
+    for col, problem in enumerate(problems, start=1):
+        for _, row in r[r["problem"] == problem].sort_values(["T", "optimizer"]).iterrows():
+            solved = row["seconds_to_99"] is not None and not pd.isna(row["seconds_to_99"])
+            label = f"T={int(row['T'])}, {'solved' if solved else 'not solved'}"
+            fig.add_trace(go.Scatter(
+                x=row["curve_updates"], y=row["curve_readout_norm"], mode="lines", name=label,
+                legendgroup=label, showlegend=first(label),
+                line=dict(color=colours.get(int(row["T"]), "#7f7f7f"), width=1.5,
+                          dash="solid" if solved else "dot"),
+                hovertemplate=f"{problem} T={int(row['T'])} {row['optimizer']} seed "
+                              f"{int(row['seed'])}: %{{y:.2f}} at update %{{x}}<extra></extra>"),
+                row=1, col=col)
+        fig.update_xaxes(title_text="updates", row=1, col=col)
+    fig.update_yaxes(title_text="‖W_out‖ (Frobenius)", rangemode="tozero", row=1, col=1)
+    fig.update_layout(title="RNN readout norm against updates: solved runs solid, unsolved dotted",
+                      height=legend_height(first, 460), width=1300)
     return fig
 
 

@@ -207,3 +207,18 @@ def test_paper_run_records_updates_and_the_readout_norm_at_each_evaluation():
     start = init_params(build(preset_config("addition", seq_len=6, seed=0, **settings)))
     assert norms[0] == pytest.approx(float(np.linalg.norm(np.asarray(start["W_out"]))), rel=1e-6)
     assert norms[-1] != pytest.approx(norms[0], rel=1e-6)       # the readout is trained
+
+
+def test_readout_figure_draws_only_runs_that_record_it_solved_solid_unsolved_dotted():
+    solved = {**_rnn("xor", 50, 0, 600.0, 1.0, n_train=40000), "seconds_to_99": 41.0,
+              "curve_updates": [0, 1, 5], "curve_readout_norm": [3.9, 3.8, 3.5]}
+    stuck = {**_rnn("xor", 50, 2, 600.0, 0.5, n_train=40000), "seconds_to_99": None,
+             "curve_updates": [0, 1, 5, 10], "curve_readout_norm": [4.0, 3.9, 3.0, 2.1]}
+    old = _rnn("addition", 50, 0, 600.0, 1.0, n_train=40000)       # recorded before the field
+    figs = report.figures(pd.DataFrame([solved, stuck, old]))
+    fig = figs["rnn-readout"]
+    assert len(fig.data) == 2
+    by_dash = {t.line.dash: t for t in fig.data}
+    assert list(by_dash["solid"].y) == [3.9, 3.8, 3.5]
+    assert list(by_dash["dot"].x) == [0, 1, 5, 10] and list(by_dash["dot"].y)[-1] == 2.1
+    assert "rnn-readout" not in report.figures(pd.DataFrame([old]))
