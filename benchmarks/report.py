@@ -176,26 +176,40 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def success_curves(r: pd.DataFrame) -> go.Figure:
-    """The paper-scale runs' test success against optimisation seconds: a panel per problem, a
-    colour per T, a line per seed; HF with structural damping solid, every other optimiser
-    dotted."""
+T_COLOURS = {20: "#2ca02c", 50: "#1f77b4", 100: "#d62728", 200: "#000000"}
+
+
+def _problem_panels(r: pd.DataFrame):
+    """A figure with one panel per problem, its panel count, and the newest row of each run as
+    ``(panel column, problem, row, the colour of its T)`` in panel order."""
     from plotly.subplots import make_subplots
     r = latest(r, ["problem", "T", "optimizer", "seed", "budget_seconds"])
     problems = sorted(r["problem"].unique())
     fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
-    colours = {20: "#2ca02c", 50: "#1f77b4", 100: "#d62728", 200: "#000000"}
+
+    def runs():
+        for col, problem in enumerate(problems, start=1):
+            for _, row in r[r["problem"] == problem].sort_values(["T", "optimizer"]).iterrows():
+                yield col, problem, row, T_COLOURS.get(int(row["T"]), "#7f7f7f")
+    return fig, len(problems), runs()
+
+
+def success_curves(r: pd.DataFrame) -> go.Figure:
+    """The paper-scale runs' test success against optimisation seconds: a panel per problem, a
+    colour per T, a line per seed; HF with structural damping solid, every other optimiser
+    dotted."""
+    fig, n_panels, runs = _problem_panels(r)
     first = legend_once()
-    for col, problem in enumerate(problems, start=1):
-        for _, row in r[r["problem"] == problem].sort_values(["T", "optimizer"]).iterrows():
-            label = f"T={int(row['T'])} {row['optimizer']}"
-            fig.add_trace(go.Scatter(
-                x=row["curve_seconds"], y=row["curve_success"], mode="lines", name=label,
-                legendgroup=label, showlegend=first(label),
-                line=dict(color=colours.get(int(row["T"]), "#7f7f7f"), width=1.5,
-                          dash="solid" if row["optimizer"] == "hf+structural" else "dot"),
-                hovertemplate=f"{problem} {label} seed {int(row['seed'])}: "
-                              "%{y:.1%} at %{x:.0f} s<extra></extra>"), row=1, col=col)
+    for col, problem, row, colour in runs:
+        label = f"T={int(row['T'])} {row['optimizer']}"
+        fig.add_trace(go.Scatter(
+            x=row["curve_seconds"], y=row["curve_success"], mode="lines", name=label,
+            legendgroup=label, showlegend=first(label),
+            line=dict(color=colour, width=1.5,
+                      dash="solid" if row["optimizer"] == "hf+structural" else "dot"),
+            hovertemplate=f"{problem} {label} seed {int(row['seed'])}: "
+                          "%{y:.1%} at %{x:.0f} s<extra></extra>"), row=1, col=col)
+    for col in range(1, n_panels + 1):
         fig.update_xaxes(title_text="optimisation seconds", row=1, col=col)
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Paper-scale RNN runs (T ≥ 50): test success against optimisation "
@@ -210,24 +224,19 @@ def readout_curves(r: pd.DataFrame) -> go.Figure:
     per T, a line per optimiser label and seed; solved runs solid, unsolved dotted.  On a plateau
     the readout shrinks towards predicting the mean; the gradient and Gauss-Newton blocks of the
     recurrent weights scale with it."""
-    from plotly.subplots import make_subplots
-    r = latest(r, ["problem", "T", "optimizer", "seed", "budget_seconds"])
-    problems = sorted(r["problem"].unique())
-    fig = make_subplots(rows=1, cols=len(problems), subplot_titles=problems, shared_yaxes=True)
-    colours = {20: "#2ca02c", 50: "#1f77b4", 100: "#d62728", 200: "#000000"}
+    fig, n_panels, runs = _problem_panels(r)
     first = legend_once()
-    for col, problem in enumerate(problems, start=1):
-        for _, row in r[r["problem"] == problem].sort_values(["T", "optimizer"]).iterrows():
-            solved = row["seconds_to_99"] is not None and not pd.isna(row["seconds_to_99"])
-            label = f"T={int(row['T'])}, {'solved' if solved else 'not solved'}"
-            fig.add_trace(go.Scatter(
-                x=row["curve_updates"], y=row["curve_readout_norm"], mode="lines", name=label,
-                legendgroup=label, showlegend=first(label),
-                line=dict(color=colours.get(int(row["T"]), "#7f7f7f"), width=1.5,
-                          dash="solid" if solved else "dot"),
-                hovertemplate=f"{problem} T={int(row['T'])} {row['optimizer']} seed "
-                              f"{int(row['seed'])}: %{{y:.2f}} at update %{{x}}<extra></extra>"),
-                row=1, col=col)
+    for col, problem, row, colour in runs:
+        solved = row["seconds_to_99"] is not None and not pd.isna(row["seconds_to_99"])
+        label = f"T={int(row['T'])}, {'solved' if solved else 'not solved'}"
+        fig.add_trace(go.Scatter(
+            x=row["curve_updates"], y=row["curve_readout_norm"], mode="lines", name=label,
+            legendgroup=label, showlegend=first(label),
+            line=dict(color=colour, width=1.5, dash="solid" if solved else "dot"),
+            hovertemplate=f"{problem} T={int(row['T'])} {row['optimizer']} seed "
+                          f"{int(row['seed'])}: %{{y:.2f}} at update %{{x}}<extra></extra>"),
+            row=1, col=col)
+    for col in range(1, n_panels + 1):
         fig.update_xaxes(title_text="updates", row=1, col=col)
     fig.update_yaxes(title_text="‖W_out‖ (Frobenius)", rangemode="tozero", row=1, col=1)
     fig.update_layout(title="RNN readout norm against updates: solved runs solid, unsolved dotted",
