@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import hflab  # noqa: F401
 
-from . import (autoencoders, feedback, gradient_signal, gv_cost, hf_update, lr_sweep, peer,
-               plateau_curvature, rnn_cost, rnn_problems, scaling)
+from . import (autoencoders, feedback, fixed_readout, gradient_signal, gv_cost, hf_update,
+               lr_sweep, peer, plateau_curvature, rnn_cost, rnn_problems, scaling)
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
@@ -17,13 +17,16 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
 # rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
 # gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~5 minutes);
-# plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~10 minutes)
+# plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~10 minutes);
+# fixed_readout whether XOR leaves its plateau when the readout cannot shrink (~20 minutes)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
              "gradient_signal": gradient_signal, "plateau_curvature": plateau_curvature,
+             "fixed_readout": fixed_readout,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
              "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),
              "autoencoder_papers": SimpleNamespace(run=autoencoders.run_papers)}
-PAPERS = {"rnn_papers", "autoencoder_papers"}      # their records are marked mode "papers"
+# their records are marked mode "papers" (fixed_readout: paper-scale RNN runs with one change)
+PAPERS = {"rnn_papers", "autoencoder_papers", "fixed_readout"}
 
 
 def main():

@@ -33,11 +33,15 @@ PAPERS_DATA = dict(n_train=40_000, grad_batch=2_000)
 SOLVED_ERROR = 0.01          # the criterion: a run is solved at test success ≥ 99 %
 
 
-def one(problem, seq_len, label, settings, seed, budget, curve=False, target_error=0.0):
-    """One run; ``target_error`` > 0 ends it once the test error is that low (solved)."""
+def one(problem, seq_len, label, settings, seed, budget, curve=False, target_error=0.0,
+        start=None):
+    """One run; ``target_error`` > 0 ends it once the test error is that low (solved).
+    ``start(cfg)``, if given, returns the run's ``(built, params, opt_state)`` (a variant of the
+    model or optimiser the config cannot name)."""
     cfg = preset_config(problem, **{"seq_len": seq_len, "seed": seed, "steps": 1_000_000,
                                     "max_seconds": budget, "target_error": target_error,
                                     "checkpoint_every": 0, "eval_every": 5, **settings})
+    built, params, opt_state = start(cfg) if start is not None else (None, None, None)
     evals, hf_trace, readout = [], [], []
 
     def on_step(r, t, p, s):
@@ -46,10 +50,11 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False, target_err
             evals.append((r["wall_seconds"], r["test_error"], r["step"]))
             # ‖W_out‖: on a plateau the readout shrinks towards predicting the mean, and the
             # signal reaching the recurrent weights shrinks with it
-            readout.append(float(np.linalg.norm(np.asarray(p["W_out"], np.float64))))
+            w_out = p["W_out"] if "W_out" in p else built.model.with_readout(p)["W_out"]
+            readout.append(float(np.linalg.norm(np.asarray(w_out, np.float64))))
             if "damping" in r:                     # HF: λ, ρ and CG iterations at each evaluation
                 hf_trace.append((r["damping"], r["rho"], r["cg_iters"]))
-    out = run_loop(cfg, on_step=on_step)
+    out = run_loop(cfg, on_step=on_step, built=built, params=params, opt_state=opt_state)
     reached = [w for w, err, _ in evals if err <= SOLVED_ERROR]
     final_err = evals[-1][1] if evals else float("nan")
     record = {"benchmark": "rnn_problem", "problem": problem, "T": seq_len, "optimizer": label,

@@ -222,3 +222,30 @@ def test_readout_figure_draws_only_runs_that_record_it_solved_solid_unsolved_dot
     assert list(by_dash["solid"].y) == [3.9, 3.8, 3.5]
     assert list(by_dash["dot"].x) == [0, 1, 5, 10] and list(by_dash["dot"].y)[-1] == 2.1
     assert "rnn-readout" not in report.figures(pd.DataFrame([old]))
+
+
+def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
+    import jax
+    from benchmarks import fixed_readout
+    from hflab.config import preset_config
+    from hflab.experiment import build, init_params, run
+    from hflab.losses import BoundLoss
+    from hflab.models import rnn_apply
+    cfg = preset_config("xor", seq_len=6, seed=1, optimizer="hf", n_train=200, grad_batch=100,
+                        layers="8", max_cg_iters=5, steps=3, checkpoint_every=0, dtype="float64")
+    full = init_params(build(cfg))
+    built, params, state = fixed_readout.fixed_readout_start(cfg)
+    assert "W_out" not in params and set(params) == set(full) - {"W_out"}
+    assert built.model.n_params == build(cfg).model.n_params - 8
+    x, y, mask = built.task.train.x[:50], built.task.train.y[:50], built.task.train.mask[:50]
+    np.testing.assert_allclose(built.model.apply(params, x), rnn_apply(full, x), rtol=1e-12)
+    # the gradient the optimiser sees is the plain RNN's gradient without its W_out block
+    loss = BoundLoss(built.loss, y, mask)
+    g_fixed = jax.grad(lambda p: loss(built.model.apply(p, x)))(params)
+    g_full = jax.grad(lambda p: loss(rnn_apply(p, x)))(full)
+    for k in params:
+        np.testing.assert_allclose(g_fixed[k], g_full[k], rtol=1e-10, atol=1e-14)
+    out = run(cfg, built=built, params=params, opt_state=state)
+    assert out.steps_done == 3 and "W_out" not in out.params
+    assert not np.allclose(out.params["W_rec"], full["W_rec"])             # the rest trains
+    np.testing.assert_array_equal(built.model.with_readout(out.params)["W_out"], full["W_out"])
