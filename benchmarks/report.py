@@ -326,6 +326,11 @@ def main(mode: str | None = None):
          "gradient_signal", ["problem", "T", "seed"],
          ["problem", "T", "seed", "n_sequences", "grad_norm", "signal_norm", "noise_norm",
           "signal_to_noise"]),
+        ("How much of an early input reaches the last hidden state at initialisation? "
+         "(‖∂h_last/∂x_10‖ over 200 training sequences)", "initial_sensitivity",
+         ["problem", "T", "seed", "init_scale", "rec_scale"],
+         ["problem", "T", "seed", "init_scale", "rec_scale", "sensitivity", "sensitivity_q10",
+          "sensitivity_q90"]),
         ("Does the Hessian's negative curvature lead off HF's plateau? (test loss change: lowest "
          "over steps 0.3–30 along each kind of direction)", "plateau_curvature",
          ["problem", "T", "seed"],
