@@ -103,10 +103,11 @@ def current_papers_runs(r: pd.DataFrame) -> pd.DataFrame:
 
 
 def rnn_runs_to_show(r: pd.DataFrame) -> pd.DataFrame:
-    """Per (problem, T, optimizer): the seeds of the longest budget run (a 30-minute run says
-    more than a 10-second one), each seed's newest row."""
+    """Per (problem, T, optimizer, seed): the run with the longest budget (a 30-minute run says
+    more than a 10-second one), its newest row.  Per seed, not per group: a seed given a longer
+    second try must not hide the seeds that were solved within the first budget."""
     r = latest(current_papers_runs(r), ["problem", "T", "optimizer", "seed", "budget_seconds"])
-    longest = r.groupby(["problem", "T", "optimizer"])["budget_seconds"].transform("max")
+    longest = r.groupby(["problem", "T", "optimizer", "seed"])["budget_seconds"].transform("max")
     return r[r["budget_seconds"] == longest]
 
 
@@ -129,15 +130,22 @@ def legend_height(first, minimum: int) -> int:
     return max(minimum, 200 + 30 * len(first.seen))
 
 
+# Dark24's blue, green and red: near D3's blue, green and red of Adam, HF+SD and momentum
+VARIANT_COLOURS_LEFT_OUT = ("#2E91E5", "#1CA71C", "#FB0D0D")
+
+
 def label_styles(labels: list[str]) -> tuple[dict, dict]:
     """Colour and dash per optimiser label: the compared optimisers solid, in the ten D3 colours;
-    each settings variant (``"hf+structural (layers 100)"``) dashed, in Dark24's — distinct
-    until a palette is used up (then it cycles), so Adam and momentum never share a colour."""
+    each settings variant (``"hf+structural (layers 100)"``) dashed, in Dark24's less its blue,
+    green and red (too near the first compared optimisers' D3 colours to tell a variant from
+    them) — distinct until a palette is used up (then it cycles), so Adam and momentum never
+    share a colour."""
     from plotly.colors import qualitative
     solid = [lab for lab in labels if "(" not in lab]
     dashed = [lab for lab in labels if "(" in lab]
+    variant_palette = [c for c in qualitative.Dark24 if c not in VARIANT_COLOURS_LEFT_OUT]
     colours = {lab: qualitative.D3[i % len(qualitative.D3)] for i, lab in enumerate(solid)}
-    colours.update({lab: qualitative.Dark24[i % len(qualitative.Dark24)]
+    colours.update({lab: variant_palette[i % len(variant_palette)]
                     for i, lab in enumerate(dashed)})
     dashes = {lab: "dash" if lab in dashed else "solid" for lab in labels}
     return colours, dashes

@@ -90,6 +90,10 @@ def test_compared_optimisers_are_solid_and_distinct():
     assert len(set(colours.values())) == 13
     assert [dashes[k] for k in ("adam", "hf", "hf+structural", "momentum")] == ["solid"] * 4
     assert dashes["hf+structural (layers 100)"] == "dash"
+    # no variant is drawn in a near-copy of the compared optimisers' blue, green or red
+    variant_colours = {c for lab, c in colours.items() if "(" in lab}
+    assert len(variant_colours) == 9
+    assert not variant_colours & {"#2E91E5", "#1CA71C", "#FB0D0D"}
 
 
 def test_paper_runs_with_settings_carry_them_and_a_suffixed_label(monkeypatch):
@@ -249,3 +253,15 @@ def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
     assert out.steps_done == 3 and "W_out" not in out.params
     assert not np.allclose(out.params["W_rec"], full["W_rec"])             # the rest trains
     np.testing.assert_array_equal(built.model.with_readout(out.params)["W_out"], full["W_out"])
+
+
+def test_a_seed_given_a_longer_second_try_does_not_hide_the_other_seeds():
+    variant = "hf+structural (layers 100)"
+    rows = [{**_rnn("temporal-order-2", 100, s, b, ok, n_train=40000), "optimizer": variant}
+            for s, b, ok in ((0, 900.0, 0.25), (1, 900.0, 1.0), (2, 900.0, 0.996),
+                             (0, 1400.0, 0.26))]
+    shown = report.rnn_runs_to_show(pd.DataFrame(rows))
+    assert sorted(shown["seed"]) == [0, 1, 2]
+    assert shown.set_index("seed").loc[0, "budget_seconds"] == 1400.0
+    (trace,) = report.success_against_t(pd.DataFrame(rows)).data
+    assert list(trace.y) == [0.996]                        # the median of 0.26, 1.0 and 0.996
