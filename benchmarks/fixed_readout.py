@@ -5,8 +5,9 @@ On the plateau an RNN's readout ``W_out`` shrinks towards predicting the mean �
 loss rewards while the hidden state's variation is noise — and the gradient and Gauss-Newton
 blocks of every recurrent weight scale with it.  The paper-scale records show the XOR runs that
 succeed leaving the plateau within 15–30 updates with the readout near its initial norm, and the
-ones that fail with it shrinking (T = 50 seed 2: 4.06 → 1.78 after 25 updates).  Whether the
-shrinking *causes* the failure is tested here: HF with structural damping at the settings of
+ones that fail with it shrinking (T = 50 seed 2, μ = 0.3: 4.06 → 1.78 after 25 updates).
+Whether the shrinking *causes* the failure is tested here: HF with structural damping at the
+settings of
 :func:`benchmarks.rnn_problems.run_papers`, with ``W_out`` held at its initial value (the output
 bias still trained), on the XOR seeds that stay at chance at T = 50.  The records are
 ``rnn_problem`` lines labelled ``hf+structural (readout fixed)``.
