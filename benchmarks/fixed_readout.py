@@ -7,10 +7,9 @@ blocks of every recurrent weight scale with it.  The paper-scale records show th
 succeed leaving the plateau within 15–30 updates with the readout near its initial norm, and the
 ones that fail with it shrinking (T = 50 seed 2, μ = 0.3: 4.06 → 1.78 after 25 updates).
 Whether the shrinking *causes* the failure is tested here: HF with structural damping at the
-settings of
-:func:`benchmarks.rnn_problems.run_papers`, with ``W_out`` held at its initial value (the output
-bias still trained), on the XOR seeds that stay at chance at T = 50.  The records are
-``rnn_problem`` lines labelled ``hf+structural (readout fixed)``.
+settings of :func:`benchmarks.rnn_problems.run_papers`, with ``W_out`` held at its initial value
+(the output bias still trained), on the XOR seeds that stay at chance at T = 50.  The records
+are ``rnn_problem`` lines labelled ``hf+structural (readout fixed)``.
 """
 from __future__ import annotations
 
