@@ -1,7 +1,6 @@
 """The benchmark report's selections and figures, on hand-made result rows (no training)."""
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -195,24 +194,6 @@ def test_long_runs_report_each_evaluation_on_stderr_and_keep_stdout_for_records(
     assert no_rho.endswith("λ 1, ρ —, CG 7")
 
 
-def test_paper_run_records_updates_and_the_readout_norm_at_each_evaluation():
-    from benchmarks import rnn_problems
-    from hflab.config import preset_config
-    from hflab.experiment import build, init_params
-    # Adam: the record's bookkeeping does not depend on the optimiser, and Adam compiles fast
-    settings = dict(optimizer="adam", n_train=200, grad_batch=100, layers="8", steps=10)
-    record = rnn_problems.one("addition", 6, "adam", settings, 0, 600.0, curve=True)
-    assert record["updates"] == 10
-    updates = record["curve_updates"]
-    assert updates[0] == 0 and updates[-1] == 10 and 5 in updates
-    assert updates == sorted(set(updates))
-    norms = record["curve_readout_norm"]
-    assert len(norms) == len(record["curve_success"]) == len(updates)
-    start = init_params(build(preset_config("addition", seq_len=6, seed=0, **settings)))
-    assert norms[0] == pytest.approx(float(np.linalg.norm(np.asarray(start["W_out"]))), rel=1e-6)
-    assert norms[-1] != pytest.approx(norms[0], rel=1e-6)       # the readout is trained
-
-
 def test_readout_figure_draws_only_runs_that_record_it_solved_solid_unsolved_dotted():
     solved = {**_rnn("xor", 50, 0, 600.0, 1.0, n_train=40000), "seconds_to_99": 41.0,
               "curve_updates": [0, 1, 5], "curve_readout_norm": [3.9, 3.8, 3.5]}
@@ -226,33 +207,6 @@ def test_readout_figure_draws_only_runs_that_record_it_solved_solid_unsolved_dot
     assert list(by_dash["solid"].y) == [3.9, 3.8, 3.5]
     assert list(by_dash["dot"].x) == [0, 1, 5, 10] and list(by_dash["dot"].y)[-1] == 2.1
     assert "rnn-readout" not in report.figures(pd.DataFrame([old]))
-
-
-def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
-    import jax
-    from benchmarks import fixed_readout
-    from hflab.config import preset_config
-    from hflab.experiment import build, init_params, run
-    from hflab.losses import BoundLoss
-    from hflab.models import rnn_apply
-    cfg = preset_config("xor", seq_len=6, seed=1, optimizer="hf", n_train=200, grad_batch=100,
-                        layers="8", max_cg_iters=5, steps=3, checkpoint_every=0, dtype="float64")
-    full = init_params(build(cfg))
-    built, params, state = fixed_readout.fixed_readout_start(cfg)
-    assert "W_out" not in params and set(params) == set(full) - {"W_out"}
-    assert built.model.n_params == build(cfg).model.n_params - 8
-    x, y, mask = built.task.train.x[:50], built.task.train.y[:50], built.task.train.mask[:50]
-    np.testing.assert_allclose(built.model.apply(params, x), rnn_apply(full, x), rtol=1e-12)
-    # the gradient the optimiser sees is the plain RNN's gradient without its W_out block
-    loss = BoundLoss(built.loss, y, mask)
-    g_fixed = jax.grad(lambda p: loss(built.model.apply(p, x)))(params)
-    g_full = jax.grad(lambda p: loss(rnn_apply(p, x)))(full)
-    for k in params:
-        np.testing.assert_allclose(g_fixed[k], g_full[k], rtol=1e-10, atol=1e-14)
-    out = run(cfg, built=built, params=params, opt_state=state)
-    assert out.steps_done == 3 and "W_out" not in out.params
-    assert not np.allclose(out.params["W_rec"], full["W_rec"])             # the rest trains
-    np.testing.assert_array_equal(built.model.with_readout(out.params)["W_out"], full["W_out"])
 
 
 def test_a_seed_given_a_longer_second_try_does_not_hide_the_other_seeds():
