@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import hflab  # noqa: F401
 
-from . import (autoencoders, feedback, fixed_readout, gradient_signal, gv_cost, hf_update,
-               initial_sensitivity, lr_sweep, peer, plateau_curvature, rnn_cost, rnn_problems,
-               scaling)
+from . import (autoencoders, curriculum, feedback, fixed_readout, gradient_signal, gv_cost,
+               hf_update, initial_sensitivity, lr_sweep, peer, plateau_curvature, rnn_cost,
+               rnn_problems, scaling)
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
@@ -20,15 +20,18 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # gradient_signal asks whether the paper-scale RNN runs' first gradient knows the task (~5 minutes);
 # plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~10 minutes);
 # fixed_readout whether XOR leaves its plateau when the readout cannot shrink (~20 minutes);
-# initial_sensitivity how much of an early input reaches the last hidden state at init (~1 minute)
+# initial_sensitivity how much of an early input reaches the last hidden state at init (~1 minute);
+# curriculum HF+SD on XOR through T = 20 → 50 → 100, each stage continuing the last (~1 hour)
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
              "gradient_signal": gradient_signal, "plateau_curvature": plateau_curvature,
              "fixed_readout": fixed_readout, "initial_sensitivity": initial_sensitivity,
+             "curriculum": curriculum,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
              "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),
              "autoencoder_papers": SimpleNamespace(run=autoencoders.run_papers)}
-# their records are marked mode "papers" (fixed_readout: paper-scale RNN runs with one change)
-PAPERS = {"rnn_papers", "autoencoder_papers", "fixed_readout"}
+# their records are marked mode "papers" (fixed_readout, curriculum: paper-scale RNN runs with
+# one change)
+PAPERS = {"rnn_papers", "autoencoder_papers", "fixed_readout", "curriculum"}
 
 
 def main():

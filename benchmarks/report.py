@@ -46,6 +46,16 @@ def _md(df: pd.DataFrame, cols: list[str]) -> str:
     return "\n".join(out)
 
 
+def curriculum_stages(df: pd.DataFrame) -> pd.DataFrame:
+    """The length-curriculum stages (``rnn_problem`` rows that carry ``curriculum``, from
+    ``--only curriculum``), the lengths shown as ``20 → 50 → 100``."""
+    if "curriculum" not in df:
+        return df.iloc[0:0]
+    d = df[(df["benchmark"] == "rnn_problem") & df["curriculum"].notna()].copy()
+    d["curriculum"] = d["curriculum"].map(lambda c: " → ".join(f"{t:.0f}" for t in c))
+    return d
+
+
 def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     figs = {}
     df = df[df["device"] == "cpu"] if "device" in df else df     # the reference machine
@@ -330,6 +340,11 @@ def main(mode: str | None = None):
          ["problem", "T", "optimizer", "seed", "budget_seconds"],
          ["problem", "T", "optimizer", "seed", "budget_seconds", "n_train", "updates",
           "seconds", "success_rate", "best_success_rate", "seconds_to_99", "cores_used"]),
+        ("Length curriculum: each stage continues the last one's network (updates and seconds "
+         "cumulative; transfer = test success before the stage's first update)",
+         curriculum_stages, ["problem", "curriculum", "optimizer", "seed", "budget_seconds"],
+         ["problem", "curriculum", "optimizer", "seed", "budget_seconds", "transfer_success",
+          "stage_updates", "stage_seconds", "updates", "seconds", "success_rate"]),
         ("Does the first gradient know the task? (true against permuted targets; ≈ 1: no)",
          "gradient_signal", ["problem", "T", "seed"],
          ["problem", "T", "seed", "n_sequences", "grad_norm", "signal_norm", "noise_norm",
@@ -361,7 +376,7 @@ def main(mode: str | None = None):
          ["task", "optimizer"], ["task", "optimizer", "learning_rate", "train_loss", "steps"]),
     ]
     for title, bench, keys, cols in sections:
-        d = df[df["benchmark"] == bench]
+        d = bench(df) if callable(bench) else df[df["benchmark"] == bench]
         if d.empty:
             continue
         d = latest(d, keys)

@@ -35,9 +35,17 @@ SOLVED_ERROR = 0.01          # the criterion: a run is solved at test success â‰
 
 def one(problem, seq_len, label, settings, seed, budget, curve=False, target_error=0.0,
         start=None):
-    """One run; ``target_error`` > 0 ends it once the test error is that low (solved).
+    """One run's record (see :func:`train_one`)."""
+    return train_one(problem, seq_len, label, settings, seed, budget, curve, target_error,
+                     start)[0]
+
+
+def train_one(problem, seq_len, label, settings, seed, budget, curve=False, target_error=0.0,
+              start=None):
+    """One run: ``(record, outcome)``, the outcome holding the final parameters and optimiser
+    state.  ``target_error`` > 0 ends the run once the test error is that low (solved).
     ``start(cfg)``, if given, returns the run's ``(built, params, opt_state)`` (a variant of the
-    model or optimiser the config cannot name)."""
+    model or optimiser the config cannot name, or a run that continues another)."""
     cfg = preset_config(problem, **{"seq_len": seq_len, "seed": seed, "steps": 1_000_000,
                                     "max_seconds": budget, "target_error": target_error,
                                     "checkpoint_every": 0, "eval_every": 5, **settings})
@@ -71,7 +79,7 @@ def one(problem, seq_len, label, settings, seed, budget, curve=False, target_err
         if hf_trace:
             damping, rho, cg_iters = (list(c) for c in zip(*hf_trace))
             record.update(curve_damping=damping, curve_rho=rho, curve_cg_iters=cg_iters)
-    return record
+    return record, out
 
 
 def run_papers(full: bool = True):

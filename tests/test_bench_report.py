@@ -219,3 +219,15 @@ def test_a_seed_given_a_longer_second_try_does_not_hide_the_other_seeds():
     assert shown.set_index("seed").loc[0, "budget_seconds"] == 1400.0
     (trace,) = report.success_against_t(pd.DataFrame(rows)).data
     assert list(trace.y) == [0.996]                        # the median of 0.26, 1.0 and 0.996
+
+
+def test_curriculum_table_lists_the_stages_alone_with_their_lengths():
+    rows = [_rnn("xor", 100, 0, 1200.0, 0.51, n_train=40000)]           # a from-scratch run
+    for k, (T, success) in enumerate(((20, 0.99), (50, 1.0), (100, 0.999))):
+        rows.append({**_rnn("xor", T, 0, 1200.0, success, n_train=40000),
+                     "optimizer": "hf+structural (length curriculum)",
+                     "curriculum": [20, 50, 100][:k + 1], "transfer_success": 0.5})
+    stages = report.curriculum_stages(pd.DataFrame(rows))
+    assert list(stages["curriculum"]) == ["20", "20 → 50", "20 → 50 → 100"]
+    assert list(stages["T"]) == [20, 50, 100]
+    assert report.curriculum_stages(pd.DataFrame(rows[:1])).empty

@@ -48,3 +48,33 @@ def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
     assert not np.allclose(out.params["W_rec"], full["W_rec"])             # the rest trains
     np.testing.assert_array_equal(built.model.with_readout(out.params)["W_out"], full["W_out"])
 
+
+
+def test_length_curriculum_continues_each_stage_from_the_last_and_adds_up_its_cost(monkeypatch):
+    from benchmarks import curriculum, rnn_problems
+    from hflab.config import preset_config
+    from hflab.experiment import build, evaluation
+    outcomes = []
+
+    def kept(*args, **kwargs):
+        record, out = rnn_problems.train_one(*args, **kwargs)
+        outcomes.append(out)
+        return record, out
+    monkeypatch.setattr(curriculum, "train_one", kept)
+    settings = dict(n_train=200, grad_batch=100, layers="8", max_cg_iters=5, steps=3)
+    first, second = curriculum.stages("xor", (6, 12), 1, 600.0, settings)
+    assert (first["T"], second["T"]) == (6, 12) and second["curriculum"] == [6, 12]
+    assert first["updates"] == first["stage_updates"] == 3
+    assert second["updates"] == 3 + second["stage_updates"] == 6
+    assert second["seconds"] == pytest.approx(first["seconds"] + second["stage_seconds"])
+    # the second stage's curves continue the first's on the cumulative axes
+    assert second["curve_updates"][0] == first["curve_updates"][-1] == 3
+    assert second["curve_seconds"][0] == pytest.approx(first["seconds"])
+    # ...from the first stage's final network, not a fresh one: the readout the first stage
+    # ended with, and the success those parameters have on the longer problem's test set
+    assert second["curve_readout_norm"][0] == pytest.approx(first["curve_readout_norm"][-1])
+    assert first["curve_readout_norm"][-1] != pytest.approx(first["curve_readout_norm"][0])
+    cfg = preset_config("xor", seq_len=12, seed=1, **{**rnn_problems.PAPERS_DATA, **settings},
+                        optimizer="hf")
+    expected = 1.0 - evaluation(build(cfg), outcomes[0].params)["test_error"]
+    assert second["transfer_success"] == pytest.approx(expected, abs=1e-9)

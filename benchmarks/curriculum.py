@@ -1,0 +1,89 @@
+"""HF with structural damping through a length curriculum (``--only curriculum``; XOR at
+T = 20 → 50 → 100, 3 seeds: about an hour on one core).
+
+From scratch at T = 100, XOR stays at chance here on every seed and every setting tried (the
+paper-scale records), and Sutskever's released HF-RNN code says the same of its own XOR at
+T = 100: solvable with HF, "but success is very rare"; the nets usually notice no long-range
+dependency at all.  XOR gives no signal one bit at a time — either marked bit alone is
+uncorrelated with the target — so the gradient only appears once the net already carries both
+bits to the end, which a random net does not at T = 100 (``initial_sensitivity``).  A net that
+has solved the problem over a shorter span has that pathway.
+
+So: HF+SD at the paper-scale settings (:data:`benchmarks.rnn_problems.PAPERS_DATA`, the presets'
+μ, λ₀ and CG limits) trains at the first length until solved (test success ≥ 99 %) or its
+stage budget is spent, then the same parameters *and* optimiser state (λ, the CG warm start)
+continue at the next length on fresh sequences of that length, and so on.  Every stage is scored
+exactly as a from-scratch run at its length (its own test set, the same criterion), so the last
+stage's success is comparable with the paper-scale records — only the route differs, and the
+records say so: ``rnn_problem`` lines labelled ``hf+structural (length curriculum)``, one per
+stage, with ``curriculum`` (the lengths so far), ``updates`` and ``seconds`` *cumulative over the
+stages so far* (the shorter stages are part of the cost), ``stage_updates``, ``stage_seconds``,
+``transfer_success`` (the stage's test success before its first update: how much of the shorter
+solution carries over unchanged) and curves on the cumulative axes.
+
+``HFLAB_PAPERS_PROBLEMS`` (default ``xor``), ``HFLAB_PAPERS_OPTIMIZERS`` (default
+``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``, ``HFLAB_PAPERS_BUDGET``
+(seconds per stage, default 1200), ``HFLAB_PAPERS_SETTINGS`` (RunConfig fields for every stage)
+and ``HFLAB_CURRICULUM`` (the lengths, default ``20,50,100``) choose the runs.
+"""
+from __future__ import annotations
+
+import os
+
+from .common import env_list, env_settings
+from .rnn_problems import PAPERS_DATA, SOLVED_ERROR, train_one, variants
+
+SUFFIX = " (length curriculum)"
+
+
+def continue_from(params, opt_state):
+    """A ``start`` hook for :func:`benchmarks.rnn_problems.train_one` that resumes from another
+    run's parameters and optimiser state (the model is rebuilt for the new length; an RNN's
+    parameters do not depend on it)."""
+    return lambda cfg: (None, params, opt_state)
+
+
+def stages(problem, lengths, seed, budget, settings, label="hf+structural" + SUFFIX):
+    """The records of one curriculum run, one per stage (see the module docstring);
+    ``settings`` (RunConfig fields) choose the optimiser, HF with structural damping by
+    default."""
+    params = opt_state = None
+    spent_seconds, spent_updates = 0.0, 0
+    for k, seq_len in enumerate(lengths):
+        start = continue_from(params, opt_state) if k else None
+        record, out = train_one(problem, seq_len, label, {**PAPERS_DATA, "optimizer": "hf",
+                                                          **settings},
+                                seed, budget, curve=True, target_error=SOLVED_ERROR, start=start)
+        params, opt_state = out.params, out.opt_state
+        stage_seconds, stage_updates = record["seconds"] or 0.0, record["updates"]
+        record.update(
+            curriculum=list(lengths[:k + 1]), stage_seconds=stage_seconds,
+            stage_updates=stage_updates, transfer_success=record["curve_success"][0],
+            seconds=spent_seconds + stage_seconds, updates=spent_updates + stage_updates,
+            seconds_to_99=None if record["seconds_to_99"] is None
+            else spent_seconds + record["seconds_to_99"],
+            curve_seconds=[spent_seconds + s for s in record["curve_seconds"]],
+            curve_updates=[spent_updates + u for u in record["curve_updates"]])
+        spent_seconds, spent_updates = record["seconds"], record["updates"]
+        yield record
+
+
+def run(full: bool):
+    problems = env_list("HFLAB_PAPERS_PROBLEMS", ["xor"])
+    lengths = env_list("HFLAB_CURRICULUM", [20, 50, 100], int)
+    seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
+    budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1200"))
+    extra, suffix = env_settings("HFLAB_PAPERS_SETTINGS")
+    table = variants(True)
+    chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", ["hf+structural"])
+    unknown = sorted(set(chosen) - set(table))
+    if unknown:
+        raise SystemExit(f"HFLAB_PAPERS_OPTIMIZERS: {', '.join(unknown)} not among "
+                         f"{', '.join(table)}")
+    data = {k: extra.get(k, v) for k, v in PAPERS_DATA.items()}
+    for problem in problems:
+        for name in chosen:
+            for seed in seeds:
+                for record in stages(problem, lengths, seed, budget, {**table[name], **extra},
+                                     name + SUFFIX + suffix):
+                    yield {**record, **data, **({"settings": extra} if extra else {})}
