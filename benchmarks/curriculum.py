@@ -1,5 +1,5 @@
 """HF with structural damping through a length curriculum (``--only curriculum``; XOR at
-T = 20 → 50 → 100, 3 seeds: about an hour on one core).
+T = 20 → 50 → 100, 3 seeds: about 15 minutes on one core).
 
 From scratch at T = 100, XOR stays at chance here on every seed and every setting tried (the
 paper-scale records), and Sutskever's released HF-RNN code says the same of its own XOR at
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 
+from . import gradient_signal
 from .common import env_list, env_settings
 from .rnn_problems import PAPERS_DATA, SOLVED_ERROR, train_one, variants
 
@@ -87,3 +88,20 @@ def run(full: bool):
                 for record in stages(problem, lengths, seed, budget, {**table[name], **extra},
                                      name + SUFFIX + suffix):
                     yield {**record, **data, **({"settings": extra} if extra else {})}
+
+
+def run_signal(full: bool):
+    """``--only curriculum_signal`` (about 5 minutes on one core): does the gradient at the
+    start of a curriculum stage know the task when a from-scratch run's does not?  Per XOR seed:
+    HF+SD solves T = 20 as the curriculum's first stage does, then
+    :func:`benchmarks.gradient_signal.measure` at T = 50 at that network — whose T = 50 test
+    success is at chance — and at T = 50's own initial network.  ``gradient_signal`` records,
+    the trained one carrying ``trained_at`` (the length it was trained at)."""
+    short, long = 20, 50
+    for seed in env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int):
+        _, out = train_one("xor", short, "hf+structural" + SUFFIX,
+                           {**PAPERS_DATA, "optimizer": "hf"}, seed, 1200.0,
+                           target_error=SOLVED_ERROR)
+        yield {**gradient_signal.measure("xor", long, seed, params=out.params),
+               "trained_at": short, "trained_updates": out.steps_done}
+        yield gradient_signal.measure("xor", long, seed)

@@ -43,12 +43,14 @@ def shuffled_targets(y: np.ndarray, mask: np.ndarray, rng) -> np.ndarray:
 
 
 def measure(problem: str, seq_len: int, seed: int, n_sequences: int = N_SEQUENCES,
-            data: dict | None = None) -> dict:
-    """One (problem, T, seed): ``data`` (default :data:`PAPERS_DATA`) sizes the training set."""
+            data: dict | None = None, params=None) -> dict:
+    """One (problem, T, seed): ``data`` (default :data:`PAPERS_DATA`) sizes the training set;
+    ``params`` (default: the run's initial network) is the network whose gradient is measured
+    (an RNN trained at another length, say)."""
     cfg = preset_config(problem, seq_len=seq_len, seed=seed, checkpoint_every=0,
                         **(PAPERS_DATA if data is None else data))
     built = build(cfg)
-    params = init_params(built)
+    params = init_params(built) if params is None else params
     x = built.task.train.x[:n_sequences]
     y = built.task.train.y[:n_sequences]
     mask = built.task.train.mask[:n_sequences]

@@ -346,9 +346,9 @@ def main(mode: str | None = None):
          ["problem", "curriculum", "optimizer", "seed", "budget_seconds", "transfer_success",
           "stage_updates", "stage_seconds", "updates", "seconds", "success_rate"]),
         ("Does the first gradient know the task? (true against permuted targets; ≈ 1: no)",
-         "gradient_signal", ["problem", "T", "seed"],
-         ["problem", "T", "seed", "n_sequences", "grad_norm", "signal_norm", "noise_norm",
-          "signal_to_noise"]),
+         "gradient_signal", ["problem", "T", "seed", "trained_at"],
+         ["problem", "T", "seed", "trained_at", "n_sequences", "grad_norm", "signal_norm",
+          "noise_norm", "signal_to_noise"]),
         ("How much of an early input reaches the last hidden state at initialisation? "
          "(‖∂h_last/∂x_10‖ over 200 training sequences)", "initial_sensitivity",
          ["problem", "T", "seed", "init_scale", "rec_scale"],
@@ -379,7 +379,7 @@ def main(mode: str | None = None):
         d = bench(df) if callable(bench) else df[df["benchmark"] == bench]
         if d.empty:
             continue
-        d = latest(d, keys)
+        d = latest(d, [k for k in keys if k in d])    # a key no row has yet is left out
         parts += ["", f"## {title}", "", _md(d, cols)]
     for name, fig in figures(df).items():
         # the committed HTML loads plotly.js from its CDN (small repository); the PNG is rendered

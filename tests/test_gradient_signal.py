@@ -46,3 +46,30 @@ def test_shuffled_targets_keep_their_values_and_mask_positions_but_move_between_
     moved, kept = out[np.arange(50), last], y[np.arange(50), last]
     assert sorted(map(tuple, moved)) == sorted(map(tuple, kept))  # the same values, rows intact
     assert np.mean(np.all(moved == kept, axis=1)) < 0.2           # most moved to another sequence
+
+
+def test_the_measured_network_is_the_one_given():
+    """``params`` replaces the initial network: the record's gradient norm is that network's
+    (computed here by plain ``jax.grad`` of the mean squared error at the target steps)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from hflab.config import preset_config
+    from hflab.experiment import build, init_params
+    from hflab.models import rnn_apply
+    cfg = preset_config("addition", seq_len=10, seed=0, checkpoint_every=0, **SMALL)
+    built = build(cfg)
+    start = init_params(built)
+    params = {**start, "W_out": start["W_out"] * 0.5, "b": start["b"] + 0.1}
+    x, y, mask = (built.task.train.x[:2000], built.task.train.y[:2000],
+                  built.task.train.mask[:2000])
+
+    def loss(p):          # squared error ½‖ŷ − y‖² at each sequence's target step, mean over them
+        err = (rnn_apply(p, x) - y) * mask[..., None]
+        return 0.5 * jnp.sum(err ** 2) / jnp.sum(mask)
+    expected = float(jnp.linalg.norm(ravel_pytree(jax.grad(loss)(params))[0]))
+    given = gradient_signal.measure("addition", 10, 0, n_sequences=2000, data=SMALL,
+                                    params=params)
+    fresh = gradient_signal.measure("addition", 10, 0, n_sequences=2000, data=SMALL)
+    assert np.isclose(given["grad_norm"], expected, rtol=1e-4), (given["grad_norm"], expected)
+    assert not np.isclose(fresh["grad_norm"], expected, rtol=1e-2)
