@@ -39,6 +39,8 @@ from .losses import Batch, MatchingLoss
 from .models import Model
 from .protocol import scalar_record
 
+NEGATIVE_CURVATURE = cg_lib.STOP_REASONS.index("negative_curvature")
+
 
 RHO_BATCHES = ("curvature", "gradient")
 
@@ -248,8 +250,13 @@ class HessianFree:
         new_lam = levenberg_marquardt(rho, lam, cfg)
         rate, f_new, n_ls, ok = self._armijo(objective, flat, p, f0, jnp.vdot(g, p), f_p)  # 6.
         # a zero or non-finite step (CG found no usable direction) is no update; a rejected
-        # step raises λ even if ρ looked fine (ρ was measured on another batch)
-        ok = ok & jnp.all(jnp.isfinite(p)) & jnp.isfinite(f0) & jnp.any(p != 0)
+        # step raises λ even if ρ looked fine (ρ was measured on another batch).  Nor is the
+        # warm start alone when CG could not take one iteration because the curvature along its
+        # first direction was not positive — impossible for C + λI with λ > 0 unless the
+        # product overflowed (float32 on an RNN whose gradient explodes): ζ·p_prev then carries
+        # no information about this batch, and re-applying it compounds the last step.
+        no_curvature = (cg_info.iterations == 0) & (cg_info.stop_reason == NEGATIVE_CURVATURE)
+        ok = ok & jnp.all(jnp.isfinite(p)) & jnp.isfinite(f0) & jnp.any(p != 0) & ~no_curvature
         new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up, cfg.min_damping,
                                                   cfg.max_damping))
         step = jnp.where(ok, rate * p, 0.0)

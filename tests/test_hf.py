@@ -77,6 +77,27 @@ def test_nan_curvature_is_rejected():
     assert float(new_state.damping) == 1.5
 
 
+def test_the_warm_start_alone_is_no_update_when_cg_cannot_take_a_step():
+    """Non-finite curvature stops CG before its first iteration; the decayed previous step —
+    here pointing straight downhill, so the line search alone would accept it — must not be
+    applied on its own."""
+    model, params, x, y = linear_problem(seed=3)
+    opt = hf.hessian_free(model, get_loss("squared"), damping=1.0)
+    good = make_batch(jnp.asarray(x), jnp.asarray(y))
+    bad = make_batch(jnp.asarray(x).at[0, 0].set(jnp.inf), jnp.asarray(y))
+    flat, unravel = ravel_pytree(params)
+    downhill = -0.01 * jax.grad(opt._objective(unravel, good))(flat)
+    state = opt.init(params)._replace(prev_step=downhill)
+    new, new_state, info = opt.update(params, state, good, bad)
+    assert int(info.cg_iters) == 0
+    assert not bool(info.accepted)
+    assert np.array_equal(ravel_pytree(new)[0], flat)
+    assert float(new_state.damping) == 1.5 and not np.any(np.asarray(new_state.prev_step))
+    # the same warm start with a healthy curvature batch is taken and improved on by CG
+    new, _, info = opt.update(params, state, good, good)
+    assert bool(info.accepted) and int(info.cg_iters) > 0
+
+
 @pytest.mark.parametrize("activation", ["tanh", "logistic"])
 def test_structural_damping_term_equals_dense_construction(activation):
     model, params, x, y, mask, loss = random_problem("rnn", (2, 3, 1), activation, "squared", 3, 4, 5)
