@@ -11,24 +11,27 @@ has solved the problem over a shorter span has that pathway.
 
 So: HF+SD at the paper-scale settings (:data:`benchmarks.rnn_problems.PAPERS_DATA`, the presets'
 μ, λ₀ and CG limits) trains at the first length until solved (test success ≥ 99 %) or its
-stage budget is spent, then the same parameters *and* optimiser state (λ, the CG warm start)
-continue at the next length on fresh sequences of that length, and so on.  Every stage is scored
-exactly as a from-scratch run at its length (its own test set, the same criterion), so the last
-stage's success is comparable with the paper-scale records — only the route differs, and the
-records say so: ``rnn_problem`` lines labelled ``hf+structural (length curriculum)``, one per
+stage budget is spent, then the same network continues at the next length on fresh sequences
+of that length — the optimiser restarting as at any run's start (:func:`continue_from`) — and so
+on.  Every stage is scored exactly as a from-scratch run at its length (its own test set, the
+same criterion), so the last stage's success is comparable with the paper-scale records — only
+the route differs, and the records say so: ``rnn_problem`` lines labelled ``hf+structural (length curriculum)``, one per
 stage, with ``curriculum`` (the lengths so far), ``updates`` and ``seconds`` *cumulative over the
 stages so far* (the shorter stages are part of the cost), ``stage_updates``, ``stage_seconds``,
 ``transfer_success`` (the stage's test success before its first update: how much of the shorter
 solution carries over unchanged) and curves on the cumulative axes.
 
 ``HFLAB_PAPERS_PROBLEMS`` (default ``xor``), ``HFLAB_PAPERS_OPTIMIZERS`` (default
-``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``, ``HFLAB_PAPERS_BUDGET``
-(seconds per stage, default 1200), ``HFLAB_PAPERS_SETTINGS`` (RunConfig fields for every stage)
-and ``HFLAB_CURRICULUM`` (the lengths, default ``20,50,100``) choose the runs.
+``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``,
+``HFLAB_PAPERS_BUDGET`` (seconds per stage, default 1200), ``HFLAB_PAPERS_SETTINGS`` (RunConfig
+fields for every stage) and ``HFLAB_CURRICULUM`` (the lengths, default ``20,50,100``) choose the
+runs.
 """
 from __future__ import annotations
 
 import os
+
+from hflab.experiment import build
 
 from . import gradient_signal
 from .common import env_list, env_settings
@@ -37,28 +40,36 @@ from .rnn_problems import PAPERS_DATA, SOLVED_ERROR, train_one, variants
 SUFFIX = " (length curriculum)"
 
 
-def continue_from(params, opt_state):
-    """A ``start`` hook for :func:`benchmarks.rnn_problems.train_one` that resumes from another
-    run's parameters and optimiser state (the model is rebuilt for the new length; an RNN's
-    parameters do not depend on it)."""
-    return lambda cfg: (None, params, opt_state)
+def continue_from(params):
+    """A ``start`` hook for :func:`benchmarks.rnn_problems.train_one`: the run's network is
+    ``params`` (an RNN's parameters do not depend on T), its optimiser state fresh — for HF λ back
+    at λ₀ and no warm start.  Why fresh: λ measures how far the *last* problem's quadratic model
+    could be trusted, and the longer problem's curvature is another (deeper unrolling).  Carried
+    over, addition seed 1's λ of 0.0034 from T = 20 let the first T = 50 steps run into an
+    exploding-gradient regime (‖g‖ 58 → 2·10¹² in 32 updates, ‖W_rec‖ 10 → 42, the stage lost);
+    restarted at λ₀ = 1 the same network solves T = 50 in 20 updates, ‖W_rec‖ steady at 9."""
+    def start(cfg):
+        built = build(cfg)
+        return built, params, built.optimizer.init(params)
+    return start
 
 
 def stages(problem, lengths, seed, budget, settings, label="hf+structural" + SUFFIX):
     """The records of one curriculum run, one per stage (see the module docstring);
     ``settings`` (RunConfig fields) choose the optimiser, HF with structural damping by
     default."""
-    params = opt_state = None
+    params = None
     spent_seconds, spent_updates = 0.0, 0
     for k, seq_len in enumerate(lengths):
-        start = continue_from(params, opt_state) if k else None
+        start = continue_from(params) if k else None
         record, out = train_one(problem, seq_len, label, {**PAPERS_DATA, "optimizer": "hf",
                                                           **settings},
                                 seed, budget, curve=True, target_error=SOLVED_ERROR, start=start)
-        params, opt_state = out.params, out.opt_state
+        params = out.params
         stage_seconds, stage_updates = record["seconds"] or 0.0, record["updates"]
         record.update(
-            curriculum=list(lengths[:k + 1]), stage_seconds=stage_seconds,
+            curriculum=list(lengths[:k + 1]), stage_start="fresh optimiser state",
+            stage_seconds=stage_seconds,
             stage_updates=stage_updates, transfer_success=record["curve_success"][0],
             seconds=spent_seconds + stage_seconds, updates=spent_updates + stage_updates,
             seconds_to_99=None if record["seconds_to_99"] is None

@@ -78,3 +78,19 @@ def test_length_curriculum_continues_each_stage_from_the_last_and_adds_up_its_co
                         optimizer="hf")
     expected = 1.0 - evaluation(build(cfg), outcomes[0].params)["test_error"]
     assert second["transfer_success"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_curriculum_stage_keeps_the_network_and_restarts_the_optimiser():
+    import jax
+    from benchmarks import curriculum
+    from hflab.config import preset_config
+    from hflab.experiment import build, init_params
+    cfg = preset_config("xor", seq_len=6, seed=0, optimizer="hf", n_train=200, grad_batch=100,
+                        layers="8", damping=0.7, checkpoint_every=0)
+    trained = jax.tree_util.tree_map(lambda w: w + 0.1, init_params(build(cfg)))
+    built, params, state = curriculum.continue_from(trained)(
+        preset_config("xor", seq_len=12, seed=0, optimizer="hf", n_train=200, grad_batch=100,
+                      layers="8", damping=0.7, checkpoint_every=0))
+    assert params is trained and built.task.train.x.shape[1] == 13      # the longer problem
+    assert float(state.damping) == pytest.approx(0.7)                   # λ₀, not a carried λ
+    assert not np.any(np.asarray(state.prev_step))                      # no warm start
