@@ -47,11 +47,13 @@ def _md(df: pd.DataFrame, cols: list[str]) -> str:
 
 
 def curriculum_stages(df: pd.DataFrame) -> pd.DataFrame:
-    """The length-curriculum stages (``rnn_problem`` rows that carry ``curriculum``, from
-    ``--only curriculum``), the lengths shown as ``20 → 50 → 100``."""
+    """The current length-curriculum stages (``rnn_problem`` rows that carry ``curriculum``, from
+    ``--only curriculum``; see :func:`current_papers_runs`), the lengths shown as
+    ``20 → 50 → 100``."""
     if "curriculum" not in df:
         return df.iloc[0:0]
-    d = df[(df["benchmark"] == "rnn_problem") & df["curriculum"].notna()].copy()
+    d = current_papers_runs(df[df["benchmark"] == "rnn_problem"])
+    d = d[d["curriculum"].notna()].copy()
     d["curriculum"] = d["curriculum"].map(lambda c: " → ".join(f"{t:.0f}" for t in c))
     return d
 
@@ -105,11 +107,18 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
 
 
 def current_papers_runs(r: pd.DataFrame) -> pd.DataFrame:
-    """Paper-scale RNN rows without superseded ones: those recorded before the paper-scale data
-    regime (rows with no ``n_train``: 2,000 fixed sequences and hidden biases of 0.5, which
-    stayed at chance at T = 100) remain in results.jsonl but are not drawn."""
+    """Paper-scale RNN rows without superseded ones, which remain in results.jsonl but are not
+    drawn: those recorded before the paper-scale data regime (rows with no ``n_train``: 2,000
+    fixed sequences and hidden biases of 0.5, which stayed at chance at T = 100), and length-
+    curriculum stages recorded before each stage restarted its optimiser (no ``stage_start``:
+    they carried the last stage's λ over)."""
     new_regime = r["n_train"].notna() if "n_train" in r else False
-    return r[(r["mode"] != "papers") | new_regime]
+    r = r[(r["mode"] != "papers") | new_regime]
+    if "curriculum" in r:
+        carried = r["curriculum"].notna() & (r["stage_start"].isna() if "stage_start" in r
+                                             else True)
+        r = r[~carried]
+    return r
 
 
 def rnn_runs_to_show(r: pd.DataFrame) -> pd.DataFrame:

@@ -226,8 +226,14 @@ def test_curriculum_table_lists_the_stages_alone_with_their_lengths():
     for k, (T, success) in enumerate(((20, 0.99), (50, 1.0), (100, 0.999))):
         rows.append({**_rnn("xor", T, 0, 1200.0, success, n_train=40000),
                      "optimizer": "hf+structural (length curriculum)",
-                     "curriculum": [20, 50, 100][:k + 1], "transfer_success": 0.5})
+                     "curriculum": [20, 50, 100][:k + 1], "transfer_success": 0.5,
+                     "stage_start": "fresh optimiser state"})
+    # a stage recorded before stages restarted their optimiser (no stage_start): superseded
+    rows.append({**rows[-1], "T": 200, "curriculum": [20, 50, 100, 200],
+                 "stage_start": float("nan")})
     stages = report.curriculum_stages(pd.DataFrame(rows))
     assert list(stages["curriculum"]) == ["20", "20 → 50", "20 → 50 → 100"]
     assert list(stages["T"]) == [20, 50, 100]
     assert report.curriculum_stages(pd.DataFrame(rows[:1])).empty
+    shown = report.rnn_runs_to_show(pd.DataFrame(rows))
+    assert sorted(shown["T"]) == [20, 50, 100, 100] and 200 not in set(shown["T"])
