@@ -77,6 +77,8 @@ MUTANTS = [
     ("hflab/hf.py", "new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up, "
      "cfg.min_damping,", "new_lam = jnp.where(ok, new_lam, jnp.clip(lam, cfg.min_damping,",
      "a rejected step does not raise λ"),
+    ("hflab/hf.py", "jnp.any(p != 0) & ~no_curvature", "jnp.any(p != 0)",
+     "the warm start alone applied when CG could not take one iteration"),
     # manual (the independent references must themselves be right)
     ("hflab/manual.py", "d_a = d_h * (1.0 - hs[:, t] ** 2)", "d_a = d_h * (1.0 - hs[:, t])",
      "hand-written BPTT with the wrong tanh derivative"),
