@@ -19,8 +19,10 @@ run: $(STAMP)
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) \
 		--server.headless true --browser.gatherUsageStats false
 
+# two workers, one file each at a time (a file's tests share its fixtures and servers): compiling
+# is single-threaded, so the two cores overlap one file's compilation with another's
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # the numerical core (no app, no browser), with 4 host devices for the in-process mesh test
 CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/test_hf.py \
