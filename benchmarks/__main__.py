@@ -21,7 +21,7 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # plateau_curvature whether the Hessian's negative curvature points off HF's plateau (~10 minutes);
 # fixed_readout whether XOR leaves its plateau when the readout cannot shrink (~20 minutes);
 # initial_sensitivity how much of an early input reaches the last hidden state at init (~1 minute);
-# curriculum HF+SD on XOR through T = 20 → 50 → 100, each stage continuing the last (~15 minutes);
+# curriculum HF+SD on XOR through T = 20 → 50 → 100, each stage continuing the last (~25 minutes);
 # curriculum_signal whether a stage's first gradient knows the task where a fresh net's does not
 ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
              "gradient_signal": gradient_signal, "plateau_curvature": plateau_curvature,

@@ -1,5 +1,5 @@
 """HF with structural damping through a length curriculum (``--only curriculum``; XOR at
-T = 20 → 50 → 100, 3 seeds: about 15 minutes on one core).
+T = 20 → 50 → 100, 3 seeds: about 25 minutes on one core).
 
 From scratch at T = 100, XOR stays at chance here on every seed and every setting tried (the
 paper-scale records), and Sutskever's released HF-RNN code says the same of its own XOR at
