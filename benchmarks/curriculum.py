@@ -15,11 +15,12 @@ stage budget is spent, then the same network continues at the next length on fre
 of that length — the optimiser restarting as at any run's start (:func:`continue_from`) — and so
 on.  Every stage is scored exactly as a from-scratch run at its length (its own test set, the
 same criterion), so the last stage's success is comparable with the paper-scale records — only
-the route differs, and the records say so: ``rnn_problem`` lines labelled ``hf+structural (length curriculum)``, one per
-stage, with ``curriculum`` (the lengths so far), ``updates`` and ``seconds`` *cumulative over the
-stages so far* (the shorter stages are part of the cost), ``stage_updates``, ``stage_seconds``,
-``transfer_success`` (the stage's test success before its first update: how much of the shorter
-solution carries over unchanged) and curves on the cumulative axes.
+the route differs, and the records say so: ``rnn_problem`` lines labelled
+``hf+structural (length curriculum)``, one per stage, with ``curriculum`` (the lengths so far),
+``updates`` and ``seconds`` *cumulative over the stages so far* (the shorter stages are part of
+the cost), ``stage_updates``, ``stage_seconds``, ``transfer_success`` (the stage's test success
+before its first update: how much of the shorter solution carries over unchanged) and curves on
+the cumulative axes.
 
 ``HFLAB_PAPERS_PROBLEMS`` (default ``xor``), ``HFLAB_PAPERS_OPTIMIZERS`` (default
 ``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``,
