@@ -23,7 +23,7 @@ import jax
 from . import bundles, datasets
 from .bundles import BundleError
 from .config import FIELDS, ConfigError, RunConfig, preset_dict
-from .experiment import enable_compilation_cache
+from .compiled import enable_compilation_cache
 from .lab import Lab, StoredRun, device_description
 from .store import Store, StoreError, default_home
 
@@ -188,6 +188,8 @@ class Progress:
         frac = r["step"] / max(self.total, 1)
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
         parts = [f"[{bar}] {r['step']}/{self.total}", f"{now - self.t0:6.1f}s"]
+        if "stage" in r:                        # a length curriculum
+            parts.append(f"T {r['seq_len']}")
         if r.get("train_loss") is not None:
             parts.append(f"loss {r['train_loss']:.4g}")
         if r.get("test_error") is not None:

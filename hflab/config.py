@@ -28,12 +28,11 @@ from .curvature import KINDS as CURVATURE_KINDS
 from .hf import RHO_BATCHES
 from .losses import LOSSES
 from .models import ACTIVATIONS, INITS, Model
+from .parsing import MAX_TEXT, number_text, parse_curriculum, parse_layers  # noqa: F401
 
 DTYPES = ("float32", "float64")
-MAX_LAYER_WIDTH = 100_000
 MAX_PARAMS = 50_000_000
 MEMORY_BUDGET_BYTES = 8 * 2 ** 30          # what one run may plan to hold
-MAX_TEXT = 200                              # longest name / layer / devices string accepted
 
 
 class ConfigError(ValueError):
@@ -63,6 +62,9 @@ class RunConfig:
     init_scale: float = _f(1.0, "scale of the initial weights")
     rec_scale: float = _f(0.0, "RNN: rescale W_rec to this spectral radius (0 = leave)")
     seq_len: int | None = _f(None, "RNN tasks: sequence length T (unset = task default)")
+    curriculum: str = _f("", "RNN tasks: a length curriculum '20,50,100' — train at each T in "
+                             "turn, moving on once the test error reaches target_error, the "
+                             "network kept and the optimiser restarted ('' = none)")
     n_train: int = _f(0, "training cases (0 = task default)")
     n_test: int = _f(0, "test cases (0 = task default)")
     weight_cost: float = _f(0.0, "L2 weight cost in the objective")
@@ -150,6 +152,19 @@ class RunConfig:
         return Model("mlp", tuple([spec.n_in] + hidden + [spec.n_out]), tuple(acts), self.init,
                      self.init_scale)
 
+    def curriculum_lengths(self) -> list[int]:
+        """The curriculum's sequence lengths, or ``[]`` without one."""
+        return parse_curriculum(self.curriculum) if self.curriculum.strip() else []
+
+    def final_seq_len(self) -> int:
+        """The longest T this run trains at (the last stage's with a curriculum)."""
+        lengths = self.curriculum_lengths()
+        return lengths[-1] if lengths else self.seq_len or self.spec.default_seq_len
+
+    def stage(self, length: int) -> "RunConfig":
+        """The plain run a curriculum stage at ``length`` trains (no curriculum of its own)."""
+        return self.replace(seq_len=length, curriculum="")
+
     def validate(self) -> "RunConfig":
         validate(self)
         return self
@@ -211,29 +226,6 @@ def preset_config(task: str, **overrides) -> RunConfig:
 
 
 # ----------------------------------------------------------------------------- parsing
-def parse_layers(text: str) -> list[int]:
-    """'400-200-100' → [400, 200, 100]; commas or spaces also separate.  Only ASCII digits."""
-    example = "a layer string like '32-16' (hidden widths separated by '-')"
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(example)
-    if len(text) > MAX_TEXT:
-        raise ValueError(f"at most {MAX_TEXT} characters")
-    parts = text.replace(",", "-").replace(" ", "-").split("-")
-    if any(p == "" for p in parts):
-        raise ValueError(f"{example}; empty or negative sizes are not widths")
-    out = []
-    for p in parts:
-        if not (p.isascii() and p.isdigit()):
-            raise ValueError(f"layer sizes must be whole numbers; {p!r} is not (e.g. '32-16')")
-        v = int(p)
-        if v < 1:
-            raise ValueError("every layer needs at least 1 unit")
-        if v > MAX_LAYER_WIDTH:
-            raise ValueError(f"layer width {v:,} exceeds the limit of {MAX_LAYER_WIDTH:,} units")
-        out.append(v)
-    return out
-
-
 def validate_devices(devices: str):
     text = str(devices).strip().lower()
     if text in ("all", "cpu") or (text.isascii() and text.isdigit() and 1 <= int(text) <= 4096):
@@ -246,13 +238,6 @@ def field_kind(name: str) -> str:
     t = str(FIELDS[name].type)
     return "bool" if t.startswith("bool") else "int" if t.startswith("int") else \
         "float" if t == "float" else "str"
-
-
-def _number_text(value: str) -> str:
-    text = value.strip()
-    if not text.isascii():
-        raise ValueError
-    return text
 
 
 def coerce(name: str, value):
@@ -276,13 +261,13 @@ def coerce(name: str, value):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             if isinstance(value, str):
-                return int(_number_text(value))
+                return int(number_text(value))
             if isinstance(value, (int, np.integer)):
                 return int(value)
             raise ValueError
         if kind == "float":
             if isinstance(value, str):
-                return float(_number_text(value))
+                return float(number_text(value))
             if isinstance(value, (int, float, np.integer, np.floating)):
                 return float(value)
             raise ValueError
@@ -330,7 +315,7 @@ def _validate_choices(c: RunConfig):
         if name in ("activation", "loss") and value == "":
             continue
         _check_choice(name, value, FIELDS[name].metadata["choices"])
-    for name in ("name", "layers", "devices", "data"):
+    for name in ("name", "layers", "devices", "data", "curriculum"):
         if not isinstance(getattr(c, name), str) or len(getattr(c, name)) > MAX_TEXT:
             raise ConfigError(name, getattr(c, name), f"text of at most {MAX_TEXT} characters")
 
@@ -366,11 +351,30 @@ def _validate_model(c: RunConfig):
             _check_int("seq_len", c.seq_len, spec.min_seq_len, 10_000,
                        f"a whole number of time steps in [{spec.min_seq_len}, 10000] (leave it "
                        f"unset for the task's default {spec.default_seq_len})")
+        _validate_curriculum(c)
     elif c.seq_len is not None:
         raise ConfigError("seq_len", c.seq_len,
                           f"no sequence length: task {c.task!r} is not a sequence problem")
+    elif c.curriculum:
+        raise ConfigError("curriculum", c.curriculum,
+                          f"empty: task {c.task!r} is not a sequence problem")
     if c.mirrored is not None and not isinstance(c.mirrored, bool):
         raise ConfigError("mirrored", c.mirrored, "true, false or unset")
+
+
+def _validate_curriculum(c: RunConfig):
+    if not c.curriculum.strip():
+        return
+    try:
+        lengths = parse_curriculum(c.curriculum, c.spec.min_seq_len, 10_000)
+    except ValueError as e:
+        raise ConfigError("curriculum", c.curriculum, f"{e} (task {c.task!r})") from None
+    if c.seq_len is not None and c.seq_len != lengths[-1]:
+        raise ConfigError("seq_len", c.seq_len, f"unset or {lengths[-1]}, the curriculum's "
+                          "last length")
+    if not isinstance(c.target_error, (int, float)) or c.target_error < 0:
+        raise ConfigError("target_error", c.target_error, "a test error ≥ 0: a curriculum "
+                          "moves to its next length once a stage reaches it")
 
 
 def _validate_numbers(c: RunConfig):
@@ -414,8 +418,7 @@ def _check_memory(c: RunConfig, n_train: int):
         raise ConfigError("layers", layers, f"the network would have {n_params:,} parameters; "
                           f"at most {MAX_PARAMS:,} are allowed")
     itemsize = 4 if c.dtype == "float32" else 8
-    steps = (int(1.1 * (c.seq_len or c.spec.default_seq_len)) + 10
-             if c.spec.kind == "rnn" else 1)
+    steps = int(1.1 * c.final_seq_len()) + 10 if c.spec.kind == "rnn" else 1
     batch = c.grad_batch or n_train
     total = (3 * batch * steps * sum(model.sizes) + c.entry.memory_vectors * n_params) * itemsize
     if total > MEMORY_BUDGET_BYTES:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import tasks
+from .compiled import COMPILED, compiled_update, signature
 from .config import RunConfig
 from .losses import Batch, get_loss
 from .models import Model
@@ -55,8 +56,10 @@ def build(config: RunConfig) -> Built:
     share their compiled update (JAX's jit cache lives on the function object).
     """
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
-    task = tasks.load_task(config.task, config.seed, config.seq_len or 0, config.n_train,
-                           config.n_test, dtype, config.data)
+    # a curriculum run's data is its last stage's (each stage builds its own: ``config.stage``)
+    seq_len = config.final_seq_len() if config.curriculum else config.seq_len or 0
+    task = tasks.load_task(config.task, config.seed, seq_len, config.n_train, config.n_test,
+                           dtype, config.data)
     model = config.model()
     loss = get_loss(config.resolved_loss())
     settings = config.optimizer_settings()
@@ -115,41 +118,6 @@ def evaluation(built: Built, params) -> dict:
     te_loss, te_err = evaluate(params, built.task.test)
     return {"train_loss": float(tr_loss), "train_error": float(tr_err),
             "test_loss": float(te_loss), "test_error": float(te_err)}
-
-
-# ----------------------------------------------------------------------------- compilation
-_COMPILED: dict = {}
-
-
-def enable_compilation_cache(folder) -> bool:
-    """Use JAX's persistent compilation cache in ``folder`` (the store's), so a restarted app
-    or a second CLI process loads the programs compiled before instead of compiling them again.
-    The first folder set in a process stays (JAX initialises its cache once)."""
-    if jax.config.jax_compilation_cache_dir:
-        return False
-    jax.config.update("jax_compilation_cache_dir", str(Path(folder) / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return True
-
-
-def _signature(tree):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((a.shape, str(a.dtype), getattr(a, "sharding", None)) for a in leaves)
-
-
-def compiled_update(opt, args) -> tuple[Callable, float]:
-    """The optimiser's update compiled ahead of time for these argument shapes, and the seconds
-    compiling took (0 when cached).  Compiling apart from the first call keeps compilation out of
-    the optimisation time that curves and wall-clock budgets use; compiled programs are shared
-    by every run with the same optimiser and shapes."""
-    key = (id(opt), _signature(args))
-    if key in _COMPILED:
-        return _COMPILED[key][1], 0.0
-    t0 = time.perf_counter()
-    compiled = opt.update.lower(*args).compile()
-    _COMPILED[key] = (opt, compiled)          # keep `opt` alive so its id stays unique
-    return compiled, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -261,7 +229,7 @@ class Trainer:
         if self.place is not None:
             args = self.place(*args)
         opt = self.built.optimizer
-        if (id(opt), _signature(args)) not in _COMPILED:
+        if (id(opt), signature(args)) not in COMPILED:
             self.on_phase("compiling")
         update, compile_s = compiled_update(opt, args)
         self.progress.compile += compile_s
@@ -304,6 +272,149 @@ class Trainer:
         return self._outcome(status, reason)
 
 
+class CurriculumTrainer:
+    """A run through a length curriculum (``config.curriculum``, e.g. '20,50,100'), advanced one
+    update at a time like :class:`Trainer`, whose interface it shares.
+
+    Stage k is the plain run ``config.stage(T_k)``: its own data at length T_k (a pure function
+    of seed and T, as any run's), evaluated on its own test set.  When a stage's test error
+    reaches ``config.target_error`` the next stage starts from **the same network** (an RNN's
+    parameters do not depend on T) with the optimiser state fresh — for HF λ back at λ₀ and no CG
+    warm start: λ measured how far the last length's quadratic model could be trusted, and the
+    longer unrolling is another model (carried over, λ = 0.003 from T = 20 ran addition's T = 50
+    stage into exploding gradients; the records are in the benchmarks).  A stage that ends any
+    other way (budget, stop, divergence) ends the run.  ``steps`` and ``max_seconds`` budget the
+    whole run; update numbers and cost counters run on across the stages, so curves against
+    updates, passes and seconds include the shorter stages' cost.
+
+    Every record carries ``stage`` (1-based) and ``seq_len``; a stage's first update is always
+    evaluated and also carries ``transfer_test_error`` / ``transfer_test_loss``: the network's
+    test error and loss at the new length before that update (how much of the shorter solution
+    carries over unchanged).  The stage in progress is :attr:`stage` (0-based), which a
+    checkpoint stores so a resumed run continues in it.
+
+    Why a curriculum: XOR at T = 100 gives a random net no first-order signal (either bit alone
+    is uncorrelated with the target); a net that solved it over a shorter span has the pathway,
+    and from there HF with structural damping solves T = 100 (docs/benchmarks.md).
+    """
+
+    def __init__(self, config: RunConfig, built: Built | None = None, *, start_step: int = 0,
+                 params=None, opt_state=None, counters: dict | None = None,
+                 place: Callable | None = None, on_step: Callable | None = None,
+                 on_phase: Callable | None = None, stage: int = 0, fresh_stage: bool = False):
+        self.config, self.lengths = config, config.curriculum_lengths()
+        if not 0 <= stage < len(self.lengths):
+            raise ValueError(f"curriculum stage {stage} of {len(self.lengths)}")
+        self.stage, self._place = stage, place
+        self._on_step, self._on_phase = on_step or (lambda *a: None), on_phase
+        self._spent_seconds = 0.0             # optimisation seconds of the finished stages
+        self._transfer: dict = {}             # the stage's evaluation before its first update
+        stage_config = self._stage_config()
+        if built is None or built.config != stage_config:
+            built = build(stage_config)
+        if fresh_stage and params is not None:    # resumed at a stage's start
+            opt_state = self._enter(built, params, start_step)
+        self._stage_first_step = start_step + 1
+        self._trainer = Trainer(stage_config, built, start_step=start_step, params=params,
+                                opt_state=opt_state, counters=counters, place=place,
+                                on_step=self._record, on_phase=on_phase)
+
+    # the Trainer interface -------------------------------------------------------------
+    built = property(lambda self: self._trainer.built)
+    step = property(lambda self: self._trainer.step)
+    params = property(lambda self: self._trainer.params)
+    opt_state = property(lambda self: self._trainer.opt_state)
+    last = property(lambda self: self._trainer.last)
+
+    @property
+    def active_seconds(self) -> float:
+        return self._spent_seconds + self._trainer.active_seconds
+
+    def _stage_config(self) -> RunConfig:
+        """Stage ``self.stage``'s plain run; its time budget is what the finished stages left."""
+        cfg = self.config.stage(self.lengths[self.stage])
+        if self.config.max_seconds:
+            cfg = cfg.replace(max_seconds=max(self.config.max_seconds - self._spent_seconds,
+                                              1e-9))
+        return cfg
+
+    def where(self) -> str:
+        """'T = 50 (stage 2 of 3)'."""
+        return f"T = {self.lengths[self.stage]} (stage {self.stage + 1} of {len(self.lengths)})"
+
+    def _reached(self, record: dict) -> bool:
+        return "test_error" in record and record["test_error"] <= self.config.target_error
+
+    def resume_stage(self, record: dict) -> tuple[int, bool]:
+        """(stage, fresh) a run resumed from a checkpoint at ``record`` continues in: the next
+        stage, starting fresh, when ``record`` passed a stage that is not the last."""
+        if self._reached(record) and self.stage + 1 < len(self.lengths):
+            return self.stage + 1, True
+        return self.stage, False
+
+    def _record(self, record, trace, params, opt_state):
+        record.update(stage=self.stage + 1, seq_len=self.lengths[self.stage])
+        if record["step"] == self._stage_first_step and self.stage:
+            if "test_error" not in record:               # the stage's first point
+                record.update(evaluation(self._trainer.built, params))
+            record.update(self._transfer)
+        self._on_step(record, trace, params, opt_state)
+
+    def _enter(self, built: Built, params, step: int):
+        """Start a stage at update ``step`` from ``params``: its transfer evaluation, and a
+        fresh optimiser state (returned)."""
+        before = evaluation(built, params)
+        self._transfer = {"transfer_test_error": before["test_error"],
+                          "transfer_test_loss": before["test_loss"]}
+        return built.optimizer.init(params)
+
+    def _next_stage(self, outcome: RunOutcome):
+        """Start the next stage from ``outcome``'s network, the optimiser fresh."""
+        self._spent_seconds += self._trainer.active_seconds
+        self.stage += 1
+        stage_config = self._stage_config()
+        built = build(stage_config)
+        opt_state = self._enter(built, outcome.params, outcome.steps_done)
+        self._stage_first_step = outcome.steps_done + 1
+        counters = {k: outcome.last.get(k, 0) for k in ("wall_seconds", "compile_seconds",
+                                                        *COUNTERS)}
+        self._trainer = Trainer(stage_config, built, start_step=outcome.steps_done,
+                                params=outcome.params, opt_state=opt_state, counters=counters,
+                                place=self._place, on_step=self._record,
+                                on_phase=self._on_phase)
+
+    def advance(self, should_stop: Callable | None = None) -> RunOutcome | None:
+        """One update; the run's outcome when it is over, else None."""
+        outcome = self._trainer.advance(should_stop)
+        if outcome is None:
+            return None
+        passed = outcome.status == "finished" and self._reached(outcome.last)
+        if passed and self.stage + 1 < len(self.lengths):
+            out_of_time = self.config.max_seconds and self.active_seconds >= \
+                self.config.max_seconds
+            if outcome.steps_done < self.config.steps and not out_of_time:
+                self._next_stage(outcome)
+                return None
+            outcome.reason = (f"{self.where()} passed at update {outcome.steps_done}; the "
+                              f"budget ended before T = {self.lengths[self.stage + 1]}")
+            return outcome
+        outcome.reason = f"{self.where()}: {outcome.reason or 'all updates done'}"
+        return outcome
+
+    def finish(self, status: str, reason: str) -> RunOutcome:
+        return self._trainer.finish(status, reason)
+
+
+def make_trainer(config: RunConfig, built: Built | None = None, *, stage: int = 0,
+                 fresh_stage: bool = False, **kw):
+    """The :class:`Trainer` for ``config``, or a :class:`CurriculumTrainer` when it has a
+    curriculum (``stage``, ``fresh_stage``: where a resumed run continues,
+    :meth:`CurriculumTrainer.resume_stage`)."""
+    if config.curriculum_lengths():
+        return CurriculumTrainer(config, built, stage=stage, fresh_stage=fresh_stage, **kw)
+    return Trainer(config, built, **kw)
+
+
 def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callable | None = None,
         start_step: int = 0, params=None, opt_state=None, counters: dict | None = None,
         built: Built | None = None, place: Callable | None = None) -> RunOutcome:
@@ -314,8 +425,8 @@ def run(config: RunConfig, on_step: Callable | None = None, should_stop: Callabl
     scalar of the optimiser's info record; ``trace`` is the CG trace of optimisers that record
     one.  ``place`` optionally maps (params, opt_state, batches) onto a device mesh.
     """
-    trainer = Trainer(config, built, start_step=start_step, params=params, opt_state=opt_state,
-                      counters=counters, place=place, on_step=on_step)
+    trainer = make_trainer(config, built, start_step=start_step, params=params,
+                           opt_state=opt_state, counters=counters, place=place, on_step=on_step)
     while True:
         outcome = trainer.advance(should_stop)
         if outcome is not None:

@@ -18,7 +18,7 @@ DEFAULT_TASK = "digits-ae"
 DEFAULT_OPTIMIZERS = ["hf", "sgd"]
 # the settings every run of one comparison shares (what the page offers besides optimisers)
 COMMON_FIELDS = ("steps", "seed", "layers", "activation", "loss", "init", "seq_len",
-                 "weight_cost", "dtype", "devices", "data")
+                 "curriculum", "weight_cost", "dtype", "devices", "data")
 _SHORT = {"learning_rate": "lr"}
 
 
@@ -142,8 +142,10 @@ def configs_from_form(form: dict) -> list:
                 "name": f"{task} · {opt}"}
         for name in COMMON_FIELDS:
             data[name] = form[name]
-        data["seq_len"] = (form["seq_len"] or None) if spec_of(task, form.get(
-            "data", "")).kind == "rnn" else None
+        rnn = spec_of(task, form.get("data", "")).kind == "rnn"
+        data["curriculum"] = str(form.get("curriculum", "")).strip() if rnn else ""
+        # with a curriculum T comes from it (its last length); the T field is not used
+        data["seq_len"] = (form["seq_len"] or None) if rnn and not data["curriculum"] else None
         data["data"] = form.get("data", "") if task == CUSTOM else ""
         if not str(form["layers"]).strip():
             raise ConfigError("layers", form["layers"], "a layer string like '32-16' "

@@ -21,7 +21,8 @@ import numpy as np
 
 from . import datasets, parallel
 from .config import ConfigError, RunConfig
-from .experiment import Trainer, build, enable_compilation_cache, init_params
+from .compiled import enable_compilation_cache
+from .experiment import build, init_params, make_trainer
 from .spectra import SpectrumTracker
 from .store import Store, default_home
 
@@ -72,6 +73,7 @@ class StoredRun:
         self.resume, self.on_record, self.log = resume, on_record, log
         self.trainer = None
         self.spectra = None                # λ extremes at checkpoints (hflab.spectra)
+        self._spectra_of = None            # the Built whose training set ``spectra`` uses
         self._should_stop = None
         self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume
         self.start_step = 0
@@ -85,7 +87,20 @@ class StoredRun:
         leaves = _state_leaves(params, opt_state)
         for k in COUNTER_KEYS:
             leaves[f"counter_{k}"] = np.asarray(record.get(k, 0))
+        if hasattr(self.trainer, "resume_stage"):       # a curriculum: where a resume continues
+            stage, fresh = self.trainer.resume_stage(record)
+            leaves["curriculum_stage"], leaves["curriculum_fresh"] = (np.asarray(stage),
+                                                                      np.asarray(fresh))
         self.store.save_checkpoint(self.run_id, step, leaves)
+
+    def set_spectra(self, built=None):
+        """λ extremes on the training set being trained on (a curriculum's changes by stage)."""
+        built = built or (self.trainer.built if self.trainer is not None else None)
+        if built is None or not self.config.checkpoint_every:
+            return
+        if self.spectra is None or self._spectra_of is not built:
+            self.spectra = SpectrumTracker(built.model.apply, built.loss, built.task.train)
+            self._spectra_of = built
 
     def _on_step(self, record, trace, params, opt_state):
         every = self.config.checkpoint_every
@@ -94,6 +109,8 @@ class StoredRun:
             self.store.log_step(self.run_id, record, trace)
         if at_checkpoint and record["step"]:
             self._checkpoint(record["step"], params, opt_state, record)
+        if at_checkpoint and self.log:
+            self.set_spectra()
         if at_checkpoint and self.spectra is not None and self.log:
             # λ extremes of G and H (update 0 too), added to the row once the point is plotted:
             # the curve never waits for Lanczos
@@ -110,8 +127,10 @@ class StoredRun:
         """Build, restore and start the trainer (logs update 0 when starting from scratch)."""
         self.set_phase("preparing")
         config, store = self.config, self.store
-        built = build(config)
+        built = build(config.stage(config.curriculum_lengths()[0]) if config.curriculum
+                      else config)
         start_step, params, opt_state, counters = 0, None, None, {}
+        stage = {}
         if self.resume:
             store.remove_orphan_temporaries(self.run_id)
             ck = store.latest_checkpoint(self.run_id)
@@ -120,6 +139,9 @@ class StoredRun:
                 params, opt_state = restore_state(built, leaves)
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
+                if "curriculum_stage" in leaves:
+                    stage = {"stage": int(leaves["curriculum_stage"]),
+                             "fresh_stage": bool(leaves["curriculum_fresh"])}
             self.notes = list(store.checkpoint_notes)
             if ck is None and store.checkpoint_notes:
                 self.notes.append("no readable checkpoint: restarted from step 0")
@@ -128,11 +150,10 @@ class StoredRun:
         store.set_device(self.run_id, device_description(config))
         store.set_status(self.run_id, "running")
         self.start_step = start_step
-        self.spectra = (SpectrumTracker(built.model.apply, built.loss, built.task.train)
-                        if config.checkpoint_every else None)
-        self.trainer = Trainer(config, built, start_step=start_step, params=params,
-                               opt_state=opt_state, counters=counters, place=place,
-                               on_step=self._on_step, on_phase=self.set_phase)
+        self.set_spectra(built)
+        self.trainer = make_trainer(config, built, start_step=start_step, params=params,
+                                    opt_state=opt_state, counters=counters, place=place,
+                                    on_step=self._on_step, on_phase=self.set_phase, **stage)
         self.set_phase("training")
 
     def advance(self, should_stop=None) -> bool:
@@ -349,6 +370,8 @@ class Lab:
                "active": handle is not None, "error": info["error"],
                "phase_seconds": None if since is None else time.time() - since, "eta": None}
         trainer = handle.run.trainer if handle is not None else None
+        if trainer is not None and hasattr(trainer, "where"):
+            out["stage"] = trainer.where()          # a curriculum's stage in progress
         if trainer is not None and phase == "training":
             advanced = trainer.step - handle.run.start_step
             if advanced:

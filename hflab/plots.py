@@ -51,9 +51,24 @@ def loss_curves(metrics: pd.DataFrame, labels: dict, x: str = "step", y: str = "
                 line=dict(color=colour, dash=dash), legendgroup=str(run_id),
                 marker=dict(size=6),
                 hovertemplate=f"{label} {split} {y}: %{{y:.5g}}<extra></extra>"))
+        for at, length in stage_starts(df, x):
+            fig.add_vline(x=at, line=dict(color=colour, dash="dot", width=1),
+                          annotation_text=f"T = {length}", annotation_position="top left",
+                          annotation_font_color=colour)
     fig.update_xaxes(title=X_AXES[x])
     fig.update_yaxes(title=y, **_y_axis(log_y))
     return _layout(fig, title or f"{y} against {X_AXES[x]}")
+
+
+def stage_starts(df: pd.DataFrame, x: str) -> list[tuple[float, int]]:
+    """(x, T) where a length curriculum's later stages begin in one run's metrics (the x of the
+    last point before the stage's first update: where its curve jumps); [] without stages."""
+    if df.empty or "stage" not in df or "seq_len" not in df:
+        return []
+    d = df.dropna(subset=["stage"]).sort_values("step")
+    new = d["stage"].diff() > 0
+    return [(float(d[x].iloc[i - 1]), int(d["seq_len"].iloc[i])) for i in
+            np.flatnonzero(new.to_numpy())]
 
 
 def _y_axis(log: bool) -> dict:

@@ -87,7 +87,11 @@ with st.sidebar:
                                                               else ""))
     else:
         widget("layers", "hidden units")
+        curriculum = widget("curriculum", "length curriculum (e.g. 20,50,100; empty = none)")
         widget("seq_len", "sequence length T")
+        if str(curriculum).strip():
+            st.caption("With a curriculum each stage trains at its own length, moving on once "
+                       "its test error reaches the target; T is the last length.")
     widget("activation", "hidden activation")
     widget("loss", "output / loss pair")
     widget("init", "initialisation")
@@ -146,6 +150,8 @@ def progress_text(p: dict) -> str:
     text = f"{phase} {p['steps_done']}/{p['steps']}"
     if p["active"] and p["phase_seconds"] is not None and phase != "training":
         text = f"{phase}… {p['phase_seconds']:.0f} s"
+    if p.get("stage"):
+        text += f" · {p['stage']}"
     if p["eta"] is not None:
         text += f" · about {p['eta']:.0f} s left"
     return text

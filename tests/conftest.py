@@ -19,7 +19,7 @@ def _release_compiled_programs():
     yield
     import jax
 
-    from hflab import experiment
+    from hflab import compiled, experiment
     experiment._OPT_CACHE.clear()
-    experiment._COMPILED.clear()
+    compiled.COMPILED.clear()
     jax.clear_caches()

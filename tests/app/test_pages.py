@@ -66,6 +66,22 @@ def test_each_preset_starts_and_finishes_a_tiny_run(task):
     assert len(at.get("plotly_chart")) == 2                  # loss and error curves
 
 
+def test_a_curriculum_run_starts_from_the_form_and_records_its_stage():
+    at = page("train", {"task": "addition", "optimizers": "hf", "steps": "2",
+                        "max_cg_iters": "3", "curriculum": "4,5", "layers": "8"}).run()
+    assert not at.exception and not at.warning
+    assert any("each stage trains at its own length" in c.value for c in at.caption)
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    wait_idle()
+    (run,) = get_lab().store.runs().itertuples()
+    config = get_lab().store.get_run(run.id)["config"]
+    assert config["curriculum"] == "4,5" and config["seq_len"] is None
+    m = get_lab().store.metrics(run.id)
+    assert list(m["stage"]) == [1, 1, 1] and list(m["seq_len"]) == [4, 4, 4]
+    assert run.status == "finished" and "T = 4 (stage 1 of 2)" in run.error
+
+
 def test_live_curves_grow_and_stop_works():
     at = page("train", {"task": "seed-333", "optimizers": "hf,sgd", "steps": "100000"}).run()
     at.button(key="start").click().run()
@@ -96,6 +112,8 @@ def test_live_curves_grow_and_stop_works():
     ("addition", "f_layers", "32-16", "RNN problem"),
     ("digits", "f_loss", "squared", "one-hot class targets"),
     ("digits-ae", "f_devices", "zero", "devices: 'zero'"),
+    ("xor", "f_curriculum", "50,20", "each length longer than the one before"),
+    ("xor", "f_curriculum", "1,20", "lengths in [2, 10000]"),
 ])
 def test_bad_form_input_shows_the_specific_error(task, key, value, message):
     at = page("train", {"task": task}).run()
@@ -267,7 +285,7 @@ ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "seed": "3", "layers": "
               "rho_batch": "gradient",
               "lr_sgd": "0.002", "lr_momentum": "0.004", "lr_adam": "0.006", "lr_lbfgs": "0.5",
               "momentum": "0.8"}
-RNN_ROUND_TRIP = {"seq_len": "7", "structural_damping": "0.1"}
+RNN_ROUND_TRIP = {"seq_len": "7", "structural_damping": "0.1", "curriculum": "10,20"}
 
 
 def test_the_round_trip_covers_every_form_key():

@@ -132,4 +132,9 @@ MUTANTS = [
     # added after the numbering above was recorded (kept last so the table's numbers hold)
     ("hflab/hf.py", "jnp.any(p != 0) & ~no_curvature", "jnp.any(p != 0)",
      "the warm start alone applied when CG could not take one iteration"),
+    ("hflab/experiment.py", "params=outcome.params, opt_state=opt_state, counters=counters,",
+     "params=outcome.params, opt_state=outcome.opt_state, counters=counters,",
+     "a curriculum stage carries the last stage's optimiser state (λ, warm start)"),
+    ("hflab/experiment.py", "return self.stage + 1, True", "return self.stage, False",
+     "a curriculum run resumed at a stage's start trains on at the shorter length"),
 ]

@@ -46,7 +46,8 @@ FIRST = {"losses": ["tests/test_losses.py"], "models": ["tests/test_models.py"],
          "cg": ["tests/test_cg.py"], "hf": ["tests/test_hf.py"],
          "curvature": ["tests/test_hf.py", "tests/test_curvature.py"],
          "manual": ["tests/test_manual.py"], "parallel": ["tests/test_core_parallel.py"],
-         "transform": ["tests/test_transform.py"], "spectra": ["tests/test_spectra.py"]}
+         "transform": ["tests/test_transform.py"], "spectra": ["tests/test_spectra.py"],
+         "experiment": ["tests/test_curriculum.py"]}
 
 
 def ordered_core(rel: str) -> list[str]:
