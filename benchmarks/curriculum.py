@@ -22,6 +22,11 @@ the cost), ``stage_updates``, ``stage_seconds``, ``transfer_success`` (the stage
 before its first update: how much of the shorter solution carries over unchanged) and curves on
 the cumulative axes.
 
+The lab runs the same protocol as one run (``RunConfig.curriculum``, the Train page's field,
+``--curriculum`` on the command line; :class:`hflab.experiment.CurriculumTrainer`), each stage's
+data stream and evaluations counted from the stage's start as here — the test suite checks that
+the two give the same stages.
+
 ``HFLAB_PAPERS_PROBLEMS`` (default ``xor``), ``HFLAB_PAPERS_OPTIMIZERS`` (default
 ``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``,
 ``HFLAB_PAPERS_BUDGET`` (seconds per stage, default 1200), ``HFLAB_PAPERS_SETTINGS`` (RunConfig

@@ -198,14 +198,17 @@ class Trainer:
     ``on_step(record, trace, params, opt_state)`` is called for update 0 (the initial
     evaluation, when starting from scratch) and after every update; ``on_phase(name)`` when the
     run enters ``"compiling"`` or ``"training"``.  ``config.max_seconds`` budgets this run's own
-    optimisation time (its time inside :meth:`advance`, compilation left out).
+    optimisation time (its time inside :meth:`advance`, compilation left out).  ``first_step``:
+    the update numbers before this run's own (a curriculum stage's predecessors): its data
+    stream and evaluation schedule count from there, as a run of its own would.
     """
 
     def __init__(self, config: RunConfig, built: Built | None = None, *, start_step: int = 0,
                  params=None, opt_state=None, counters: dict | None = None,
                  place: Callable | None = None, on_step: Callable | None = None,
-                 on_phase: Callable | None = None):
+                 on_phase: Callable | None = None, first_step: int = 0):
         self.config, self.built = config, built or build(config)
+        self.first_step = first_step
         if params is None:
             params = init_params(self.built)
             opt_state = self.built.optimizer.init(params)
@@ -224,7 +227,7 @@ class Trainer:
         return RunOutcome(status, reason, self.step, self.params, self.opt_state, self.last)
 
     def _prepare(self):
-        grad_b, curv_b = batches_for_step(self.built, self.step)
+        grad_b, curv_b = batches_for_step(self.built, self.step - self.first_step)
         args = (self.params, self.opt_state, grad_b, curv_b)
         if self.place is not None:
             args = self.place(*args)
@@ -256,7 +259,8 @@ class Trainer:
         scalars, trace = self.built.optimizer.record(info)
         record = {"step": self.step + 1, **self.progress.add(scalars, seconds)}
         self.step = record["step"]
-        if self.step % self.config.eval_every == 0 or self.step in (self.config.steps, 1):
+        own = self.step - self.first_step
+        if own % self.config.eval_every == 0 or own == 1 or self.step == self.config.steps:
             record.update(evaluation(self.built, self.params))
         self.last = record
         self.on_step(record, trace, self.params, self.opt_state)
@@ -301,7 +305,8 @@ class CurriculumTrainer:
     def __init__(self, config: RunConfig, built: Built | None = None, *, start_step: int = 0,
                  params=None, opt_state=None, counters: dict | None = None,
                  place: Callable | None = None, on_step: Callable | None = None,
-                 on_phase: Callable | None = None, stage: int = 0, fresh_stage: bool = False):
+                 on_phase: Callable | None = None, stage: int = 0, fresh_stage: bool = False,
+                 stage_start: int = 0):
         self.config, self.lengths = config, config.curriculum_lengths()
         if not 0 <= stage < len(self.lengths):
             raise ValueError(f"curriculum stage {stage} of {len(self.lengths)}")
@@ -313,11 +318,11 @@ class CurriculumTrainer:
         if built is None or built.config != stage_config:
             built = build(stage_config)
         if fresh_stage and params is not None:    # resumed at a stage's start
-            opt_state = self._enter(built, params, start_step)
-        self._stage_first_step = start_step + 1
+            opt_state, stage_start = self._enter(built, params), start_step
+        self._stage_start = stage_start           # the update the stage in progress began after
         self._trainer = Trainer(stage_config, built, start_step=start_step, params=params,
                                 opt_state=opt_state, counters=counters, place=place,
-                                on_step=self._record, on_phase=on_phase)
+                                on_step=self._record, on_phase=on_phase, first_step=stage_start)
 
     # the Trainer interface -------------------------------------------------------------
     built = property(lambda self: self._trainer.built)
@@ -345,24 +350,23 @@ class CurriculumTrainer:
     def _reached(self, record: dict) -> bool:
         return "test_error" in record and record["test_error"] <= self.config.target_error
 
-    def resume_stage(self, record: dict) -> tuple[int, bool]:
-        """(stage, fresh) a run resumed from a checkpoint at ``record`` continues in: the next
-        stage, starting fresh, when ``record`` passed a stage that is not the last."""
+    def resume_point(self, record: dict) -> dict:
+        """Where a run resumed from a checkpoint at ``record`` continues (keyword arguments of
+        :func:`make_trainer`): the next stage, fresh, when ``record`` passed a stage that is not
+        the last; else this stage, which began after update ``stage_start``."""
         if self._reached(record) and self.stage + 1 < len(self.lengths):
-            return self.stage + 1, True
-        return self.stage, False
+            return {"stage": self.stage + 1, "fresh_stage": True, "stage_start": record["step"]}
+        return {"stage": self.stage, "fresh_stage": False, "stage_start": self._stage_start}
 
     def _record(self, record, trace, params, opt_state):
         record.update(stage=self.stage + 1, seq_len=self.lengths[self.stage])
-        if record["step"] == self._stage_first_step and self.stage:
-            if "test_error" not in record:               # the stage's first point
-                record.update(evaluation(self._trainer.built, params))
-            record.update(self._transfer)
+        if record["step"] == self._stage_start + 1 and self.stage:
+            record.update(self._transfer)                 # the stage's first update
         self._on_step(record, trace, params, opt_state)
 
-    def _enter(self, built: Built, params, step: int):
-        """Start a stage at update ``step`` from ``params``: its transfer evaluation, and a
-        fresh optimiser state (returned)."""
+    def _enter(self, built: Built, params):
+        """A stage starts from ``params``: its transfer evaluation, and a fresh optimiser state
+        (returned)."""
         before = evaluation(built, params)
         self._transfer = {"transfer_test_error": before["test_error"],
                           "transfer_test_loss": before["test_loss"]}
@@ -374,14 +378,14 @@ class CurriculumTrainer:
         self.stage += 1
         stage_config = self._stage_config()
         built = build(stage_config)
-        opt_state = self._enter(built, outcome.params, outcome.steps_done)
-        self._stage_first_step = outcome.steps_done + 1
+        opt_state = self._enter(built, outcome.params)
+        self._stage_start = outcome.steps_done
         counters = {k: outcome.last.get(k, 0) for k in ("wall_seconds", "compile_seconds",
                                                         *COUNTERS)}
         self._trainer = Trainer(stage_config, built, start_step=outcome.steps_done,
                                 params=outcome.params, opt_state=opt_state, counters=counters,
                                 place=self._place, on_step=self._record,
-                                on_phase=self._on_phase)
+                                on_phase=self._on_phase, first_step=outcome.steps_done)
 
     def advance(self, should_stop: Callable | None = None) -> RunOutcome | None:
         """One update; the run's outcome when it is over, else None."""
@@ -405,13 +409,13 @@ class CurriculumTrainer:
         return self._trainer.finish(status, reason)
 
 
-def make_trainer(config: RunConfig, built: Built | None = None, *, stage: int = 0,
-                 fresh_stage: bool = False, **kw):
+def make_trainer(config: RunConfig, built: Built | None = None, resume_point: dict | None = None,
+                 **kw):
     """The :class:`Trainer` for ``config``, or a :class:`CurriculumTrainer` when it has a
-    curriculum (``stage``, ``fresh_stage``: where a resumed run continues,
-    :meth:`CurriculumTrainer.resume_stage`)."""
+    curriculum (``resume_point``: where a resumed one continues,
+    :meth:`CurriculumTrainer.resume_point`)."""
     if config.curriculum_lengths():
-        return CurriculumTrainer(config, built, stage=stage, fresh_stage=fresh_stage, **kw)
+        return CurriculumTrainer(config, built, **(resume_point or {}), **kw)
     return Trainer(config, built, **kw)
 
 

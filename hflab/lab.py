@@ -87,10 +87,9 @@ class StoredRun:
         leaves = _state_leaves(params, opt_state)
         for k in COUNTER_KEYS:
             leaves[f"counter_{k}"] = np.asarray(record.get(k, 0))
-        if hasattr(self.trainer, "resume_stage"):       # a curriculum: where a resume continues
-            stage, fresh = self.trainer.resume_stage(record)
-            leaves["curriculum_stage"], leaves["curriculum_fresh"] = (np.asarray(stage),
-                                                                      np.asarray(fresh))
+        if hasattr(self.trainer, "resume_point"):       # a curriculum: where a resume continues
+            for k, v in self.trainer.resume_point(record).items():
+                leaves[f"curriculum_{k}"] = np.asarray(v)
         self.store.save_checkpoint(self.run_id, step, leaves)
 
     def set_spectra(self, built=None):
@@ -130,7 +129,7 @@ class StoredRun:
         built = build(config.stage(config.curriculum_lengths()[0]) if config.curriculum
                       else config)
         start_step, params, opt_state, counters = 0, None, None, {}
-        stage = {}
+        resume_point = None
         if self.resume:
             store.remove_orphan_temporaries(self.run_id)
             ck = store.latest_checkpoint(self.run_id)
@@ -140,8 +139,8 @@ class StoredRun:
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
                 if "curriculum_stage" in leaves:
-                    stage = {"stage": int(leaves["curriculum_stage"]),
-                             "fresh_stage": bool(leaves["curriculum_fresh"])}
+                    resume_point = {k: int(leaves[f"curriculum_{k}"]) for k in
+                                    ("stage", "fresh_stage", "stage_start")}
             self.notes = list(store.checkpoint_notes)
             if ck is None and store.checkpoint_notes:
                 self.notes.append("no readable checkpoint: restarted from step 0")
@@ -153,7 +152,8 @@ class StoredRun:
         self.set_spectra(built)
         self.trainer = make_trainer(config, built, start_step=start_step, params=params,
                                     opt_state=opt_state, counters=counters, place=place,
-                                    on_step=self._on_step, on_phase=self.set_phase, **stage)
+                                    on_step=self._on_step, on_phase=self.set_phase,
+                                    resume_point=resume_point)
         self.set_phase("training")
 
     def advance(self, should_stop=None) -> bool:

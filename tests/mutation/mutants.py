@@ -135,6 +135,10 @@ MUTANTS = [
     ("hflab/experiment.py", "params=outcome.params, opt_state=opt_state, counters=counters,",
      "params=outcome.params, opt_state=outcome.opt_state, counters=counters,",
      "a curriculum stage carries the last stage's optimiser state (λ, warm start)"),
-    ("hflab/experiment.py", "return self.stage + 1, True", "return self.stage, False",
+    ("hflab/experiment.py", "return {\"stage\": self.stage + 1, \"fresh_stage\": True,",
+     "return {\"stage\": self.stage, \"fresh_stage\": False,",
      "a curriculum run resumed at a stage's start trains on at the shorter length"),
+    ("hflab/experiment.py", "batches_for_step(self.built, self.step - self.first_step)",
+     "batches_for_step(self.built, self.step)",
+     "a curriculum stage's minibatches continue the last stage's schedule, not its own"),
 ]
