@@ -289,7 +289,9 @@ class CurriculumTrainer:
     stage into exploding gradients; the records are in the benchmarks).  A stage that ends any
     other way (budget, stop, divergence) ends the run.  ``steps`` and ``max_seconds`` budget the
     whole run; update numbers and cost counters run on across the stages, so curves against
-    updates, passes and seconds include the shorter stages' cost.
+    updates, passes and seconds include the shorter stages' cost, while each stage's data stream
+    and evaluation schedule count from its own start, as a run of its own would (so a stage here
+    is the stage ``benchmarks/curriculum.py`` runs; the tests hold the two together).
 
     Every record carries ``stage`` (1-based) and ``seq_len``; a stage's first update is always
     evaluated and also carries ``transfer_test_error`` / ``transfer_test_loss``: the network's
