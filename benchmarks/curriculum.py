@@ -30,7 +30,8 @@ the two give the same stages.
 ``HFLAB_PAPERS_PROBLEMS`` (default ``xor``), ``HFLAB_PAPERS_OPTIMIZERS`` (default
 ``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``,
 ``HFLAB_PAPERS_BUDGET`` (seconds per stage, default 1200), ``HFLAB_PAPERS_SETTINGS`` (RunConfig
-fields for every stage) and ``HFLAB_CURRICULUM`` (the lengths, default ``20,50,100``) choose the
+fields for every stage), ``HFLAB_FINAL_STAGE_SETTINGS`` (RunConfig fields for the last stage
+alone, its records labelled e.g. ``(T = 200: rho_batch gradient)``) and ``HFLAB_CURRICULUM`` (the lengths, default ``20,50,100``) choose the
 runs.
 """
 from __future__ import annotations
@@ -60,16 +61,20 @@ def continue_from(params):
     return start
 
 
-def stages(problem, lengths, seed, budget, settings, label="hf+structural" + SUFFIX):
+def stages(problem, lengths, seed, budget, settings, label="hf+structural" + SUFFIX,
+           final_settings=None):
     """The records of one curriculum run, one per stage (see the module docstring);
     ``settings`` (RunConfig fields) choose the optimiser, HF with structural damping by
-    default."""
+    default.  ``final_settings`` change the last stage alone — on the same network as the
+    plain protocol reaches there (the earlier stages are unchanged), so a change meant for the
+    longest T is measured on the very net that failed without it."""
     params = None
     spent_seconds, spent_updates = 0.0, 0
     for k, seq_len in enumerate(lengths):
         start = continue_from(params) if k else None
+        last = final_settings if k == len(lengths) - 1 else None
         record, out = train_one(problem, seq_len, label, {**PAPERS_DATA, "optimizer": "hf",
-                                                          **settings},
+                                                          **settings, **(last or {})},
                                 seed, budget, curve=True, target_error=SOLVED_ERROR, start=start)
         params = out.params
         stage_seconds, stage_updates = record["seconds"] or 0.0, record["updates"]
@@ -82,6 +87,8 @@ def stages(problem, lengths, seed, budget, settings, label="hf+structural" + SUF
             else spent_seconds + record["seconds_to_99"],
             curve_seconds=[spent_seconds + s for s in record["curve_seconds"]],
             curve_updates=[spent_updates + u for u in record["curve_updates"]])
+        if last:
+            record["final_stage_settings"] = last
         spent_seconds, spent_updates = record["seconds"], record["updates"]
         yield record
 
@@ -92,6 +99,9 @@ def run(full: bool):
     seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
     budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1200"))
     extra, suffix = env_settings("HFLAB_PAPERS_SETTINGS")
+    final, final_suffix = env_settings("HFLAB_FINAL_STAGE_SETTINGS")
+    if final:
+        suffix += f" (T = {lengths[-1]}: {final_suffix[2:]}"
     table = variants(True)
     chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", ["hf+structural"])
     unknown = sorted(set(chosen) - set(table))
@@ -103,7 +113,7 @@ def run(full: bool):
         for name in chosen:
             for seed in seeds:
                 for record in stages(problem, lengths, seed, budget, {**table[name], **extra},
-                                     name + SUFFIX + suffix):
+                                     name + SUFFIX + suffix, final):
                     yield {**record, **data, **({"settings": extra} if extra else {})}
 
 

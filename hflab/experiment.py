@@ -268,6 +268,16 @@ class Trainer:
         verdict = _verdict(self.built, record, self.progress)
         return self._outcome(*verdict) if verdict is not None else None
 
+    # what a run with stages (:class:`CurriculumTrainer`) says more, a plain run says here
+    def where(self) -> str | None:
+        """The stage in progress, for progress lines; a plain run has none."""
+        return None
+
+    def resume_point(self, record: dict) -> dict:
+        """What a checkpoint at ``record`` must hold beyond the state for a resume to continue
+        the same run: nothing for a plain run (its update number says it all)."""
+        return {}
+
     def finish(self, status: str, reason: str) -> RunOutcome:
         """End here: evaluate where the run stopped if that step was not evaluated."""
         if self.last and "test_error" not in self.last:
@@ -321,10 +331,18 @@ class CurriculumTrainer:
             built = build(stage_config)
         if fresh_stage and params is not None:    # resumed at a stage's start
             opt_state, stage_start = self._enter(built, params), start_step
-        self._stage_start = stage_start           # the update the stage in progress began after
-        self._trainer = Trainer(stage_config, built, start_step=start_step, params=params,
-                                opt_state=opt_state, counters=counters, place=place,
-                                on_step=self._record, on_phase=on_phase, first_step=stage_start)
+        self._start_stage(built, stage_start, start_step, params, opt_state, counters)
+
+    def _start_stage(self, built: Built, stage_start: int, start_step: int, params, opt_state,
+                     counters: dict | None):
+        """The stage in progress runs as a :class:`Trainer` of its own, from update
+        ``start_step`` (later than ``stage_start``, the update it began after, on a resume
+        inside it), its data stream and evaluations counted from ``stage_start``."""
+        self._stage_start = stage_start
+        self._trainer = Trainer(built.config, built, start_step=start_step, params=params,
+                                opt_state=opt_state, counters=counters, place=self._place,
+                                on_step=self._record, on_phase=self._on_phase,
+                                first_step=stage_start)
 
     # the Trainer interface -------------------------------------------------------------
     built = property(lambda self: self._trainer.built)
@@ -378,16 +396,11 @@ class CurriculumTrainer:
         """Start the next stage from ``outcome``'s network, the optimiser fresh."""
         self._spent_seconds += self._trainer.active_seconds
         self.stage += 1
-        stage_config = self._stage_config()
-        built = build(stage_config)
-        opt_state = self._enter(built, outcome.params)
-        self._stage_start = outcome.steps_done
+        built = build(self._stage_config())
         counters = {k: outcome.last.get(k, 0) for k in ("wall_seconds", "compile_seconds",
                                                         *COUNTERS)}
-        self._trainer = Trainer(stage_config, built, start_step=outcome.steps_done,
-                                params=outcome.params, opt_state=opt_state, counters=counters,
-                                place=self._place, on_step=self._record,
-                                on_phase=self._on_phase, first_step=outcome.steps_done)
+        self._start_stage(built, outcome.steps_done, outcome.steps_done, outcome.params,
+                          self._enter(built, outcome.params), counters)
 
     def advance(self, should_stop: Callable | None = None) -> RunOutcome | None:
         """One update; the run's outcome when it is over, else None."""

@@ -87,9 +87,8 @@ class StoredRun:
         leaves = _state_leaves(params, opt_state)
         for k in COUNTER_KEYS:
             leaves[f"counter_{k}"] = np.asarray(record.get(k, 0))
-        if hasattr(self.trainer, "resume_point"):       # a curriculum: where a resume continues
-            for k, v in self.trainer.resume_point(record).items():
-                leaves[f"curriculum_{k}"] = np.asarray(v)
+        for k, v in self.trainer.resume_point(record).items():     # a curriculum's stage
+            leaves[f"curriculum_{k}"] = np.asarray(v)
         self.store.save_checkpoint(self.run_id, step, leaves)
 
     def set_spectra(self, built=None):
@@ -126,21 +125,24 @@ class StoredRun:
         """Build, restore and start the trainer (logs update 0 when starting from scratch)."""
         self.set_phase("preparing")
         config, store = self.config, self.store
-        built = build(config.stage(config.curriculum_lengths()[0]) if config.curriculum
-                      else config)
         start_step, params, opt_state, counters = 0, None, None, {}
-        resume_point = None
+        ck = resume_point = None
         if self.resume:
             store.remove_orphan_temporaries(self.run_id)
             ck = store.latest_checkpoint(self.run_id)
+            if ck is not None and "curriculum_stage" in ck[1]:
+                resume_point = {k: int(ck[1][f"curriculum_{k}"]) for k in
+                                ("stage", "fresh_stage", "stage_start")}
+        # the run's first stage, or the stage a resumed curriculum continues in (built once)
+        lengths = config.curriculum_lengths()
+        built = build(config.stage(lengths[resume_point["stage"] if resume_point else 0])
+                      if lengths else config)
+        if self.resume:
             if ck is not None:
                 start_step, leaves = ck
                 params, opt_state = restore_state(built, leaves)
                 counters = {k: float(leaves[f"counter_{k}"]) for k in COUNTER_KEYS
                             if f"counter_{k}" in leaves}
-                if "curriculum_stage" in leaves:
-                    resume_point = {k: int(leaves[f"curriculum_{k}"]) for k in
-                                    ("stage", "fresh_stage", "stage_start")}
             self.notes = list(store.checkpoint_notes)
             if ck is None and store.checkpoint_notes:
                 self.notes.append("no readable checkpoint: restarted from step 0")
@@ -370,7 +372,7 @@ class Lab:
                "active": handle is not None, "error": info["error"],
                "phase_seconds": None if since is None else time.time() - since, "eta": None}
         trainer = handle.run.trainer if handle is not None else None
-        if trainer is not None and hasattr(trainer, "where"):
+        if trainer is not None and trainer.where():
             out["stage"] = trainer.where()          # a curriculum's stage in progress
         if trainer is not None and phase == "training":
             advanced = trainer.step - handle.run.start_step

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hflab import experiment as experiment_module
 from hflab import formstate, plots
+from hflab import lab as lab_module
 from hflab.config import ConfigError, preset_config
 from hflab.experiment import build, evaluation, run
 from hflab.lab import Lab, run_to_store
@@ -101,7 +103,7 @@ def test_a_stage_that_misses_the_target_ends_the_run_and_says_where():
 
 
 @pytest.mark.parametrize("extra", [0, 2], ids=["at-a-stage-start", "inside-a-stage"])
-def test_resuming_a_curriculum_run_joins_the_uninterrupted_curve(tmp_path, extra):
+def test_resuming_a_curriculum_run_joins_the_uninterrupted_curve(tmp_path, extra, monkeypatch):
     store = Store(tmp_path)
     cfg = small(checkpoint_every=1000)      # a run's end writes a checkpoint whatever this is
     full = store.create_run(cfg)
@@ -116,7 +118,12 @@ def test_resuming_a_curriculum_run_joins_the_uninterrupted_curve(tmp_path, extra
     assert int(leaves["curriculum_stage"]) == 1 and bool(leaves["curriculum_fresh_stage"]) == \
         (not extra)
     assert int(leaves["curriculum_stage_start"]) == (stop_at if not extra else boundary)
+    built_lengths = []              # the stages' data a resume builds: its own stage's, once
+    for module in (experiment_module, lab_module):
+        monkeypatch.setattr(module, "build", lambda c, real=module.build:
+                            built_lengths.append(c.seq_len) or real(c))
     run_to_store(store, part, cfg, resume=True)
+    assert built_lengths == [6, 8]
     b = store.metrics(part)
     assert list(b["step"]) == list(a["step"])
     for col in ("stage", "seq_len", "train_loss", "test_error", "damping", "rho", "cg_iters"):
