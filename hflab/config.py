@@ -76,6 +76,8 @@ class RunConfig:
     max_seconds: float = _f(0.0, "optimisation-time budget in seconds (0 = none)")
     target_error: float = _f(-1.0, "stop once the test error is at most this (< 0 = never)")
     grad_batch: int = _f(0, "gradient batch size (0 = the whole training set)")
+    grad_batch_doubling: int = _f(0, "double the gradient batch every this many updates, up to "
+                                     "the whole training set (0 = a fixed size)")
     n_chunks: int = _f(1, "HF: curvature chunks of the gradient batch")
     curvature: str = _f("gauss_newton", "HF curvature matrix", CURVATURE_KINDS)
     damping: float = _f(45.0, "HF: initial damping λ")
@@ -183,8 +185,7 @@ PRESETS: dict[str, dict] = {
     "seed-333": dict(damping=1.0, steps=30, init="gaussian"),
     "regression": dict(damping=1.0, steps=50),
     "spirals": dict(damping=1.0, steps=100, init="gaussian", init_scale=2.0),
-    "digits": dict(damping=1.0, steps=40),
-    "digits-ae": dict(damping=1.0, steps=50),
+    "digits": dict(damping=1.0, steps=40), "digits-ae": dict(damping=1.0, steps=50),
     "mnist": dict(damping=1.0, steps=40, n_chunks=4),
     "mnist-ae": dict(damping=45.0, steps=30, grad_batch=1000, n_chunks=4, eval_every=5),
     "curves": dict(damping=45.0, steps=30, n_chunks=4, eval_every=5),
@@ -381,7 +382,8 @@ def _validate_numbers(c: RunConfig):
     for name, lo, hi in (("n_train", 0, 1_000_000), ("n_test", 0, 1_000_000),
                          ("steps", 1, 10_000_000), ("max_cg_iters", 1, 5000),
                          ("n_chunks", 1, 10_000), ("eval_every", 1, 1_000_000),
-                         ("checkpoint_every", 0, 1_000_000), ("seed", 0, 2 ** 31 - 1)):
+                         ("checkpoint_every", 0, 1_000_000), ("seed", 0, 2 ** 31 - 1),
+                         ("grad_batch_doubling", 0, 1_000_000)):
         _check_int(name, getattr(c, name), lo, hi)
     _check_number("max_seconds", c.max_seconds, 0.0, 30 * 86400.0)
     _check_number("target_error", c.target_error, -1.0, 1e12)
@@ -419,7 +421,7 @@ def _check_memory(c: RunConfig, n_train: int):
                           f"at most {MAX_PARAMS:,} are allowed")
     itemsize = 4 if c.dtype == "float32" else 8
     steps = int(1.1 * c.final_seq_len()) + 10 if c.spec.kind == "rnn" else 1
-    batch = c.grad_batch or n_train
+    batch = n_train if c.grad_batch_doubling else c.grad_batch or n_train   # the largest
     total = (3 * batch * steps * sum(model.sizes) + c.entry.memory_vectors * n_params) * itemsize
     if total > MEMORY_BUDGET_BYTES:
         raise ConfigError("layers", layers, f"this run would need about {total / 2**30:.1f} GiB "

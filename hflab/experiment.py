@@ -4,10 +4,8 @@
 optimiser from the registry (:mod:`hflab.optimizers`).  :func:`run` drives any optimiser that
 follows :mod:`hflab.protocol`; it never asks which one it is.
 
-The data stream is a pure function of (seed, step): full batch, or fixed-size minibatches cut
-from a per-epoch permutation; an optimiser that takes a curvature batch gets chunk
-``step mod n_chunks`` of the gradient batch (Martens 2010 §4.5), fixed within one update.  So a
-resumed run sees exactly the data it would have seen.
+The data stream (:mod:`hflab.datastream`) is a pure function of (seed, step), so a resumed run
+sees exactly the data it would have seen.
 
 Costs: every update's ``wall_seconds`` is the time of that update alone (waited on with
 ``block_until_ready``); compilation is done ahead of time and reported as ``compile_seconds``;
@@ -23,11 +21,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import tasks
 from .compiled import COMPILED, compiled_update, signature
 from .config import RunConfig
+from .datastream import batches_for_step, grad_batch_size
 from .losses import Batch, get_loss
 from .models import Model
 
@@ -71,27 +69,6 @@ def build(config: RunConfig) -> Built:
 
 def init_params(built: Built):
     return built.model.init_params(jax.random.PRNGKey(built.config.seed), built.dtype)
-
-
-# ----------------------------------------------------------------------------- data stream
-def batches_for_step(built: Built, step: int) -> tuple[Batch, Batch]:
-    """(gradient batch, curvature batch) of update ``step`` — a pure function of (seed, step)."""
-    cfg, train = built.config, built.task.train
-    n = train.size
-    gb = cfg.grad_batch or n
-    if gb >= n:
-        grad = train
-    else:
-        per_epoch = n // gb
-        epoch, k = divmod(step, per_epoch)
-        perm = np.random.default_rng((cfg.seed, epoch)).permutation(n)[k * gb:(k + 1) * gb]
-        idx = jnp.asarray(np.sort(perm))
-        grad = Batch(train.x[idx], train.y[idx], train.mask[idx])
-    if not cfg.entry.curvature_batch or cfg.n_chunks == 1:
-        return grad, grad
-    size = gb // cfg.n_chunks
-    sl = slice((step % cfg.n_chunks) * size, (step % cfg.n_chunks + 1) * size)
-    return grad, Batch(grad.x[sl], grad.y[sl], grad.mask[sl])
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -258,6 +235,9 @@ class Trainer:
         self.params, self.opt_state = params, opt_state
         scalars, trace = self.built.optimizer.record(info)
         record = {"step": self.step + 1, **self.progress.add(scalars, seconds)}
+        if self.config.grad_batch_doubling:         # the size this update's gradient saw
+            record["grad_batch_size"] = grad_batch_size(
+                self.config, self.built.task.train.size, self.step - self.first_step)
         self.step = record["step"]
         own = self.step - self.first_step
         if own % self.config.eval_every == 0 or own == 1 or self.step == self.config.steps:

@@ -30,6 +30,10 @@ BAD_CONFIGS = [
     (dict(task="digits", seq_len=20), "seq_len", "not a sequence problem"),
     (dict(task="digits", n_chunks=2000), "n_chunks", "at most the gradient batch size"),
     (dict(task="digits", grad_batch=5000), "grad_batch", "the training set has 1438 cases"),
+    (dict(task="digits", grad_batch_doubling=-5), "grad_batch_doubling", "[0, 1000000]"),
+    # growing batches reach the whole training set: memory is planned for it, not the first
+    (dict(task="xor", seq_len=1000, n_train=40000, grad_batch=2000, grad_batch_doubling=10),
+     "layers", "batch 40000"),
     (dict(activation="sigmoidish"), "activation", "['tanh', 'logistic', 'relu', 'linear']"),
     (dict(loss="hinge"), "loss", "['squared', 'logistic', 'softmax']"),
     (dict(task="addition", loss="softmax"), "loss", "no class targets"),

@@ -10,7 +10,8 @@ import pytest
 from hflab import optimizers
 
 from hflab.config import RunConfig, preset_config
-from hflab.experiment import batches_for_step, build, run
+from hflab.datastream import batches_for_step, grad_batch_size
+from hflab.experiment import build, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,35 @@ def test_every_optimiser_reduces_the_loss(task, optimizer):
     assert all(a["n_grad"] <= b["n_grad"] for a, b in zip(records, records[1:]))
     assert (records[-1]["n_gv"] > 0) == optimizers.get(optimizer).curvature_batch
     assert records[-1]["n_passes"] >= 2 * records[-1]["n_grad"]
+
+
+def test_growing_gradient_batches_double_on_schedule_and_stay_a_pure_function_of_the_step():
+    cfg = RunConfig(task="digits", grad_batch=100, grad_batch_doubling=3, n_chunks=4, steps=5)
+    built, plain = build(cfg), build(cfg.replace(grad_batch_doubling=0))
+    n = built.task.train.size
+    sizes = [int(batches_for_step(built, s)[0].x.shape[0]) for s in range(16)]
+    assert sizes == [100] * 3 + [200] * 3 + [400] * 3 + [800] * 3 + [n] * 4
+    assert [grad_batch_size(cfg, n, s) for s in range(16)] == sizes
+    grad, curv = batches_for_step(built, 4)                   # chunk 0 of that step's batch
+    assert curv.x.shape[0] == 50 and np.array_equal(curv.x, grad.x[:50])
+    for s in range(3):                                        # the first span is the plain stream
+        assert np.array_equal(batches_for_step(built, s)[0].x, batches_for_step(plain, s)[0].x)
+    assert np.array_equal(batches_for_step(built, 5)[0].x, batches_for_step(built, 5)[0].x)
+    # a span's batches come from its own epoch permutation: no case twice within the span
+    span = np.concatenate([np.asarray(batches_for_step(built, s)[0].x) for s in (3, 4, 5)])
+    every = np.asarray(built.task.train.x)
+    twins = len(every) - len(np.unique(every, axis=0))        # identical images in the set
+    assert len(np.unique(span, axis=0)) >= len(span) - twins
+    assert np.array_equal(batches_for_step(built, 12)[0].x, built.task.train.x)   # all of it
+
+
+def test_a_run_with_growing_batches_records_each_updates_batch_size():
+    cfg = RunConfig(task="digits", grad_batch=100, grad_batch_doubling=2, n_chunks=4, steps=6,
+                    max_cg_iters=5)
+    records = []
+    run(cfg, on_step=lambda r, *a: records.append(r))
+    assert [r["grad_batch_size"] for r in records[1:]] == [100, 100, 200, 200, 400, 400]
+    assert "grad_batch_size" not in records[0]
 
 
 def test_data_stream_minibatches_and_curvature_chunks():

@@ -1,0 +1,60 @@
+"""The data stream: which training cases update ``step`` sees — a pure function of (seed, step),
+so a resumed run sees exactly the data it would have seen.
+
+Full batch, or minibatches cut from a per-epoch permutation of the training set (every case once
+per epoch).  An optimiser that takes a curvature batch gets chunk ``step mod n_chunks`` of the
+gradient batch (Martens 2010 §4.5), fixed within one update.
+
+**Growing gradient batches** (``grad_batch_doubling`` = k > 0): the gradient batch doubles every k
+updates until it is the whole training set — the geometric sample-size schedule of Friedlander &
+Schmidt (2012, "Hybrid deterministic-stochastic methods for data fitting"), under which a
+stochastic method keeps the linear rate of its full-batch version; Byrd, Chin, Nocedal & Wu
+(2012) grow the sample of subsampled Hessian-free Newton-CG for the same reason.  Early updates
+are cheap while the gradient's direction matters more than its precision; later ones see
+enough cases that the step fitted to one batch (HF's ≤ 250 CG iterations) does not overfit it
+and ρ measures the objective rather than the batch's noise.  Doubling, not a smooth ×1.05 per
+update, because each new size is a new compiled update (a handful of shapes, not hundreds).
+Within each size's span the cases come from that span's own per-epoch permutations; the first
+span's stream is the fixed-size stream, so a run with doubling equals the plain run until its
+first doubling.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from .config import RunConfig
+from .losses import Batch
+
+
+def grad_batch_size(config: RunConfig, n_train: int, step: int) -> int:
+    """The gradient batch size of update ``step`` (0-based) for a training set of ``n_train``."""
+    size = config.grad_batch or n_train
+    if config.grad_batch_doubling and size < n_train:
+        doublings = min(step // config.grad_batch_doubling, n_train.bit_length())
+        size = min(n_train, size << doublings)
+    return size
+
+
+def batches_for_step(built, step: int) -> tuple[Batch, Batch]:
+    """(gradient batch, curvature batch) of update ``step`` of ``built``'s run (a
+    :class:`hflab.experiment.Built`) — a pure function of (seed, step)."""
+    cfg, train = built.config, built.task.train
+    n = train.size
+    gb = grad_batch_size(cfg, n, step)
+    if gb >= n:
+        grad = train
+    else:
+        span = step // cfg.grad_batch_doubling if cfg.grad_batch_doubling else 0
+        local = step - span * cfg.grad_batch_doubling if span else step
+        per_epoch = n // gb
+        epoch, k = divmod(local, per_epoch)
+        key = (cfg.seed, epoch) if not span else (cfg.seed, span, epoch)
+        perm = np.random.default_rng(key).permutation(n)[k * gb:(k + 1) * gb]
+        idx = jnp.asarray(np.sort(perm))
+        grad = Batch(train.x[idx], train.y[idx], train.mask[idx])
+    if not cfg.entry.curvature_batch or cfg.n_chunks == 1:
+        return grad, grad
+    size = gb // cfg.n_chunks
+    sl = slice((step % cfg.n_chunks) * size, (step % cfg.n_chunks + 1) * size)
+    return grad, Batch(grad.x[sl], grad.y[sl], grad.mask[sl])
