@@ -31,8 +31,8 @@ the two give the same stages.
 ``hf+structural``; ``adam`` asks whether the curriculum alone does it), ``HFLAB_PAPERS_SEEDS``,
 ``HFLAB_PAPERS_BUDGET`` (seconds per stage, default 1200), ``HFLAB_PAPERS_SETTINGS`` (RunConfig
 fields for every stage), ``HFLAB_FINAL_STAGE_SETTINGS`` (RunConfig fields for the last stage
-alone, its records labelled e.g. ``(T = 200: rho_batch gradient)``) and ``HFLAB_CURRICULUM`` (the lengths, default ``20,50,100``) choose the
-runs.
+alone, its records labelled e.g. ``(T = 200: rho_batch gradient)``) and ``HFLAB_CURRICULUM``
+(the lengths, default ``20,50,100``) choose the runs.
 """
 from __future__ import annotations
 

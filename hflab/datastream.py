@@ -46,9 +46,8 @@ def batches_for_step(built, step: int) -> tuple[Batch, Batch]:
         grad = train
     else:
         span = step // cfg.grad_batch_doubling if cfg.grad_batch_doubling else 0
-        local = step - span * cfg.grad_batch_doubling if span else step
         per_epoch = n // gb
-        epoch, k = divmod(local, per_epoch)
+        epoch, k = divmod(step - span * cfg.grad_batch_doubling, per_epoch)   # within the span
         key = (cfg.seed, epoch) if not span else (cfg.seed, span, epoch)
         perm = np.random.default_rng(key).permutation(n)[k * gb:(k + 1) * gb]
         idx = jnp.asarray(np.sort(perm))

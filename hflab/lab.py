@@ -372,8 +372,9 @@ class Lab:
                "active": handle is not None, "error": info["error"],
                "phase_seconds": None if since is None else time.time() - since, "eta": None}
         trainer = handle.run.trainer if handle is not None else None
-        if trainer is not None and trainer.where():
-            out["stage"] = trainer.where()          # a curriculum's stage in progress
+        stage = trainer.where() if trainer is not None else None
+        if stage:
+            out["stage"] = stage                    # a curriculum's stage in progress
         if trainer is not None and phase == "training":
             advanced = trainer.step - handle.run.start_step
             if advanced:
