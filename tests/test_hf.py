@@ -292,7 +292,7 @@ def test_an_accepted_step_never_increases_the_objective(seed):
         params = new
 
 
-@pytest.mark.parametrize("init", ["sparse", "gaussian", "glorot"])
+@pytest.mark.parametrize("init", ["sparse", "gaussian", "glorot", "orthogonal"])
 @pytest.mark.parametrize("kind, sizes", [("mlp", (3, 5, 2)), ("rnn", (2, 4, 1))])
 def test_every_init_honours_the_dtype(init, kind, sizes):
     model = Model(kind, sizes, ("tanh",) * (1 if kind == "rnn" else len(sizes) - 2), init, 1.5,

@@ -55,3 +55,25 @@ def test_sparse_init_has_fifteen_incoming_weights_and_martens_scales():
     assert np.all(np.asarray(mlp[0]["b"]) == 0.5)
     again = model.init_params(jax.random.PRNGKey(0), jnp.float32)
     assert np.array_equal(np.asarray(again["W_rec"]), w)                # seeded
+
+
+def test_orthogonal_init_keeps_every_singular_value_at_its_scale():
+    """Saxe et al. (2014): a square W_rec with all singular values equal (so its spectral radius
+    is the same number) — a sparse or Gaussian matrix at radius 1.1 has singular values spread
+    well above it; rectangular matrices have orthonormal rows or columns times the scale."""
+    model = Model("rnn", (2, 40, 3), ("tanh",), "orthogonal", 0.7, rec_scale=1.1)
+    p = model.init_params(jax.random.PRNGKey(4), jnp.float64)
+    s = np.linalg.svd(np.asarray(p["W_rec"]), compute_uv=False)
+    assert np.allclose(s, 1.1, rtol=1e-10)
+    assert np.isclose(np.max(np.abs(np.linalg.eigvals(np.asarray(p["W_rec"])))), 1.1, rtol=1e-10)
+    w_in, w_out = np.asarray(p["W_in"]), np.asarray(p["W_out"])
+    assert np.allclose(w_in @ w_in.T, 0.49 * np.eye(2), atol=1e-12)         # (2, 40): rows
+    assert np.allclose(w_out.T @ w_out, 0.49 * np.eye(3), atol=1e-12)       # (40, 3): columns
+    assert np.all(np.asarray(p["b"]) == 0.0) and np.all(np.asarray(p["b_out"]) == 0.0)
+    sparse = Model("rnn", (2, 40, 3), ("tanh",), "sparse", rec_scale=1.1).init_params(
+        jax.random.PRNGKey(4), jnp.float64)
+    assert np.linalg.svd(np.asarray(sparse["W_rec"]), compute_uv=False).max() > 1.5
+    mlp = Model("mlp", (6, 6, 2), ("tanh",), "orthogonal", 2.0).init_params(
+        jax.random.PRNGKey(5), jnp.float64)
+    assert np.allclose(np.asarray(mlp[0]["W"]).T @ np.asarray(mlp[0]["W"]), 4 * np.eye(6),
+                       atol=1e-12)

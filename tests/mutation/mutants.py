@@ -150,4 +150,7 @@ MUTANTS = [
     ("hflab/config.py", "batch = n_train if c.grad_batch_doubling else c.grad_batch or n_train",
      "batch = c.grad_batch or n_train",
      "the memory estimate plans for the first gradient batch, not the whole set it grows to"),
+    ("hflab/models.py", "jax.nn.initializers.orthogonal(float(scale))",
+     "jax.nn.initializers.orthogonal()",
+     "the orthogonal init ignores its scale (every singular value 1)"),
 ]
