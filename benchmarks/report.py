@@ -278,15 +278,15 @@ AXES = (("updates", "updates"), ("passes", "forward+backward passes"),
 def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
     """Test reconstruction error of the long autoencoder runs against all three cost axes
     (updates, forward+backward passes, optimisation seconds): a row per task, a line per
-    optimiser and seed, the same colour for an optimiser throughout."""
+    optimiser and seed, the same colour for an optimiser throughout (settings variants dashed,
+    any number of them: :func:`label_styles`)."""
     from plotly.subplots import make_subplots
     a = latest(a, ["task", "optimizer", "seed", "budget_seconds"])
     tasks = sorted(a["task"].unique())
     fig = make_subplots(rows=len(tasks), cols=len(AXES), shared_yaxes="rows",
                         subplot_titles=[f"{t}: against {label}" for t in tasks
                                         for _, label in AXES])
-    colours = dict(zip(sorted(a["optimizer"].unique()),
-                       ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]))
+    colours, dashes = label_styles(sorted(a["optimizer"].unique()))
     first = legend_once()
     for row, task in enumerate(tasks, start=1):
         for _, r in a[a["task"] == task].sort_values(["optimizer", "seed"]).iterrows():
@@ -295,7 +295,8 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
                 xs = list(r[f"curve_{axis}"])
                 fig.add_trace(go.Scatter(
                     x=xs[1:], y=list(r["curve_test_error"])[1:], mode="lines",
-                    line_color=colours[r["optimizer"]], name=r["optimizer"],
+                    line=dict(color=colours[r["optimizer"]], dash=dashes[r["optimizer"]]),
+                    name=r["optimizer"],
                     legendgroup=r["optimizer"], showlegend=bool(new_label and col == 1),
                     hovertemplate=f"{r['optimizer']} seed {r['seed']}: %{{y:.3g}} at "
                                   f"%{{x:.4g}}<extra></extra>"), row=row, col=col)

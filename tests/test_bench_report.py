@@ -63,6 +63,20 @@ def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
     assert sum(t.showlegend for t in fig.data) == 2         # one legend entry per optimiser
 
 
+def test_autoencoder_cost_curves_draw_any_number_of_settings_variants():
+    """Six labels once broke a five-colour list (KeyError on the sixth)."""
+    labels = ["adam", "hf", "momentum"] + [f"hf (grad_batch {b})" for b in (500, 1000, 2500)]
+    rows = [{"benchmark": "autoencoder", "task": "curves", "optimizer": lab, "seed": 0,
+             "budget_seconds": 600.0, "curve_updates": [0, 1, 2], "curve_passes": [0, 5, 9],
+             "curve_seconds": [0, 1.0, 2.0], "curve_test_error": [9.0, 8.0, 7.0],
+             "time": "2026-12-02T10"} for lab in labels]
+    fig = report.autoencoder_cost_curves(pd.DataFrame(rows))
+    assert len(fig.data) == 6 * 3
+    style = {t.name: (t.line.color, t.line.dash) for t in fig.data}
+    assert len({c for c, _ in style.values()}) == 6         # no two labels share a colour
+    assert {lab for lab, (_, d) in style.items() if d == "dash"} == set(labels[3:])
+
+
 def test_long_autoencoder_runs_reject_an_unknown_optimiser(monkeypatch):
     monkeypatch.setenv("HFLAB_AE_OPTIMIZERS", "hf,adamw")
     with pytest.raises(SystemExit, match="'adamw' is not one of"):
