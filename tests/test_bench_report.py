@@ -41,6 +41,14 @@ def test_without_any_new_regime_row_old_paper_runs_are_dropped():
     assert list(report.current_papers_runs(df)["mode"]) == ["quick"]
 
 
+def _ae_row(task, optimizer):
+    """A long autoencoder run's record with a three-point curve (seed 0)."""
+    return {"benchmark": "autoencoder", "task": task, "optimizer": optimizer, "seed": 0,
+            "budget_seconds": 600.0, "curve_updates": [0, 1, 2], "curve_passes": [0, 5, 9],
+            "curve_seconds": [0, 1.0, 2.0], "curve_test_error": [9.0, 8.0, 7.0],
+            "time": "2026-12-02T10"}
+
+
 def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
     rows = []
     for opt in ("hf", "adam"):
@@ -66,11 +74,7 @@ def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
 def test_autoencoder_cost_curves_draw_any_number_of_settings_variants():
     """Six labels once broke a five-colour list (KeyError on the sixth)."""
     labels = ["adam", "hf", "momentum"] + [f"hf (grad_batch {b})" for b in (500, 1000, 2500)]
-    rows = [{"benchmark": "autoencoder", "task": "curves", "optimizer": lab, "seed": 0,
-             "budget_seconds": 600.0, "curve_updates": [0, 1, 2], "curve_passes": [0, 5, 9],
-             "curve_seconds": [0, 1.0, 2.0], "curve_test_error": [9.0, 8.0, 7.0],
-             "time": "2026-12-02T10"} for lab in labels]
-    fig = report.autoencoder_cost_curves(pd.DataFrame(rows))
+    fig = report.autoencoder_cost_curves(pd.DataFrame([_ae_row("curves", lab) for lab in labels]))
     assert len(fig.data) == 6 * 3
     style = {t.name: (t.line.color, t.line.dash) for t in fig.data}
     assert len({c for c, _ in style.values()}) == 6         # no two labels share a colour
@@ -181,13 +185,9 @@ def test_long_autoencoder_runs_take_a_settings_variant(monkeypatch):
 
 
 def test_an_autoencoder_variant_only_on_the_second_task_still_gets_a_legend_entry():
-    def row(task, optimizer):
-        return {"benchmark": "autoencoder", "task": task, "optimizer": optimizer, "seed": 0,
-                "budget_seconds": 600.0, "curve_updates": [0, 1, 2], "curve_passes": [0, 5, 9],
-                "curve_seconds": [0, 1.0, 2.0], "curve_test_error": [9.0, 8.0, 7.0],
-                "time": "2026-12-02T10"}
     fig = report.autoencoder_cost_curves(pd.DataFrame(
-        [row("curves", "hf"), row("mnist-ae", "hf"), row("mnist-ae", "hf (grad_batch 2500)")]))
+        [_ae_row("curves", "hf"), _ae_row("mnist-ae", "hf"),
+         _ae_row("mnist-ae", "hf (grad_batch 2500)")]))
     assert sorted(t.name for t in fig.data if t.showlegend) == ["hf", "hf (grad_batch 2500)"]
 
 
