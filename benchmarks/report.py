@@ -194,8 +194,9 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
                               "%{customdata[1]:.0f} s each<extra>" + opt + "</extra>"),
                 row=1, col=col)
         ts = sorted(r["T"].unique())
+        # upright labels would overlap once lengths between the papers' (60, 75) are recorded
         fig.update_xaxes(type="log", title_text="T", tickvals=ts, ticktext=[f"{t:.0f}" for t in ts],
-                         range=[1.2, 2.4], row=1, col=col)
+                         tickangle=-90, tickfont=dict(size=9), range=[1.2, 2.4], row=1, col=col)
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)
     fig.update_layout(title="RNN problems: success rate against T (median over seeds, bars: "
                             "worst–best seed; each at its longest budget)", width=1300,
