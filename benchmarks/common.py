@@ -13,6 +13,8 @@ import jax
 
 RESULTS = Path(os.environ.get("HFLAB_BENCH_RESULTS") or
                Path(__file__).resolve().parent / "results" / "results.jsonl")
+# the sequence lengths of Martens & Sutskever's (2011) pathological RNN problems
+PAPERS_LENGTHS = (20, 50, 100, 200)
 
 
 def machine() -> dict:

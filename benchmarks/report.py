@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from .common import RESULTS
+from .common import PAPERS_LENGTHS, RESULTS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -197,9 +197,8 @@ def success_against_t(r: pd.DataFrame) -> go.Figure:
         ts = sorted(r["T"].unique())
         # lengths between the papers' (60, 75, 90) crowd a narrow log axis: label the papers'
         # lengths and any other at least 0.07 decades (~8 px) from them; hover gives every T
-        papers = (20, 50, 100, 200)
-        text = [f"{t:.0f}" if t in papers or min(abs(math.log10(t / p)) for p in papers) >= 0.07
-                else "" for t in ts]
+        text = [f"{t:.0f}" if t in PAPERS_LENGTHS
+                or min(abs(math.log10(t / p)) for p in PAPERS_LENGTHS) >= 0.07 else "" for t in ts]
         fig.update_xaxes(type="log", title_text="T", tickvals=ts, ticktext=text,
                          tickangle=-90, tickfont=dict(size=9), range=[1.2, 2.4], row=1, col=col)
     fig.update_yaxes(title_text="test success rate", tickformat=".0%", row=1, col=1)

@@ -10,7 +10,7 @@ import numpy as np
 from hflab.config import preset_config
 from hflab.experiment import run as run_loop
 
-from .common import compared_optimizers, env_list, env_settings, progress
+from .common import PAPERS_LENGTHS, compared_optimizers, env_list, env_settings, progress
 
 # HF with and without structural damping, then every other registered optimiser at its registry
 # learning rate (SGD is left out of quick mode: Nesterov momentum dominates it here)
@@ -94,7 +94,7 @@ def run_papers(full: bool = True):
     carry them as ``settings`` with the optimizer label suffixed (a variant is its own line)."""
     problems = env_list("HFLAB_PAPERS_PROBLEMS", ["addition", "multiplication", "xor",
                                                    "temporal-order-2"])
-    lengths = env_list("HFLAB_PAPERS_T", [20, 50, 100, 200], int)
+    lengths = env_list("HFLAB_PAPERS_T", list(PAPERS_LENGTHS), int)
     seeds = env_list("HFLAB_PAPERS_SEEDS", [0, 1, 2], int)
     budget = float(os.environ.get("HFLAB_PAPERS_BUDGET", "1800"))
     chosen = env_list("HFLAB_PAPERS_OPTIMIZERS", None)
