@@ -139,9 +139,12 @@ def matmul_roofline_ms(n_cases: int) -> tuple[float, float]:
     return gflops, 1e3 * 4 * flops / (gflops * 1e9)
 
 
-def peak_gflops(size: int = 1024) -> float:
-    """float32 matmul rate of one large square product: this machine's arithmetic roof."""
-    a = jnp.ones((size, size), jnp.float32)
+def peak_gflops(size: int | None = None) -> float:
+    """float32 matmul rate of one large square product: this machine's arithmetic roof.  On a
+    GPU the product is 4096² (a 1024² one is too short there to hide launch latency); random
+    data, not constants, so the rate is the one real operands get."""
+    size = size or (1024 if jax.devices()[0].platform == "cpu" else 4096)
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
     mm = jax.jit(lambda m: m @ m)
     jax.block_until_ready(mm(a))
     t0, reps = time.perf_counter(), 20
