@@ -15,18 +15,19 @@ case "$*" in
   *'platform == "gpu"'*) exit "$GPU_CHECK_RC" ;;
   *"jax.__version__)"*) echo 0.10.2 ;;
   *"--only $FAILING_SUITE "*) exit 3 ;;
+  *"--only $SLOW_SUITE "*) sleep 20 ;;
 esac
 exit 0
 """
 
 
-def _run(tmp_path, gpu_check_rc=0, failing="none", suites=None, extra_env=None):
+def _run(tmp_path, gpu_check_rc=0, failing="none", suites=None, extra_env=None, slow="none"):
     fake = tmp_path / "python"
     fake.write_text(FAKE)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     calls = tmp_path / "calls.txt"
     env = {**os.environ, "CALLS": str(calls), "GPU_CHECK_RC": str(gpu_check_rc),
-           "FAILING_SUITE": failing, "PATH": "/usr/bin:/bin", **(extra_env or {})}
+           "FAILING_SUITE": failing, "SLOW_SUITE": slow, "PATH": "/usr/bin:/bin", **(extra_env or {})}
     if suites:
         env["HFLAB_GPU_SUITES"] = suites
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), str(fake), "--full"],
@@ -59,6 +60,14 @@ def test_suites_can_be_picked_and_capped(tmp_path):
                        extra_env={"HFLAB_GPU_SUITE_SECONDS": "30"})
     assert proc.returncode == 0, proc.stderr
     assert _suites(calls) == ["hf_update", "rnn_cost"]
+
+
+def test_a_suite_over_its_cap_is_stopped_and_the_next_one_still_runs(tmp_path):
+    proc, calls = _run(tmp_path, suites="hf_update rnn_cost", slow="hf_update",
+                       extra_env={"HFLAB_GPU_SUITE_SECONDS": "1"})
+    assert "# suite hf_update: exit 124" in proc.stdout      # timeout's status: the cap held
+    assert "# suite rnn_cost: exit 0" in proc.stdout
+    assert proc.returncode == 124 and _suites(calls) == ["hf_update", "rnn_cost"]
 
 
 def test_without_a_gpu_the_cuda_build_of_the_same_jax_version_is_installed(tmp_path):
