@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -11,7 +12,8 @@ from hflab import optimizers
 
 from hflab.config import RunConfig, preset_config
 from hflab.datastream import batches_for_step, grad_batch_size
-from hflab.experiment import build, run
+from hflab import experiment, tasks
+from hflab.experiment import build, evaluation, init_params, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +61,52 @@ def test_a_run_with_growing_batches_records_each_updates_batch_size():
     run(cfg, on_step=lambda r, *a: records.append(r))
     assert [r["grad_batch_size"] for r in records[1:]] == [100, 100, 200, 200, 400, 400]
     assert "grad_batch_size" not in records[0]
+
+
+@pytest.mark.parametrize("task,n_train,case_steps", [
+    ("xor", 203, 11 * 40),        # sequences of 11 steps, 40 per chunk: 6 chunks, the last 3 cases
+    ("spirals", 203, 50),         # one case-step per case: 5 chunks, the last 3 cases
+])
+def test_chunked_evaluation_equals_one_pass_over_the_set(task, n_train, case_steps, monkeypatch):
+    """The set is evaluated in chunks (memory bound by the chunk): the loss and error must equal
+    one forward pass over the whole set — not the mean of the chunks' means, which weights the
+    3-case last chunk like a full one, and not counting its zero-mask padding as cases."""
+    cfg = preset_config(task, seq_len=10, n_train=n_train, n_test=50, seed=3,
+                        dtype="float64")
+    built = build(cfg)
+    params = init_params(built)
+    params = jax.tree.map(lambda v: v * 3.0, params)                 # away from chance
+    monkeypatch.setattr(experiment, "EVAL_CHUNK_CASE_STEPS", case_steps)
+    monkeypatch.setattr(experiment, "_EVAL_CACHE", {})
+    train = built.task.train
+    assert 1 < train.size / experiment.evaluation_chunk(train.mask) < train.size
+    got = evaluation(built, params)
+    z = np.asarray(built.model.apply(params, train.x))
+    y, mask = np.asarray(train.y), np.asarray(train.mask)
+    cases = mask.reshape(len(mask), -1).max(axis=1)
+    per_case = np.asarray(built.loss.per_case(z, y, mask))
+    np.testing.assert_allclose(got["train_loss"], per_case.sum() / cases.sum(), rtol=1e-10)
+    # the error by the task's own definition on the whole set at once
+    whole = float(tasks.task_error(built.task.spec, z, train))
+    np.testing.assert_allclose(got["train_error"], whole, rtol=1e-10)
+    assert 0.0 < got["train_error"] < 1.0
+
+
+def test_evaluation_memory_is_bounded_by_the_chunk_not_the_set():
+    """20,000 sequences of 110 steps: one forward pass holds every hidden state (~1.7 GB of XLA
+    temporaries); the chunked evaluator must need under a quarter of that."""
+    built = build(preset_config("xor", seq_len=100, n_train=20_000, n_test=100, seed=0))
+    params, train = init_params(built), built.task.train
+    chunked = experiment.evaluator(built).lower(params, train).compile().memory_analysis()
+    model, loss = built.model, built.loss
+
+    def one_pass(p, b):
+        z = model.apply(p, b.x)
+        return loss.value(z, b.y, b.mask), tasks.task_error(built.task.spec, z, b)
+    whole = jax.jit(one_pass).lower(params, train).compile().memory_analysis()
+    if chunked is None or whole is None:
+        pytest.skip("this JAX backend gives no memory analysis")
+    assert chunked.temp_size_in_bytes < whole.temp_size_in_bytes / 4
 
 
 def test_data_stream_minibatches_and_curvature_chunks():

@@ -153,4 +153,12 @@ MUTANTS = [
     ("hflab/models.py", "jax.nn.initializers.orthogonal(float(scale))",
      "jax.nn.initializers.orthogonal()",
      "the orthogonal init ignores its scale (every singular value 1)"),
+    ("hflab/experiment.py", "return jnp.sum(loss_sum) / total, jnp.sum(error_sum) / total",
+     "return jnp.mean(loss_sum / jnp.maximum(count, 1.0)), jnp.mean(error_sum / jnp.maximum(count, 1.0))",
+     "the chunked evaluation averages the chunks' means (the short last chunk overweighted)"),
+    ("hflab/experiment.py", "jnp.sum(case_weights(b.mask)))",
+     "jnp.asarray(b.mask.shape[0], b.mask.dtype))",
+     "the chunked evaluation counts the last chunk's zero-mask padding as cases"),
+    ("hflab/experiment.py", "size = evaluation_chunk(batch.mask)", "size = batch.mask.shape[0]",
+     "the evaluation runs the whole set in one pass (memory grows with the set)"),
 ]
