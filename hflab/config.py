@@ -27,12 +27,12 @@ from .learning_rates import LEARNING_RATES
 from .curvature import KINDS as CURVATURE_KINDS
 from .hf import RHO_BATCHES
 from .losses import LOSSES
+from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes  # noqa: F401
 from .models import ACTIVATIONS, INITS, Model
 from .parsing import MAX_TEXT, number_text, parse_curriculum, parse_layers  # noqa: F401
 
 DTYPES = ("float32", "float64")
 MAX_PARAMS = 50_000_000
-MEMORY_BUDGET_BYTES = 8 * 2 ** 30          # what one run may plan to hold
 
 
 class ConfigError(ValueError):
@@ -413,17 +413,14 @@ def _validate_sizes(c: RunConfig):
 
 
 def _check_memory(c: RunConfig, n_train: int):
-    model = c.model()
-    n_params = model.n_params
+    n_params = c.model().n_params
     layers = c.layers or c.spec.default_layers
     if n_params > MAX_PARAMS:
         raise ConfigError("layers", layers, f"the network would have {n_params:,} parameters; "
                           f"at most {MAX_PARAMS:,} are allowed")
-    itemsize = 4 if c.dtype == "float32" else 8
-    steps = int(1.1 * c.final_seq_len()) + 10 if c.spec.kind == "rnn" else 1
-    batch = n_train if c.grad_batch_doubling else c.grad_batch or n_train   # the largest
-    total = (3 * batch * steps * sum(model.sizes) + c.entry.memory_vectors * n_params) * itemsize
+    total = memory_estimate_bytes(c, n_train)
     if total > MEMORY_BUDGET_BYTES:
+        batch = largest_batch(c, n_train)
         raise ConfigError("layers", layers, f"this run would need about {total / 2**30:.1f} GiB "
                           f"({n_params:,} parameters, batch {batch}); the limit is "
                           f"{MEMORY_BUDGET_BYTES / 2**30:.0f} GiB — use fewer/narrower layers "

@@ -54,7 +54,10 @@ REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in [
                   "max_cg_iters": None, "cg_decay": None, "n_chunks": None,
                   "preconditioner": None, "backtracking": None, "line_search": None,
                   "rho_batch": None},
-        curvature_batch=True, cg_trace=True, memory_vectors=30),
+        # parameter-sized vectors: CG's, the saved iterates CG-backtracking may return (⌈5·1.3^j⌉
+        # up to 250), the step, gradient and warm start — 36 covers the MNIST autoencoder's update
+        # as XLA's memory analysis measures it
+        curvature_batch=True, cg_trace=True, memory_vectors=36),
     OptimizerEntry("sgd", "SGD", "plain stochastic gradient descent (optax.sgd)",
                    _optax(baselines.sgd), settings={"learning_rate": 0.05}),
     OptimizerEntry("momentum", "Nesterov momentum", "SGD with Nesterov momentum (optax.sgd)",

@@ -1,0 +1,50 @@
+"""What one run may hold in memory, and what it is planned to hold: the config's memory check
+(:func:`hflab.config.validate`) refuses a run whose plan exceeds the budget.
+
+``c`` is a :class:`hflab.config.RunConfig`.
+"""
+from __future__ import annotations
+
+import os
+
+from .models import FULL_UNROLL_MAX_STEPS
+
+
+def _machine_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):        # not POSIX: assume the reference 24 GiB
+        return 24 * 2 ** 30
+
+
+# What one run may plan to hold: three quarters of this machine's memory, at most 16 GiB (the
+# lab runs several optimisers of one comparison side by side, and the store and app need room).
+MEMORY_BUDGET_BYTES = min(16 * 2 ** 30, _machine_memory_bytes() * 3 // 4)
+# Values held per case, step and unit by one update (forward states, tangents, residuals),
+# set from XLA's memory analysis of the compiled HF update (float32) with ~25 % to spare: MLPs ~3;
+# an RNN unrolled in full (≤ 64 steps) ~4; a rolled scan's while loop stacks its residuals per
+# step, ~9.5 (XOR T = 100 and 200, batch 4,000: 0.98 and 1.96 GiB held, where the earlier single
+# factor of 3 planned 0.36 and 0.69 — two runs at batch 32,000 were OOM-killed on 24 GiB).
+ACTIVATION_FACTOR = {"mlp": 4, "rnn-unrolled": 5, "rnn-rolled": 12}
+
+
+def largest_batch(c, n_train: int) -> int:
+    """The largest gradient batch of the run (growing batches end at the whole training set)."""
+    return n_train if c.grad_batch_doubling else c.grad_batch or n_train
+
+
+def memory_estimate_bytes(c, n_train: int) -> int:
+    """Bytes one update of this run is planned to hold: activations of its largest gradient batch
+    (:data:`ACTIVATION_FACTOR` values per case, step and unit) plus the optimiser's
+    parameter-sized vectors."""
+    model = c.model()
+    itemsize = 4 if c.dtype == "float32" else 8
+    steps = int(1.1 * c.final_seq_len()) + 10 if c.spec.kind == "rnn" else 1
+    batch = largest_batch(c, n_train)
+    if c.spec.kind != "rnn":
+        factor = ACTIVATION_FACTOR["mlp"]
+    else:
+        factor = ACTIVATION_FACTOR["rnn-unrolled" if int(1.1 * c.final_seq_len())
+                                   <= FULL_UNROLL_MAX_STEPS else "rnn-rolled"]
+    return (factor * batch * steps * sum(model.sizes)
+            + c.entry.memory_vectors * model.n_params) * itemsize
