@@ -27,7 +27,7 @@ from .learning_rates import LEARNING_RATES
 from .curvature import KINDS as CURVATURE_KINDS
 from .hf import RHO_BATCHES
 from .losses import LOSSES
-from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes  # noqa: F401
+from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes
 from .models import ACTIVATIONS, INITS, Model
 from .parsing import MAX_TEXT, number_text, parse_curriculum, parse_layers  # noqa: F401
 

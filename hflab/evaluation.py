@@ -36,17 +36,18 @@ def evaluator(built) -> Callable:
     The batch is cut into chunks of :func:`evaluation_chunk` cases (the last padded with
     zero-mask cases) run one after another in a ``lax.map``, so memory is bounded by a chunk.
     Loss and error are sums over cases divided by the number of cases (:func:`losses.n_cases`),
-    so each chunk gives its sums — its mean times its case count — and the whole batch's values
-    are the summed sums over the summed case counts: equal to one pass over the batch, not the
-    mean of the chunks' means (which would overweight the padded last chunk)."""
+    so each chunk gives its sums — the loss summed per case, the error's mean times its case
+    count — and the whole batch's values are the summed sums over the summed case counts: equal
+    to one pass over the batch, not the mean of the chunks' means (which would overweight the
+    padded last chunk)."""
     key = (built.model, built.loss, built.task.spec)
     if key not in _EVAL_CACHE:
         model, loss, spec = built.model, built.loss, built.task.spec
 
         def chunk_sums(params, b: Batch):
             z = model.apply(params, b.x)
-            n = n_cases(b.mask)          # the means' divisor (1 for an all-padding chunk: sums 0)
-            return (loss.value(z, b.y, b.mask) * n, tasks.task_error(spec, z, b) * n,
+            n = n_cases(b.mask)          # the error's divisor (1 for an all-padding chunk: sum 0)
+            return (jnp.sum(loss.per_case(z, b.y, b.mask)), tasks.task_error(spec, z, b) * n,
                     jnp.sum(case_weights(b.mask)))
 
         @jax.jit

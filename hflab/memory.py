@@ -39,12 +39,12 @@ def memory_estimate_bytes(c, n_train: int) -> int:
     parameter-sized vectors."""
     model = c.model()
     itemsize = 4 if c.dtype == "float32" else 8
-    steps = int(1.1 * c.final_seq_len()) + 10 if c.spec.kind == "rnn" else 1
-    batch = largest_batch(c, n_train)
-    if c.spec.kind != "rnn":
-        factor = ACTIVATION_FACTOR["mlp"]
+    if c.spec.kind == "rnn":
+        t_max = int(1.1 * c.final_seq_len())             # the padded length of the sequences
+        steps = t_max + 10
+        factor = ACTIVATION_FACTOR["rnn-rolled" if t_max > FULL_UNROLL_MAX_STEPS
+                                   else "rnn-unrolled"]
     else:
-        factor = ACTIVATION_FACTOR["rnn-unrolled" if int(1.1 * c.final_seq_len())
-                                   <= FULL_UNROLL_MAX_STEPS else "rnn-rolled"]
-    return (factor * batch * steps * sum(model.sizes)
+        steps, factor = 1, ACTIVATION_FACTOR["mlp"]
+    return (factor * largest_batch(c, n_train) * steps * sum(model.sizes)
             + c.entry.memory_vectors * model.n_params) * itemsize

@@ -10,10 +10,11 @@ import pytest
 
 from hflab import optimizers
 
-from hflab.config import RunConfig, memory_estimate_bytes, preset_config
+from hflab.config import RunConfig, preset_config
 from hflab.datastream import batches_for_step, grad_batch_size
 from hflab import evaluation as evaluation_module, experiment, tasks
 from hflab.experiment import build, evaluation, init_params, run
+from hflab.memory import memory_estimate_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 

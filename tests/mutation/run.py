@@ -47,7 +47,7 @@ FIRST = {"losses": ["tests/test_losses.py"], "models": ["tests/test_models.py"],
          "curvature": ["tests/test_hf.py", "tests/test_curvature.py"],
          "manual": ["tests/test_manual.py"], "parallel": ["tests/test_core_parallel.py"],
          "transform": ["tests/test_transform.py"], "spectra": ["tests/test_spectra.py"],
-         "experiment": ["tests/test_experiment.py", "tests/test_curriculum.py"],
+         "experiment": ["tests/test_curriculum.py"],
          "datastream": ["tests/test_experiment.py"], "evaluation": ["tests/test_experiment.py"],
          "config": ["tests/test_bad_inputs.py"],
          "memory": ["tests/test_bad_inputs.py", "tests/test_experiment.py"]}
