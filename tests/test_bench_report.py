@@ -132,6 +132,12 @@ def test_paper_runs_with_settings_carry_them_and_a_suffixed_label(monkeypatch):
     assert record["settings"] == {"layers": "100", "grad_batch": 8000}
     assert record["grad_batch"] == 8000 and record["n_train"] == 40_000
     assert seen[0] == {"n_train": 40_000, "grad_batch": 8000, "optimizer": "hf", "layers": "100"}
+    # first-order runs evaluate less often (evaluation counts against the budget); HF as before
+    monkeypatch.setenv("HFLAB_PAPERS_OPTIMIZERS", "adam,hf")
+    monkeypatch.delenv("HFLAB_PAPERS_SETTINGS")
+    seen.clear()
+    list(rnn_problems.run_papers())
+    assert [s.get("eval_every") for s in seen] == [None, rnn_problems.FIRST_ORDER_EVAL_EVERY]
     monkeypatch.setenv("HFLAB_PAPERS_SETTINGS", '["layers"]')
     with pytest.raises(SystemExit, match="not a JSON object"):
         list(rnn_problems.run_papers())
