@@ -21,6 +21,8 @@ def load(mode: str | None = None) -> pd.DataFrame:
         return pd.DataFrame()
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
     df = pd.DataFrame(rows)
+    if "eval_every" in df:      # RNN-problem runs recorded before the field were evaluated every 5
+        df.loc[(df["benchmark"] == "rnn_problem") & df["eval_every"].isna(), "eval_every"] = 5
     if mode:
         df = df[df["mode"] == mode]
     return df
@@ -354,7 +356,7 @@ def main(mode: str | None = None):
         ("Pathological RNN problems", "rnn_problem",
          ["problem", "T", "optimizer", "seed", "budget_seconds"],
          ["problem", "T", "optimizer", "seed", "budget_seconds", "n_train", "updates",
-          "seconds", "success_rate", "best_success_rate", "seconds_to_99", "cores_used",
+          "eval_every", "seconds", "success_rate", "best_success_rate", "seconds_to_99", "cores_used",
           "device"]),
         ("Length curriculum: each stage continues the last one's network (updates and seconds "
          "cumulative; transfer = test success before the stage's first update)",
