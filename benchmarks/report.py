@@ -356,8 +356,8 @@ def main(mode: str | None = None):
         ("Pathological RNN problems", "rnn_problem",
          ["problem", "T", "optimizer", "seed", "budget_seconds"],
          ["problem", "T", "optimizer", "seed", "budget_seconds", "n_train", "updates",
-          "eval_every", "seconds", "success_rate", "best_success_rate", "seconds_to_99", "cores_used",
-          "device"]),
+          "eval_every", "seconds", "success_rate", "best_success_rate", "seconds_to_99",
+          "cores_used", "device"]),
         ("Length curriculum: each stage continues the last one's network (updates and seconds "
          "cumulative; transfer = test success before the stage's first update)",
          curriculum_stages, ["problem", "curriculum", "optimizer", "seed", "budget_seconds"],
