@@ -114,7 +114,8 @@ def run_papers(full: bool = True):
             for label, settings in table.items():
                 if chosen and label not in chosen:
                     continue
-                cadence = {} if label.startswith("hf") else {"eval_every": FIRST_ORDER_EVAL_EVERY}
+                cadence = ({} if settings["optimizer"] == "hf"
+                           else {"eval_every": FIRST_ORDER_EVAL_EVERY})
                 for seed in seeds:
                     record = one(problem, seq_len, label + suffix,
                                  {**PAPERS_DATA, **settings, **cadence, **extra}, seed, budget,
