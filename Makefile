@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: setup run test test-core mutants bench bench-papers bench-autoencoders bench-rnn-cost clean
+.PHONY: setup run test test-core test-research test-bench mutants bench bench-papers bench-autoencoders \
+	bench-rnn-cost research report clean
 
 setup: $(STAMP)
 
@@ -22,7 +23,7 @@ run: $(STAMP)
 # two workers, one file each at a time (a file's tests share its fixtures and servers): compiling
 # is single-threaded, so the two cores overlap one file's compilation with another's
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # the numerical core (no app, no browser), with 4 host devices for the in-process mesh test
 CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/test_hf.py \
@@ -33,6 +34,14 @@ CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/te
 test-core: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q -n 2 --dist loadfile \
 		$(CORE_TESTS)
+
+# the studies' own code (research/: tiny versions of each study's measurement), not the product
+test-research: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile research/tests
+
+# the benchmark tooling: the report's tables and figures from records, the GPU script
+test-bench: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile benchmarks/tests
 
 # each mutant of tests/mutation/mutants.py against the core tier, in a copy of the tree
 mutants: $(STAMP)
@@ -55,6 +64,14 @@ bench-autoencoders: $(STAMP)
 # where an RNN CG iteration's time goes, against the matmul roofline (T = 20 and 100, ~3 minutes)
 bench-rnn-cost: $(STAMP)
 	$(PY) -m benchmarks --only rnn_cost
+
+# a study: make research STUDY=gradient_signal (records/<study>.jsonl, then the report)
+research: $(STAMP)
+	$(PY) -m research --only $(STUDY)
+
+# the generated report (docs/benchmarks.md, docs/studies/, the README's results summary)
+report: $(STAMP)
+	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

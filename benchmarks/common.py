@@ -11,8 +11,9 @@ from pathlib import Path
 
 import jax
 
-RESULTS = Path(os.environ.get("HFLAB_BENCH_RESULTS") or
-               Path(__file__).resolve().parent / "results" / "results.jsonl")
+# the records: one JSON-lines file per suite or study (``records/<name>.jsonl``), outside the
+# Python packages, so one study's records are read without loading the others
+RECORDS = Path(os.environ.get("HFLAB_RECORDS") or Path(__file__).resolve().parents[1] / "records")
 # the sequence lengths of Martens & Sutskever's (2011) pathological RNN problems
 PAPERS_LENGTHS = (20, 50, 100, 200)
 
@@ -29,15 +30,26 @@ def machine() -> dict:
             else os.cpu_count()}
 
 
-def emit(result: dict, mode: str):
+def emit(result: dict, mode: str, suite: str):
+    """Print one record and append it to ``records/<suite>.jsonl``."""
     row = {"benchmark": result.pop("benchmark"), **result, "mode": mode, **machine(),
            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     line = json.dumps(row, default=float)
     print(line, flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as fh:
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    with open(RECORDS / f"{suite}.jsonl", "a") as fh:
         fh.write(line + "\n")
     return row
+
+
+def read_records(suites=None) -> list[dict]:
+    """The records of ``suites`` (names of ``records/*.jsonl``; all of them when None)."""
+    if not RECORDS.is_dir():
+        return []
+    paths = sorted(RECORDS.glob("*.jsonl")) if suites is None else \
+        [RECORDS / f"{s}.jsonl" for s in suites if (RECORDS / f"{s}.jsonl").is_file()]
+    return [json.loads(line) for p in paths for line in p.read_text().splitlines()
+            if line.strip()]
 
 
 def progress(run: str, r: dict):

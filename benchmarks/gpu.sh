@@ -5,7 +5,7 @@
 # failure or time limit does not lose the others' records; every result line carries the device
 # name.  Usage:
 #   bash benchmarks/gpu.sh [python] [--full]
-# HFLAB_BENCH_RESULTS=path moves the JSON-lines output (default benchmarks/results/results.jsonl);
+# HFLAB_RECORDS=dir moves the JSON-lines records (default records/, one file per suite);
 # HFLAB_GPU_SUITES="rnn_cost hf_update" picks suites; HFLAB_GPU_SUITE_SECONDS caps each suite's
 # wall time (default: none), for a machine lent for minutes.
 set -uo pipefail

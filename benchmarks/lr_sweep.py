@@ -3,7 +3,7 @@
 For each task and each registered first-order optimiser, a short run (the preset's model and data,
 ``steps`` updates, full-batch or the preset's batch) at each learning rate of a log grid; the
 chosen rate is the one with the lowest final training loss among runs that did not diverge.  The
-results go to results.jsonl (``lr_sweep`` lines, and one ``lr_sweep_best`` line per pair) and the
+results go to records/lr_sweep.jsonl (``lr_sweep`` lines, and one ``lr_sweep_best`` line per pair) and the
 chosen rates are the ones in :data:`hflab.config.PRESETS`.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def write_table(rows: list[dict], path) -> None:
     rates = chosen_rates(rows)
     lines = ['"""First-order learning rates of every preset, chosen by ``benchmarks/lr_sweep.py``',
              "(written by it: do not edit by hand; the sweep's lines are in",
-             'benchmarks/results/results.jsonl)."""', "", "LEARNING_RATES = {"]
+             'records/lr_sweep.jsonl)."""', "", "LEARNING_RATES = {"]
     for task, per in rates.items():
         items = ", ".join(f'"{o}": {lr!r}' for o, lr in sorted(per.items()))
         lines.append(f'    "{task}": {{{items}}},')
@@ -101,8 +101,9 @@ if __name__ == "__main__":
     import json
     import sys
 
-    from .common import RESULTS
-    rows = [json.loads(line) for line in open(sys.argv[1] if len(sys.argv) > 1 else RESULTS)]
+    from .common import read_records
+    rows = ([json.loads(line) for line in open(sys.argv[1])] if len(sys.argv) > 1
+            else read_records(["lr_sweep"]))
     target = Path(__file__).resolve().parent.parent / "hflab" / "learning_rates.py"
     write_table(rows, target)
     print(f"wrote {target}")

@@ -1,5 +1,6 @@
-"""Turn benchmarks/results/results.jsonl into docs/benchmarks.md (tables) and Plotly figures
-(docs/bench-*.html, and PNG screenshots of them taken with headless chromium when it is there)."""
+"""Turn the records (``records/*.jsonl``) into the generated report: docs/benchmarks.md (tables),
+Plotly figures (docs/bench-*.html, and PNG screenshots of them taken with headless chromium when it
+is there), each study's page under docs/studies/ and the README's results summary."""
 from __future__ import annotations
 
 import json
@@ -11,15 +12,17 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from .common import PAPERS_LENGTHS, RESULTS
+from . import summary
+from .common import PAPERS_LENGTHS, read_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def load(mode: str | None = None) -> pd.DataFrame:
-    if not RESULTS.exists():
+def load(mode: str | None = None, suites=None) -> pd.DataFrame:
+    """The records of ``suites`` (all when None) as one frame, optionally of one ``mode``."""
+    rows = read_records(suites)
+    if not rows:
         return pd.DataFrame()
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
     df = pd.DataFrame(rows)
     if "eval_every" in df:      # RNN-problem runs recorded before the field were evaluated every 5
         df.loc[(df["benchmark"] == "rnn_problem") & df["eval_every"].isna(), "eval_every"] = 5
@@ -110,7 +113,7 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
 
 
 def current_papers_runs(r: pd.DataFrame) -> pd.DataFrame:
-    """Paper-scale RNN rows without superseded ones, which remain in results.jsonl but are not
+    """Paper-scale RNN rows without superseded ones, which remain in the records but are not
     drawn: those recorded before the paper-scale data regime (rows with no ``n_train``: 2,000
     fixed sequences and hidden biases of 0.5, which stayed at chance at T = 100), and length-
     curriculum stages recorded before each stage restarted its optimiser (no ``stage_start``:
@@ -358,7 +361,7 @@ def main(mode: str | None = None):
          ["problem", "T", "optimizer", "seed", "budget_seconds", "n_train", "updates",
           "eval_every", "seconds", "success_rate", "best_success_rate", "seconds_to_99",
           "cores_used", "device"]),
-        ("Length curriculum: each stage continues the last one's network (updates and seconds "
+        ("Length curriculum — each stage continues the last one's network (updates and seconds "
          "cumulative; transfer = test success before the stage's first update)",
          curriculum_stages, ["problem", "curriculum", "optimizer", "seed", "budget_seconds"],
          ["problem", "curriculum", "optimizer", "seed", "budget_seconds", "transfer_success",
@@ -393,12 +396,23 @@ def main(mode: str | None = None):
         ("Learning-rate sweep (chosen per preset in hflab/learning_rates.py)", "lr_sweep_best",
          ["task", "optimizer"], ["task", "optimizer", "learning_rate", "train_loss", "steps"]),
     ]
+    studies = {"Length curriculum": "curriculum", "Does the first gradient": "gradient_signal",
+               "How much of an early input": "initial_sensitivity",
+               "Does the Hessian's negative": "plateau_curvature"}
+    (DOCS / "studies").mkdir(exist_ok=True)
     for title, bench, keys, cols in sections:
         d = bench(df) if callable(bench) else df[df["benchmark"] == bench]
         if d.empty:
             continue
         d = latest(d, [k for k in keys if k in d])    # a key no row has yet is left out
-        parts += ["", f"## {title}", "", _md(d, cols)]
+        table = _md(d, cols)
+        study = next((v for k, v in studies.items() if title.startswith(k)), None)
+        link = [f"The study's question and method: [studies/{study}.md](studies/{study}.md)",
+                ""] if study else []
+        parts += ["", f'<a id="{summary.anchor(title)}"></a>', "", f"## {title}", "", *link,
+                  table]
+        if study:
+            (DOCS / "studies" / f"{study}.md").write_text(summary.study_page(study, d, table))
     for name, fig in figures(df).items():
         # the committed HTML loads plotly.js from its CDN (small repository); the PNG is rendered
         # offline from a self-contained copy
@@ -411,7 +425,8 @@ def main(mode: str | None = None):
                  int(fig.layout.height or 500))
         parts += ["", f"![{name}](bench-{name}.png)"]
     (DOCS / "benchmarks.md").write_text("\n".join(parts) + "\n")
-    print(f"# wrote {DOCS / 'benchmarks.md'}")
+    summary.write_readme_summary(df)
+    print(f"# wrote {DOCS / 'benchmarks.md'}, docs/studies/ and the README's results summary")
 
 
 if __name__ == "__main__":

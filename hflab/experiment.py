@@ -253,13 +253,12 @@ class CurriculumTrainer:
     reaches ``config.target_error`` the next stage starts from **the same network** (an RNN's
     parameters do not depend on T) with the optimiser state fresh — for HF λ back at λ₀ and no CG
     warm start: λ measured how far the last length's quadratic model could be trusted, and the
-    longer unrolling is another model (carried over, λ = 0.003 from T = 20 ran addition's T = 50
-    stage into exploding gradients; the records are in the benchmarks).  A stage that ends any
+    longer unrolling is another model, whose trust region must be found afresh.  A stage that ends any
     other way (budget, stop, divergence) ends the run.  ``steps`` and ``max_seconds`` budget the
     whole run; update numbers and cost counters run on across the stages, so curves against
     updates, passes and seconds include the shorter stages' cost, while each stage's data stream
     and evaluation schedule count from its own start, as a run of its own would (so a stage here
-    is the stage ``benchmarks/curriculum.py`` runs; the tests hold the two together).
+    is the stage ``research/curriculum.py`` runs; the tests hold the two together).
 
     Every record carries ``stage`` (1-based) and ``seq_len``; a stage's first update is always
     evaluated and also carries ``transfer_test_error`` / ``transfer_test_loss``: the network's
@@ -267,11 +266,10 @@ class CurriculumTrainer:
     carries over unchanged).  The stage in progress is :attr:`stage` (0-based), which a
     checkpoint stores so a resumed run continues in it.
 
-    Why a curriculum: XOR at T = 100 gives a random net no first-order signal (either bit alone
-    is uncorrelated with the target); a net that solved it over a shorter span has the pathway,
-    and from there HF with structural damping solves T = 100 on gradient batches of 2,000.  From
-    scratch the second-order signal is no stronger than the noise of such a batch; it takes
-    batches of ~32,000 sequences (docs/benchmarks.md).
+    Why a curriculum: on XOR a random net gets no first-order signal from long sequences
+    (either bit alone is uncorrelated with the target), while a net that solved the problem over
+    a shorter span already carries both bits to the end (Bengio et al. 2009, curriculum
+    learning; the curriculum study in docs/studies/ measures it).
     """
 
     def __init__(self, config: RunConfig, built: Built | None = None, *, start_step: int = 0,

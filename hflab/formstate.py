@@ -22,30 +22,33 @@ COMMON_FIELDS = ("steps", "seed", "layers", "activation", "loss", "init", "seq_l
 _SHORT = {"learning_rate": "lr"}
 
 
-# What each preset's default comparison shows (numbers from `make bench` on 2 CPU cores).
+# What to look for in each preset's default comparison, and why.  No measured numbers here: what
+# past runs measured is in the generated report (docs/benchmarks.md), never in product text.
 COMMENTARY: dict[str, str] = {
-    "digits-ae": "HF reaches about a quarter of Adam's and momentum's reconstruction error in the "
-                 "same 10 s of optimisation (0.53 vs 2.26 / 1.93 test error).",
-    "curves": "At short budgets Adam is ahead here (9.9 vs HF's 17.6 after 20 s); Martens "
-              "(2010) reports HF's advantage on the full set at long budgets.",
-    "addition": "With structural damping HF solves T = 20 (100 % success in ~8 s); Adam and "
-                "momentum stay near chance (≈ 9 %) at equal time.",
-    "xor": "HF with structural damping reaches 100 % at T = 20; without it, and Adam and "
-           "momentum, stay near 50 % (chance) at equal time.  At T = 100 HF+SD solves it from "
-           "scratch with the orthogonal initialisation and gradient batches of 32,000 sequences "
-           "(~15 minutes on one core), or through the length curriculum 20,50,100.",
+    "digits-ae": "A small autoencoder whose narrow code layer gives the objective badly scaled "
+                 "curvature: compare the curves against seconds and passes as well as updates — "
+                 "an HF update costs many first-order steps.",
+    "curves": "Martens' (2010) CURVES-like deep autoencoder: the pathological curvature HF was "
+              "designed for.  Compare training error (what an optimiser minimises) at equal "
+              "time; the first-order methods' learning rates come from the recorded sweep.",
+    "addition": "A long-range dependency: the target depends on two marked inputs far apart.  "
+                "Watch whether the error leaves the predict-the-mean plateau; structural "
+                "damping keeps HF's steps from changing the hidden states too much.",
+    "xor": "Neither marked bit alone says anything about the target, so a random net gets no "
+           "gradient signal until it carries both bits to the end.  Compare HF with and "
+           "without structural damping; at long T try the length curriculum (e.g. 20,50,100).",
     "seed-333": "The notebook's 3-3-3 net: small enough that every curvature matrix is shown "
                 "exactly on the Curvature page.",
     "spirals": "A classic case where curvature helps: the two spirals need many first-order "
                "steps to separate.",
-    "regression": "A smooth 1-d fit: HF reaches a low loss in tens of updates; watch λ fall as "
-                  "the quadratic model becomes trustworthy (ρ near 1).",
+    "regression": "A smooth 1-d fit: watch λ fall as the quadratic model becomes trustworthy "
+                  "(ρ near 1).",
     "digits": "Classification of the 8×8 digits: compare the curves against forward+backward "
               "passes, where an HF update costs tens of passes and a first-order step two.",
-    "mnist": "5,000 real MNIST images, 10 classes: curvature chunks (a quarter of the batch) "
-             "keep each HF update's cost near a few gradients' worth per CG iteration.",
-    "mnist-ae": "Martens' deep autoencoder (λ₀ = 45, 4 chunks): deep, narrow code layer, the "
-                "pathological curvature HF was designed for; expect minutes, not seconds.",
+    "mnist": "Real MNIST images, 10 classes: curvature chunks (a quarter of the batch) keep "
+             "each CG iteration's cost near one gradient's worth.",
+    "mnist-ae": "Martens' deep MNIST autoencoder (λ₀ = 45, 4 curvature chunks): deep, with a "
+                "narrow code layer; expect minutes, not seconds.",
     "seed-rnn": "The notebook's 3-3-2 tanh RNN as a teacher: small enough to see the full "
                 "Hessian of an RNN on the Curvature page.",
     "multiplication": "Like addition but the product of the marked values (right when within "

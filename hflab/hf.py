@@ -229,10 +229,8 @@ class HessianFree:
         of g outside the curvature cases' output span promise reductions in ``gᵀp`` that the
         curvature batch's loss cannot show (its own gradient has no component there), so ρ on it
         reads low when g is mostly noise and λ climbs.  The same happens near a solution, where
-        the loss left sits on a few hard cases and a quarter of the batch holds few of them: on
-        one XOR net at T = 100 (96 % solved) ρ on the curvature batch swung between −50 and 0.6
-        and λ climbed to 3·10⁸ with the net stuck; with ``"gradient"`` (or a 4× larger batch)
-        the same net was solved in 20 updates (docs/benchmarks.md).  Returns
+        the loss left sits on a few hard cases and a small curvature batch holds few of them, so
+        ρ on it is noisy and λ can climb while the net is stuck.  Returns
         ``(ρ, forward passes)``."""
         if self.config.rho_batch == "gradient":
             f_old, f_new, n_forward = f0, f_p, 0

@@ -1,6 +1,6 @@
 """First-order learning rates of every preset, chosen by ``benchmarks/lr_sweep.py``
 (written by it: do not edit by hand; the sweep's lines are in
-benchmarks/results/results.jsonl)."""
+records/lr_sweep.jsonl)."""
 
 LEARNING_RATES = {
     "addition": {"adam": 0.01, "lbfgs": 0.3, "momentum": 0.01, "sgd": 0.01},

@@ -21,10 +21,9 @@ def _machine_memory_bytes() -> int:
 # lab runs several optimisers of one comparison side by side, and the store and app need room).
 MEMORY_BUDGET_BYTES = min(16 * 2 ** 30, _machine_memory_bytes() * 3 // 4)
 # Values held per case, step and unit by one update (forward states, tangents, residuals),
-# set from XLA's memory analysis of the compiled HF update (float32) with ~25 % to spare: MLPs ~3;
-# an RNN unrolled in full (≤ 64 steps) ~4; a rolled scan's while loop stacks its residuals per
-# step, ~9.5 (XOR T = 100 and 200, batch 4,000: 0.98 and 1.96 GiB held, where the earlier single
-# factor of 3 planned 0.36 and 0.69 — two runs at batch 32,000 were OOM-killed on 24 GiB).
+# set from XLA's memory analysis of the compiled HF update (float32) with ~25 % to spare: an MLP
+# holds a few values per case and unit, an RNN unrolled in full a few more; a rolled scan's while
+# loop stacks its residuals at every step, so it holds the most.
 ACTIVATION_FACTOR = {"mlp": 4, "rnn-unrolled": 5, "rnn-rolled": 12}
 
 

@@ -31,9 +31,8 @@ ACTIVATIONS: dict[str, Callable] = {
 INITS = ("sparse", "gaussian", "glorot", "orthogonal")
 SPARSE_FAN_IN = 15
 # Unrolling the time loop fully lets XLA fuse across steps; on CPU the per-iteration overhead of a
-# rolled loop dominates the small (batch × hidden) matmuls of an RNN step.  Measured on 2 cores,
-# one HF update (100 CG iterations, batch 1000, 64 units) took 2.08 s rolled vs 1.25 s unrolled at
-# T = 22, and 5.5 s vs 3.7 s at T = 55; partial unrolling (2–16) did not help.  Compile time grows
+# rolled loop dominates the small (batch × hidden) matmuls of an RNN step (``make bench-rnn-cost``
+# measures a CG iteration of both forms); partial unrolling does not help.  Compile time grows
 # with T, so sequences longer than this stay rolled.
 FULL_UNROLL_MAX_STEPS = 64
 
@@ -124,9 +123,8 @@ def init_rnn(key, n_in: int, n_hidden: int, n_out: int, activation_name: str = "
     w_in, _ = _init_matrix(k_in, n_in, n_hidden, init, scale, activation_name, dtype)
     # Hidden biases start at 0, not at the sparse init's 0.5 for tanh MLP units: the 0.5 offset
     # moves the state's operating point off h = 0, where tanh' < 1 shrinks the effective
-    # spectral radius below 1.2 and the net forgets.  Measured at T = 100 (addition, seed 0,
-    # 64 units): |∂h_T/∂x_10| is 1e-11 with b = 0.5 (no signal left in float32) and 2e-2 with
-    # b = 0; HF with structural damping then leaves the predict-the-mean plateau.
+    # spectral radius below 1.2 and the net forgets: the sensitivity of the last state to an
+    # early input decays geometrically in T (the initial_sensitivity study measures it).
     b = jnp.zeros((n_hidden,), dtype)
     w_rec, _ = _init_matrix(k_rec, n_hidden, n_hidden, init, scale, activation_name, dtype)
     if rec_scale is not None:

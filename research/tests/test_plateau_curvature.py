@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from benchmarks import plateau_curvature
+from research import plateau_curvature
 from hflab.experiment import build, run as run_loop
 
 SETTINGS = dict(n_train=400, grad_batch=200, layers="5", dtype="float64")

@@ -21,7 +21,7 @@ import numpy as np
 from hflab.experiment import build, init_params
 from hflab.models import Model
 
-from .rnn_problems import PAPERS_DATA, SOLVED_ERROR, one
+from benchmarks.rnn_problems import PAPERS_DATA, SOLVED_ERROR, one
 
 # the T = 50 XOR seeds HF+SD leaves at chance (379 and 341 updates in 600 s)
 CASES = (("xor", 50, 1, 600.0), ("xor", 50, 2, 600.0))

@@ -18,7 +18,7 @@ from hflab.config import preset_config
 from hflab.experiment import build, init_params
 from hflab.models import rnn_apply_with_hidden
 
-from .rnn_problems import PAPERS_DATA
+from benchmarks.rnn_problems import PAPERS_DATA
 
 N_SEQUENCES = 200
 STEP = 10

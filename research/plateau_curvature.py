@@ -38,7 +38,7 @@ from hflab.curvature import CurvatureOperator, extreme_eigenpairs
 from hflab.experiment import build, evaluator, run as run_loop
 from hflab.losses import Batch
 
-from .rnn_problems import PAPERS_DATA
+from benchmarks.rnn_problems import PAPERS_DATA
 
 N_SEQUENCES = 4_000
 K = 4

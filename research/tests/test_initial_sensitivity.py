@@ -3,7 +3,7 @@ plain NumPy RNN (float64): shares no code with the JAX route it checks."""
 import jax
 import numpy as np
 
-from benchmarks.initial_sensitivity import measure, sensitivities
+from research.initial_sensitivity import measure, sensitivities
 from hflab.models import init_rnn
 
 
@@ -40,7 +40,7 @@ def test_sensitivities_match_finite_differences_of_a_plain_rnn():
 
 
 def test_record_names_its_case_and_orders_its_quantiles(monkeypatch):
-    from benchmarks import initial_sensitivity
+    from research import initial_sensitivity
     monkeypatch.setattr(initial_sensitivity, "PAPERS_DATA", dict(n_train=300, grad_batch=100))
     monkeypatch.setattr(initial_sensitivity, "N_SEQUENCES", 40)
     r = measure("addition", 20, 0, 1.0, 1.2)

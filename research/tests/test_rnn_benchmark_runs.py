@@ -24,7 +24,7 @@ def test_paper_run_records_updates_and_the_readout_norm_at_each_evaluation():
 
 def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
     import jax
-    from benchmarks import fixed_readout
+    from research import fixed_readout
     from hflab.config import preset_config
     from hflab.experiment import build, init_params, run
     from hflab.losses import BoundLoss
@@ -51,7 +51,8 @@ def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
 
 
 def test_length_curriculum_continues_each_stage_from_the_last_and_adds_up_its_cost(monkeypatch):
-    from benchmarks import curriculum, rnn_problems
+    from benchmarks import rnn_problems
+    from research import curriculum
     from hflab.config import preset_config
     from hflab.experiment import build, evaluation
     outcomes = []
@@ -82,7 +83,7 @@ def test_length_curriculum_continues_each_stage_from_the_last_and_adds_up_its_co
 
 def test_a_curriculum_stage_keeps_the_network_and_restarts_the_optimiser():
     import jax
-    from benchmarks import curriculum
+    from research import curriculum
     from hflab.config import preset_config
     from hflab.experiment import build, init_params
     cfg = preset_config("xor", seq_len=6, seed=0, optimizer="hf", n_train=200, grad_batch=100,

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from benchmarks import gradient_signal
+from research import gradient_signal
 
 SMALL = dict(n_train=8000, grad_batch=1000)
 

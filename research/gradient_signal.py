@@ -27,7 +27,7 @@ from hflab.config import preset_config
 from hflab.experiment import build, init_params
 from hflab.losses import BoundLoss
 
-from .rnn_problems import PAPERS_DATA
+from benchmarks.rnn_problems import PAPERS_DATA
 
 N_SEQUENCES = 20_000
 

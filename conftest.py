@@ -1,4 +1,4 @@
-"""Test-wide fixtures."""
+"""Fixtures of every test tier (tests/, research/tests/, benchmarks/tests/)."""
 import pytest
 
 import hflab  # noqa: F401  (enables x64)

@@ -41,8 +41,8 @@ import os
 from hflab.experiment import build
 
 from . import gradient_signal
-from .common import env_list, env_settings
-from .rnn_problems import PAPERS_DATA, SOLVED_ERROR, train_one, variants
+from benchmarks.common import env_list, env_settings
+from benchmarks.rnn_problems import PAPERS_DATA, SOLVED_ERROR, train_one, variants
 
 SUFFIX = " (length curriculum)"
 
@@ -121,7 +121,7 @@ def run_signal(full: bool):
     """``--only curriculum_signal`` (about 5 minutes on one core): does the gradient at the
     start of a curriculum stage know the task when a from-scratch run's does not?  Per XOR seed:
     HF+SD solves T = 20 as the curriculum's first stage does, then
-    :func:`benchmarks.gradient_signal.measure` at T = 50 at that network — whose T = 50 test
+    :func:`research.gradient_signal.measure` at T = 50 at that network — whose T = 50 test
     success is at chance — and at T = 50's own initial network.  ``gradient_signal`` records,
     the trained one carrying ``trained_at`` (the length it was trained at)."""
     short, long = 20, 50
