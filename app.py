@@ -5,7 +5,7 @@ import numpy  # noqa: F401
 import streamlit as st
 
 import hflab  # noqa: F401
-from hflab import ui
+from hflab.view import ui
 
 st.set_page_config(page_title="HF Lab", layout="wide")
 

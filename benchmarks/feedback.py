@@ -11,7 +11,7 @@ so imports count as they do for a person:
 * ``restart``  — a new process on the same store: the cache on disk (an app restart);
 * ``warm``     — the same process presses Start again (programs in memory).
 
-Curvature page → first heatmap: :func:`hflab.analysis.curvature_view` and the H heatmap's figure
+Curvature page → first heatmap: :func:`hflab.view.analysis.curvature_view` and the H heatmap's figure
 serialised as the browser receives it, for a fresh model of 24 (the notebook's 3-3-3 net), 610,
 ~5,000 and ~100,000 parameters; first call (compiling) and second call.
 """
@@ -30,7 +30,7 @@ from hflab.config import PRESETS
 START_SCRIPT = textwrap.dedent('''
     import json, sys, time
     t0 = time.perf_counter()
-    from hflab import formstate
+    from hflab.view import formstate
     from hflab.lab import Lab
     task, home, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     out = []
@@ -65,7 +65,7 @@ CURVATURE_CASES = [("seed-333", "3", 24), ("digits", "8", 610), ("digits", "70",
 
 
 def curvature_seconds(task: str, layers: str) -> tuple[float, float, int]:
-    from hflab import analysis, plots
+    from hflab.view import analysis, plots
     times = []
     for _ in range(2):
         t0 = time.perf_counter()

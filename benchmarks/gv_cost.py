@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from hflab import curvature
-from hflab.losses import BoundLoss, get_loss
-from hflab.models import Model
+from hflab.core import curvature
+from hflab.core.losses import BoundLoss, get_loss
+from hflab.core.models import Model
 
 from .common import timeit
 

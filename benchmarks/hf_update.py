@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from hflab import hf, tasks
-from hflab.losses import Batch, get_loss
-from hflab.models import Model
+from hflab.core import hf
+from hflab import tasks
+from hflab.core.losses import Batch, get_loss
+from hflab.core.models import Model
 
 from .common import timeit
 

@@ -34,9 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hflab import hf, tasks
-from hflab.losses import Batch, get_loss
-from hflab.models import Model
+from hflab.core import hf
+from hflab import tasks
+from hflab.core.losses import Batch, get_loss
+from hflab.core.models import Model
 
 SIZES = (64, 32, 16, 32, 64)
 UPDATES = 60

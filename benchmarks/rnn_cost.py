@@ -2,7 +2,7 @@
 
 The case of issue's record: the addition RNN, 64 tanh units, batch 1,000, float32 (4,353
 parameters), at T = 20 (the loop fully unrolled) and T = 100 (rolled, see
-``hflab.models.FULL_UNROLL_MAX_STEPS``), with and without structural damping.
+``hflab.core.models.FULL_UNROLL_MAX_STEPS``), with and without structural damping.
 
 Measured, each as the slope between two run lengths so that set-up, gradient, line search and
 compilation drop out:
@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from hflab import hf, tasks
-from hflab.losses import BoundLoss, get_loss
-from hflab.models import FULL_UNROLL_MAX_STEPS, Model
+from hflab.core import hf
+from hflab import tasks
+from hflab.core.losses import BoundLoss, get_loss
+from hflab.core.models import FULL_UNROLL_MAX_STEPS, Model
 
 from .common import timeit
 from .gv_cost import gv_seconds

@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 import jax, jax.numpy as jnp
-from hflab import hf, parallel, tasks
-from hflab.losses import get_loss
-from hflab.models import Model
+from hflab.core import hf, parallel
+from hflab import tasks
+from hflab.core.losses import get_loss
+from hflab.core.models import Model
 n = int(sys.argv[1])
 t = tasks.load_task("addition", seed=0, seq_len=20, n_train=1000, n_test=10)
 model = Model("rnn", (2, 64, 1), ("tanh",))

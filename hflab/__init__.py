@@ -20,9 +20,9 @@ jax.config.update("jax_default_matmul_precision",
 __version__ = "0.1.0"
 
 # the public API for any JAX model, imported on first use (the pages import hflab cheaply)
-_PUBLIC = {"hessian_free_transform": "transform", "curvature_operator": "transform",
-           "HessianFreeState": "transform", "CurvatureOperator": "curvature",
-           "HFConfig": "hf", "make_batch": "losses"}
+_PUBLIC = {"hessian_free_transform": "core.transform", "curvature_operator": "core.transform",
+           "HessianFreeState": "core.transform", "CurvatureOperator": "core.curvature",
+           "HFConfig": "core.hf", "make_batch": "core.losses"}
 __all__ = sorted(_PUBLIC)
 
 

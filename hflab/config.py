@@ -24,11 +24,11 @@ import numpy as np
 
 from . import optimizers, tasks
 from .learning_rates import LEARNING_RATES
-from .curvature import KINDS as CURVATURE_KINDS
-from .hf import RHO_BATCHES
-from .losses import LOSSES
+from .core.curvature import KINDS as CURVATURE_KINDS
+from .core.hf import RHO_BATCHES
+from .core.losses import LOSSES
 from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes
-from .models import ACTIVATIONS, INITS, Model
+from .core.models import ACTIVATIONS, INITS, Model
 from .parsing import MAX_TEXT, number_text, parse_curriculum, parse_layers  # noqa: F401
 
 DTYPES = ("float32", "float64")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import RunConfig
-from .losses import Batch
+from .core.losses import Batch
 
 
 def grad_batch_size(config: RunConfig, n_train: int, step: int) -> int:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from . import tasks
-from .losses import Batch, case_weights, n_cases, pad_batch
+from .core.losses import Batch, case_weights, n_cases, pad_batch
 
 _EVAL_CACHE: dict = {}
 

@@ -2,7 +2,7 @@
 
 :func:`build` turns a validated :class:`~hflab.config.RunConfig` into task data, a model and an
 optimiser from the registry (:mod:`hflab.optimizers`).  :func:`run` drives any optimiser that
-follows :mod:`hflab.protocol`; it never asks which one it is.
+follows :mod:`hflab.core.protocol`; it never asks which one it is.
 
 The data stream (:mod:`hflab.datastream`) is a pure function of (seed, step), so a resumed run
 sees exactly the data it would have seen.
@@ -27,8 +27,8 @@ from .compiled import COMPILED, compiled_update, signature
 from .config import RunConfig
 from .datastream import batches_for_step, grad_batch_size
 from .evaluation import evaluation, evaluator  # noqa: F401  (callers import them from here)
-from .losses import Batch, get_loss
-from .models import Model
+from .core.losses import Batch, get_loss
+from .core.models import Model
 
 MAX_CONSECUTIVE_REJECTIONS = 25
 COUNTERS = ("n_grad", "n_gv", "n_forward", "n_passes")

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .losses import MatchingLoss, get_loss
+from .core.losses import MatchingLoss, get_loss
 
 ENV = "HFLAB_MODELS"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -47,7 +47,7 @@ def _path_name(path) -> str:
 
 @dataclass(eq=False)
 class _FunctionView:
-    """The :class:`hflab.models.Model` surface of a function and a parameter pytree."""
+    """The :class:`hflab.core.models.Model` surface of a function and a parameter pytree."""
     apply_fn: Callable
     params: Any
     kind: str = "function"

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from . import datasets, parallel
+from . import datasets
+from .core import parallel
 from .config import ConfigError, RunConfig
 from .compiled import enable_compilation_cache
 from .experiment import build, init_params, make_trainer
-from .spectra import SpectrumTracker
+from .core.spectra import SpectrumTracker
 from .store import Store, default_home
 
 COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
@@ -72,7 +73,7 @@ class StoredRun:
         self.store, self.run_id, self.config = store, run_id, config
         self.resume, self.on_record, self.log = resume, on_record, log
         self.trainer = None
-        self.spectra = None                # λ extremes at checkpoints (hflab.spectra)
+        self.spectra = None                # λ extremes at checkpoints (hflab.core.spectra)
         self._spectra_of = None            # the Built whose training set ``spectra`` uses
         self._should_stop = None
         self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume

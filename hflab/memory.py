@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from .models import FULL_UNROLL_MAX_STEPS
+from .core.models import FULL_UNROLL_MAX_STEPS
 
 
 def _machine_memory_bytes() -> int:

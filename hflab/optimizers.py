@@ -3,7 +3,7 @@
 Everything that offers a choice of optimiser — the config's allowed values and defaults, the CLI
 flags, the Train page's form and widgets, the run loop's data stream and memory estimate, the CG
 inspector's run list, the benchmarks — iterates :data:`REGISTRY`; nothing branches on a name.
-Adding an optimiser is one module (an object following :mod:`hflab.protocol`) and one entry here.
+Adding an optimiser is one module (an object following :mod:`hflab.core.protocol`) and one entry here.
 
 An entry's ``settings`` maps the :class:`~hflab.config.RunConfig` fields the optimiser reads to
 its own default for them (``None`` keeps RunConfig's default).  ``factory(model, loss,
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from . import baselines, hf
-from .lbfgs import LBFGS
+from .core import baselines, hf
+from .core.lbfgs import LBFGS
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import datasets
-from .losses import Batch, case_weights, get_loss, make_batch, n_cases
-from .manual import seed_mlp
+from .core.losses import Batch, case_weights, get_loss, make_batch, n_cases
+from .core.manual import seed_mlp
 
 SUCCESS_TOLERANCE = 0.04
 

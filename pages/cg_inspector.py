@@ -3,7 +3,8 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import optimizers, plots, ui
+from hflab import optimizers
+from hflab.view import plots, ui
 
 st.header("CG inspector")
 lab = ui.lab()

@@ -4,9 +4,10 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import analysis, hooks, plots, ui
+from hflab.view import analysis, plots, ui
+from hflab import hooks
 from hflab.config import ConfigError
-from hflab.curvature import DENSE_PARAM_CAP
+from hflab.core.curvature import DENSE_PARAM_CAP
 from hflab.tasks import SPECS
 
 st.header("Curvature")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from hflab import analysis, plots, ui
+from hflab.view import analysis, plots, ui
 
 st.header("Derivations")
 st.write("Every derivative the lab uses, computed two or three independent ways in float64.")

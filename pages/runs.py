@@ -7,7 +7,8 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import bundles, plots, ui
+from hflab import bundles
+from hflab.view import plots, ui
 from hflab.export_model import export_model_bytes
 
 st.header("Runs")

@@ -3,7 +3,8 @@ import jax  # noqa: F401  (numeric imports before worker threads)
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import datasets, formstate, optimizers, plots, ui
+from hflab import datasets, optimizers
+from hflab.view import formstate, plots, ui
 from hflab.config import ConfigError
 from hflab.tasks import CUSTOM, TASK_NAMES
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hflab.experiment import build, init_params
-from hflab.models import Model
+from hflab.core.models import Model
 
 from benchmarks.rnn_problems import PAPERS_DATA, SOLVED_ERROR, one
 

@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from hflab.config import preset_config
 from hflab.experiment import build, init_params
-from hflab.losses import BoundLoss
+from hflab.core.losses import BoundLoss
 
 from benchmarks.rnn_problems import PAPERS_DATA
 

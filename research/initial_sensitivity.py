@@ -16,7 +16,7 @@ import numpy as np
 
 from hflab.config import preset_config
 from hflab.experiment import build, init_params
-from hflab.models import rnn_apply_with_hidden
+from hflab.core.models import rnn_apply_with_hidden
 
 from benchmarks.rnn_problems import PAPERS_DATA
 

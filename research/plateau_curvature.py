@@ -12,7 +12,7 @@ Per case ``(problem, T, seed, updates)``: HF with structural damping at the pape
 of :func:`benchmarks.rnn_problems.run_papers` for ``updates`` updates (on the plateau: test success
 at chance), then, on the first :data:`N_SEQUENCES` training sequences, the :data:`K` most negative
 Hessian eigenpairs and the K largest Gauss-Newton eigenvalues (Lanczos, via
-:func:`hflab.curvature.extreme_eigenpairs`), and along each Hessian eigenvector ``v``:
+:func:`hflab.core.curvature.extreme_eigenpairs`), and along each Hessian eigenvector ``v``:
 
 * ``model_check``: that batch's loss change at ``θ ± t·v`` for small t against the quadratic model
   ``± t·gᵀv + ½·t²·w`` — whether the eigenvalue holds, and over what distance;
@@ -34,9 +34,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from hflab.config import preset_config
-from hflab.curvature import CurvatureOperator, extreme_eigenpairs
+from hflab.core.curvature import CurvatureOperator, extreme_eigenpairs
 from hflab.experiment import build, evaluator, run as run_loop
-from hflab.losses import Batch
+from hflab.core.losses import Batch
 
 from benchmarks.rnn_problems import PAPERS_DATA
 

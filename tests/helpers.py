@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import hflab  # noqa: F401  (enables x64)
-from hflab.losses import get_loss
-from hflab.models import Model
+from hflab.core.losses import get_loss
+from hflab.core.models import Model
 
 
 def rel_err(a, b):

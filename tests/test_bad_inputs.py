@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from hflab import bundles, cli, curvature
+from hflab import bundles, cli
+from hflab.core import curvature
 from hflab.config import ConfigError, RunConfig
 from hflab.lab import Lab
 from hflab.bundles import BundleError

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hflab import cg
+from hflab.core import cg
 
 
 def spd(n, seed, cond=100.0):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from hflab import parallel
+from hflab.core import parallel
 from hflab.config import preset_config
 from hflab.experiment import build, init_params
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hflab import experiment as experiment_module
-from hflab import formstate, plots
+from hflab.view import formstate, plots
 from hflab import lab as lab_module
 from hflab.config import ConfigError, preset_config
 from hflab.experiment import build, evaluation, run

@@ -5,8 +5,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from jax.flatten_util import ravel_pytree
 
-from hflab import curvature
-from hflab.losses import Batch, BoundLoss
+from hflab.core import curvature
+from hflab.core.losses import Batch, BoundLoss
 from helpers import random_problem, rel_err
 
 ACTS = ["tanh", "logistic", "relu", "linear"]

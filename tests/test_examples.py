@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hflab import analysis, hooks
+from hflab.view import analysis
+from hflab import hooks
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

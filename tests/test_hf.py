@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from hflab import curvature, hf
+from hflab.core import curvature, hf
 from hflab.config import RunConfig
 from hflab.experiment import run
-from hflab.losses import Batch, get_loss, make_batch
-from hflab.models import Model
+from hflab.core.losses import Batch, get_loss, make_batch
+from hflab.core.models import Model
 from helpers import random_problem, rel_err
 
 

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hflab import bundles, cli, formstate
+from hflab import bundles, cli
+from hflab.view import formstate
 from hflab.bundles import BundleError
 from hflab.config import FIELDS, ConfigError, RunConfig, preset_config
 from hflab.lab import run_to_store

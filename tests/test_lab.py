@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from hflab import curvature
+from hflab.core import curvature
 from hflab.config import RunConfig, preset_config
 from hflab.lab import Lab
 
@@ -93,7 +93,7 @@ def test_spectrum_extremes_stored_at_checkpoints_match_the_dense_matrices(tmp_pa
     from hflab.config import preset_config
     from hflab.experiment import build
     from hflab.lab import restore_state, run_to_store
-    from hflab.spectra import N_CASES
+    from hflab.core.spectra import N_CASES
     from hflab.store import Store
     store = Store(tmp_path)
     cfg = preset_config("digits", layers="4", steps=4, checkpoint_every=2, n_train=64,
@@ -122,7 +122,7 @@ def test_spectrum_extremes_give_way_to_stop():
     import jax
 
     from hflab.experiment import build, init_params
-    from hflab.spectra import SpectrumTracker
+    from hflab.core.spectra import SpectrumTracker
     built = build(preset_config("digits", layers="8", n_train=64, n_test=32))
     tracker = SpectrumTracker(built.model.apply, built.loss, built.task.train)
     params = init_params(built)

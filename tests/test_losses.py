@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hflab  # noqa: F401
-from hflab.losses import case_weights, get_loss, n_cases, pad_batch, make_batch
+from hflab.core.losses import case_weights, get_loss, n_cases, pad_batch, make_batch
 from helpers import random_targets, rel_err
 
 

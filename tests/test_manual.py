@@ -6,8 +6,9 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from jax.flatten_util import ravel_pytree
 
-from hflab import analysis, curvature, manual
-from hflab.models import mlp_apply, rnn_apply
+from hflab.view import analysis
+from hflab.core import curvature, manual
+from hflab.core.models import mlp_apply, rnn_apply
 from helpers import rel_err
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hflab  # noqa: F401
-from hflab.models import SPARSE_FAN_IN, Model
+from hflab.core.models import SPARSE_FAN_IN, Model
 
 NP_ACTS = {"tanh": np.tanh, "logistic": lambda a: 1 / (1 + np.exp(-a)),
            "relu": lambda a: np.maximum(a, 0), "linear": lambda a: a}

@@ -17,11 +17,11 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from jax.flatten_util import ravel_pytree
 import hflab
-from hflab import curvature, parallel
+from hflab.core import curvature, parallel
 from hflab.config import preset_config
 from hflab.experiment import build, init_params, run
 from hflab.lab import run_to_store
-from hflab.losses import BoundLoss
+from hflab.core.losses import BoundLoss
 from hflab.store import Store
 assert len(jax.devices()) == 8, jax.devices()
 
@@ -102,8 +102,8 @@ def test_one_two_and_eight_devices_agree(tmp_path):
 
 def test_padding_is_exact():
     import jax.numpy as jnp
-    from hflab import parallel
-    from hflab.losses import Batch, get_loss
+    from hflab.core import parallel
+    from hflab.core.losses import Batch, get_loss
     x = jnp.arange(10.0).reshape(5, 2)
     b = Batch(x, x, jnp.ones(5))
     p = parallel.pad_batch(b, 4)

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hflab import analysis, formstate, plots
+from hflab.view import analysis, formstate, plots
 from hflab.config import ConfigError, preset_config
 from hflab.experiment import build, init_params
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from hflab.losses import get_loss, make_batch
-from hflab.models import Model
-from hflab.spectra import N_CASES, SpectrumTracker
+from hflab.core.losses import get_loss, make_batch
+from hflab.core.models import Model
+from hflab.core.spectra import N_CASES, SpectrumTracker
 
 from helpers import random_targets
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hflab import tasks
-from hflab.losses import Batch
+from hflab.core.losses import Batch
 
 
 @pytest.mark.parametrize("name", list(tasks.SPECS))

@@ -11,9 +11,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import hflab
-from hflab.hf import HFConfig, HessianFree
-from hflab.losses import get_loss, make_batch
-from hflab.models import Model
+from hflab.core.hf import HFConfig, HessianFree
+from hflab.core.losses import get_loss, make_batch
+from hflab.core.models import Model
 
 from helpers import rel_err, random_targets
 

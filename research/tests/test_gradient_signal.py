@@ -56,7 +56,7 @@ def test_the_measured_network_is_the_one_given():
     from jax.flatten_util import ravel_pytree
     from hflab.config import preset_config
     from hflab.experiment import build, init_params
-    from hflab.models import rnn_apply
+    from hflab.core.models import rnn_apply
     cfg = preset_config("addition", seq_len=10, seed=0, checkpoint_every=0, **SMALL)
     built = build(cfg)
     start = init_params(built)

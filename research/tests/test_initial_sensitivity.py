@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from research.initial_sensitivity import measure, sensitivities
-from hflab.models import init_rnn
+from hflab.core.models import init_rnn
 
 
 def _last_state(p, x, last):

@@ -27,8 +27,8 @@ def test_fixed_readout_variant_keeps_w_out_and_matches_the_plain_rnn():
     from research import fixed_readout
     from hflab.config import preset_config
     from hflab.experiment import build, init_params, run
-    from hflab.losses import BoundLoss
-    from hflab.models import rnn_apply
+    from hflab.core.losses import BoundLoss
+    from hflab.core.models import rnn_apply
     cfg = preset_config("xor", seq_len=6, seed=1, optimizer="hf", n_train=200, grad_batch=100,
                         layers="8", max_cg_iters=5, steps=3, checkpoint_every=0, dtype="float64")
     full = init_params(build(cfg))

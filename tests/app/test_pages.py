@@ -289,13 +289,13 @@ RNN_ROUND_TRIP = {"seq_len": "7", "structural_damping": "0.1", "curriculum": "10
 
 
 def test_the_round_trip_covers_every_form_key():
-    from hflab import formstate
+    from hflab.view import formstate
     assert set(formstate.all_keys()) - {"task", "data"} == set(ROUND_TRIP) | set(RNN_ROUND_TRIP)
 
 
 @pytest.mark.parametrize("key", sorted(ROUND_TRIP) + sorted(RNN_ROUND_TRIP))
 def test_every_form_field_round_trips_through_the_url_and_navigation(key):
-    from hflab import formstate
+    from hflab.view import formstate
     task = "addition" if key in RNN_ROUND_TRIP else "regression"
     text = {**ROUND_TRIP, **RNN_ROUND_TRIP}[key]
     at = page("train", {"task": task, key: text}).run()

@@ -14,8 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from . import plots
-from .config import ConfigError, RunConfig
-from .lab import Lab, device_description, get_lab
+from ..config import ConfigError, RunConfig
+from ..lab import Lab, device_description, get_lab
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
 

@@ -1,7 +1,7 @@
 """Hand-derived algorithms from the project's origin notebook, kept as independent cross-checks.
 
 Everything here is plain NumPy in float64 and deliberately does *not* use JAX's autodiff, so the
-tests can compare it against :mod:`hflab.curvature` as two independent routes.
+tests can compare it against :mod:`hflab.core.curvature` as two independent routes.
 
 * The quadratic ``f(x) = ½ xᵀAx + bᵀx + c`` (symmetric A): ``∇f = Ax + b``, ``∇²f = A``.
 * The reverse-mode pitfall: differentiating a *vector* output in reverse mode returns
@@ -187,7 +187,7 @@ class GlobalNet:
 
 def bishop_param_hessian(weights, biases, activations, x, c=None):
     """Bishop's Hessian restricted to the network's parameters, ordered like
-    ``ravel_pytree`` of an :mod:`hflab.models` MLP ([{"W": (in, out), "b"}, …]: each layer's
+    ``ravel_pytree`` of an :mod:`hflab.core.models` MLP ([{"W": (in, out), "b"}, …]: each layer's
     W in (in, out) row-major order, then its b)."""
     net = GlobalNet(weights, biases, activations)
     h = net.hessian(x, c)

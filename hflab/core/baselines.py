@@ -1,11 +1,11 @@
 """First-order baselines from optax — SGD, Nesterov momentum, Adam — behind the optimiser protocol.
 
 ``opt.update(params, state, grad_batch, curv_batch)`` returns ``(params, state, info)`` exactly
-like :class:`hflab.hf.HessianFree`; the curvature batch is ignored.  Each baseline is an optax
+like :class:`hflab.core.hf.HessianFree`; the curvature batch is ignored.  Each baseline is an optax
 ``GradientTransformation`` applied to the gradient of the objective ``L + ½·weight_cost·‖θ‖²``.
 A non-finite loss or gradient leaves the parameters unchanged and is reported
 (``accepted = False``); the run loop then marks the run ``diverged`` (``retries_rejected`` is
-False).  :mod:`hflab.lbfgs` extends :class:`FirstOrder` with optax's L-BFGS.
+False).  :mod:`hflab.core.lbfgs` extends :class:`FirstOrder` with optax's L-BFGS.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Lanczos (ARPACK, ``scipy.sparse.linalg.eigsh``, k = 1; the bottom end as the top
 trends to watch, not the page's exact spectra.  The products are compiled once per run (a jitted
 function of the parameters and the vector), so a checkpoint costs a few hundred products, not a
 compilation; the time is spent between updates and is not part of any update's wall time.
-Written by hand around eigsh (instead of :func:`hflab.curvature.extreme_eigenvalues`) because that
+Written by hand around eigsh (instead of :func:`hflab.core.curvature.extreme_eigenvalues`) because that
 helper compiles its product for each call.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One curvature operator for any JAX model, linearised once (Martens 2010 §4; Schraudolph 2002).
 
 Notation: ``apply_fn(params, x) -> z`` pre-activation outputs (any JAX function), a matching loss
-``L(z, y, mask)`` (:mod:`hflab.losses`), ``J = ∂z/∂θ`` at the current parameters θ, the objective
+``L(z, y, mask)`` (:mod:`hflab.core.losses`), ``J = ∂z/∂θ`` at the current parameters θ, the objective
 ``f(θ) = L(z(θ)) + ½·weight_cost·‖θ‖²``.  :class:`CurvatureOperator` is the matrix ``C`` of one
 kind, at θ, on one batch:
 
@@ -18,7 +18,7 @@ plus, for recurrent nets, the structural-damping matrix (Martens & Sutskever 201
 cross-entropy Hessian ``diag(1/(h(1−h)))`` for logistic ones), each case weighted ``1/N``.
 HF's CG system matrix is ``A = C + λ I + λ μ S`` (:meth:`CurvatureOperator.damped`).
 
-Every product exists once, here; :mod:`hflab.hf`, the Curvature page and the function-level
+Every product exists once, here; :mod:`hflab.core.hf`, the Curvature page and the function-level
 helpers (:func:`hvp`, :func:`gauss_newton_vp`, …) all go through the operator.  Dense matrices
 (``jax.hessian``, ``jax.jacfwd``) and central finite differences below share no code with the
 products: they are the independent references the tests compare against.  Spectra use ARPACK
@@ -44,7 +44,7 @@ DENSE_PARAM_CAP = 3000   # n² float64 entries: 3000 parameters → 72 MB per ma
 # ----------------------------------------------------------------------------- losses
 class _FunctionLoss:
     """A scalar function of the outputs seen as a loss: its output Hessian by autodiff unless the
-    object knows an exact product (:class:`hflab.losses.BoundLoss` does)."""
+    object knows an exact product (:class:`hflab.core.losses.BoundLoss` does)."""
 
     def __init__(self, fn):
         self.fn = fn
@@ -208,7 +208,7 @@ class CurvatureOperator:
         return self.unravel(self.multiply(ravel_pytree(v)[0]))
 
     def multiply_inverse(self, b, damping, **cg_settings):
-        """``(C + λ I)⁻¹ b`` by CG (:func:`hflab.cg.solve_flat`); returns ``(x, CGInfo)``."""
+        """``(C + λ I)⁻¹ b`` by CG (:func:`hflab.core.cg.solve_flat`); returns ``(x, CGInfo)``."""
         return cg_lib.solve_flat(self.damped(damping), b, **cg_settings)
 
     def to_dense(self, cap: int = DENSE_PARAM_CAP) -> jax.Array:
@@ -225,7 +225,7 @@ class CurvatureOperator:
 # ----------------------------------------------------------------------------- helpers on functions
 def for_function(f: Callable, loss, params, kind: str = "gauss_newton") -> CurvatureOperator:
     """The operator of ``loss(f(params))`` for a function ``f: params -> z`` and a loss on ``z``
-    (a :class:`hflab.losses.BoundLoss` or any scalar function)."""
+    (a :class:`hflab.core.losses.BoundLoss` or any scalar function)."""
     return CurvatureOperator(lambda p, _: f(p), _FunctionLoss(loss), params, kind=kind)
 
 

@@ -139,7 +139,7 @@ def spectrum(eigs: dict[str, np.ndarray], title: str = "Eigen-spectrum") -> go.F
 def spectrum_over_training(metrics: pd.DataFrame,
                            title: str = "Extremes of the spectrum over training") -> go.Figure:
     """λ_max and λ_min of G and H at each checkpoint (the ``spectrum_*`` metrics of
-    :mod:`hflab.spectra`) against updates; markers, so a run with one checkpoint still shows."""
+    :mod:`hflab.core.spectra`) against updates; markers, so a run with one checkpoint still shows."""
     fig = go.Figure()
     cols = [("spectrum_G_max", "λ_max(G)"), ("spectrum_G_min", "λ_min(G)"),
             ("spectrum_H_max", "λ_max(H)"), ("spectrum_H_min", "λ_min(H)")]

@@ -1,7 +1,7 @@
 """Models as pure functions on parameter pytrees: a multilayer perceptron and a tanh-style RNN.
 
 Both return *pre-activation* outputs: the output nonlinearity belongs to the matching loss in
-:mod:`hflab.losses` (Schraudolph 2002; Martens 2010 §4), which is what makes the Gauss-Newton
+:mod:`hflab.core.losses` (Schraudolph 2002; Martens 2010 §4), which is what makes the Gauss-Newton
 matrix ``Jᵀ H_L J`` positive semi-definite.
 
 MLP:  ``a_0 = x``, ``a_l = act_l(a_{l-1} W_l + b_l)``, output ``z = a_{L-1} W_L + b_L``.

@@ -1,7 +1,7 @@
 """What the Curvature and Derivations pages show, computed without Streamlit.
 
 * :func:`curvature_snapshot` — dense H, G, H − G and Jacobians of a (small) model on a few cases,
-  and the extreme eigenvalues of H and G (Lanczos via :func:`hflab.curvature.extreme_eigenvalues`,
+  and the extreme eigenvalues of H and G (Lanczos via :func:`hflab.core.curvature.extreme_eigenvalues`,
   or the full spectrum when the model is small).
 * :func:`run_params` — a stored run's configuration and its newest checkpointed parameters.
 * ``derivation_*`` — the origin notebook's checks, each returning the matrices and the largest
@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import curvature, manual
-from .config import RunConfig, preset_config
-from .experiment import build, init_params
-from .lab import restore_state
-from .losses import Batch, BoundLoss, get_loss
-from .models import ACTIVATIONS, Model, mlp_apply, rnn_apply
-from .tasks import SPECS
+from ..core import curvature, manual
+from ..config import RunConfig, preset_config
+from ..experiment import build, init_params
+from ..lab import restore_state
+from ..core.losses import Batch, BoundLoss, get_loss
+from ..core.models import ACTIVATIONS, Model, mlp_apply, rnn_apply
+from ..tasks import SPECS
 
 FRESH_MODEL_TASKS = ("seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor")
 

@@ -9,10 +9,10 @@ back to the task's default.  No Streamlit here, so all of it is unit-tested dire
 """
 from __future__ import annotations
 
-from . import optimizers
-from .config import (FIELDS, ConfigError, RunConfig, coerce, field_kind, preset_config,
+from .. import optimizers
+from ..config import (FIELDS, ConfigError, RunConfig, coerce, field_kind, preset_config,
                      preset_dict)
-from .tasks import CUSTOM, TASK_NAMES, TaskSpec, get_spec
+from ..tasks import CUSTOM, TASK_NAMES, TaskSpec, get_spec
 
 DEFAULT_TASK = "digits-ae"
 DEFAULT_OPTIMIZERS = ["hf", "sgd"]

@@ -7,7 +7,7 @@ inserts the all-reduces for the sums over cases (loss, gradient, Gv, preconditio
 so there is no per-device Python loop.
 
 Batches whose size does not divide by the device count are padded with cases whose mask is 0.
-Every loss divides by the number of *real* cases (:func:`hflab.losses.n_cases`), so a padded batch
+Every loss divides by the number of *real* cases (:func:`hflab.core.losses.n_cases`), so a padded batch
 gives the same numbers as the unpadded one.
 
 Known XLA-CPU trap (many queued sharded programs with all-reduces can deadlock with simulated

@@ -8,7 +8,7 @@ One update at parameters θ, with a gradient batch and a curvature batch:
    by every product inside CG.  Damped system ``A = C + (λ + weight_cost) I + λμ·S`` with the
    structural-damping term ``S = J_hᵀ H_D J_h`` on the RNN hidden states (μ = 0 turns it off).
 3. Preconditioned CG on ``A p = −g`` warm-started at ``ζ·p_prev`` (ζ = 0.95), stopped by Martens'
-   relative-progress rule, saving iterates at ⌈5·1.3ʲ⌉ (:mod:`hflab.cg`).
+   relative-progress rule, saving iterates at ⌈5·1.3ʲ⌉ (:mod:`hflab.core.cg`).
 4. CG-backtracking: from the last iterate, step back through the saved ones while the objective on
    the gradient batch keeps decreasing; take the best.
 5. Reduction ratio ``ρ = (f_c(θ+p) − f_c(θ)) / (q(p) − q(0))`` on the curvature batch, with
@@ -129,7 +129,7 @@ def reduction_ratio(f_new, f_old, grad, step, curvature_step):
 
 
 class HessianFree:
-    """HF optimiser for a :class:`~hflab.models.Model` and a matching loss."""
+    """HF optimiser for a :class:`~hflab.core.models.Model` and a matching loss."""
 
     def __init__(self, model: Model, loss: MatchingLoss, config: HFConfig = HFConfig()):
         if config.structural_damping and model.kind != "rnn":

@@ -11,10 +11,10 @@
 ``apply_fn(params, x)`` is any JAX function of a parameter pytree (nested dicts, a Flax NNX
 ``State``, the arrays of an Equinox module from ``eqx.partition(model, eqx.is_array)``) that
 returns *pre-activation* outputs ``z`` with a leading case axis; ``loss`` is one of the matching
-output/loss pairs ``"squared"``, ``"logistic"``, ``"softmax"`` (:mod:`hflab.losses`) or a
-:class:`hflab.losses.MatchingLoss` object.  ``y`` has the shape of ``z`` (one-hot for softmax).
+output/loss pairs ``"squared"``, ``"logistic"``, ``"softmax"`` (:mod:`hflab.core.losses`) or a
+:class:`hflab.core.losses.MatchingLoss` object.  ``y`` has the shape of ``z`` (one-hot for softmax).
 
-The update is exactly the lab's own :class:`hflab.hf.HessianFree` update — the same stages
+The update is exactly the lab's own :class:`hflab.core.hf.HessianFree` update — the same stages
 (gradient, Gauss-Newton/Hessian/Fisher curvature linearised once, CG in one ``while_loop``,
 CG-backtracking, reduction ratio and Levenberg–Marquardt λ, Armijo line search) run on a small
 adapter that gives the function the shape of a lab model, so the trajectory is the lab's
@@ -46,7 +46,7 @@ from .losses import Batch, MatchingLoss, get_loss
 
 @dataclass(frozen=True, eq=False)
 class FunctionModel:
-    """The part of :class:`hflab.models.Model` the HF stages use, for an arbitrary function."""
+    """The part of :class:`hflab.core.models.Model` the HF stages use, for an arbitrary function."""
     apply_fn: Callable
     hidden_fn: Callable | None = None
     hidden_activation: str = "tanh"
@@ -68,7 +68,7 @@ class FunctionModel:
 
 class HessianFreeState(NamedTuple):
     """λ for the next update, the warm start, the update count and the last update's info
-    (:class:`hflab.hf.HFInfo`: ``rho``, ``cg_iters``, ``cg_residuals``, ``loss_before``, …)."""
+    (:class:`hflab.core.hf.HFInfo`: ``rho``, ``cg_iters``, ``cg_residuals``, ``loss_before``, …)."""
     damping: jax.Array
     prev_step: jax.Array
     count: jax.Array
@@ -113,7 +113,7 @@ def hessian_free_transform(apply_fn: Callable, loss: str | MatchingLoss = "squar
                            **settings: Any) -> optax.GradientTransformationExtraArgs:
     """HF (Martens 2010) as an ``optax.GradientTransformationExtraArgs``.
 
-    ``settings`` are :class:`hflab.hf.HFConfig` fields: ``damping`` (λ₀), ``curvature``
+    ``settings`` are :class:`hflab.core.hf.HFConfig` fields: ``damping`` (λ₀), ``curvature``
     (``"gauss_newton"``, ``"hessian"``, ``"fisher"``), ``weight_cost``, ``max_cg_iters``,
     ``cg_eps``, ``backtracking``, ``line_search``, ``preconditioner``, ``min_damping``, … and
     ``structural_damping`` (with ``hidden_fn``).  ``update(updates, state, params, *, batch,
@@ -161,13 +161,13 @@ def curvature_operator(apply_fn: Callable, loss: str | MatchingLoss, params, bat
                        kind: str = "gauss_newton", weight_cost: float = 0.0, mask=None,
                        hidden_fn: Callable | None = None, hidden_activation: str = "tanh"):
     """The curvature of ``loss(apply_fn(params, x), y)`` at ``params``, linearised once
-    (:class:`hflab.curvature.CurvatureOperator`), for any JAX function and parameter pytree.
+    (:class:`hflab.core.curvature.CurvatureOperator`), for any JAX function and parameter pytree.
 
     ``kind`` is ``"gauss_newton"`` (``Jᵀ H_L J``), ``"hessian"`` or ``"fisher"`` (empirical);
     ``batch`` is ``(x, y)`` or ``(x, y, mask)``.  The operator offers ``multiply(v)`` (flat, in
     ``ravel_pytree(params)`` order), ``multiply_tree(v)`` (a pytree), ``damped(λ)``,
     ``multiply_inverse(b, λ)`` by CG, ``to_dense()`` (refused above
-    :data:`hflab.curvature.DENSE_PARAM_CAP` parameters) and ``eigenvalues(k, which)`` (Lanczos).
+    :data:`hflab.core.curvature.DENSE_PARAM_CAP` parameters) and ``eigenvalues(k, which)`` (Lanczos).
     Construct it inside ``jax.jit`` for repeated products; ``eigenvalues`` runs outside jit.
     """
     from .curvature import CurvatureOperator
