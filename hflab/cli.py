@@ -1,9 +1,12 @@
 """Command line: ``python -m hflab run …`` and
 ``python -m hflab runs list|show|export|export-model|import|delete|resume``.
 
-Every RunConfig field is a flag (``--seq-len 20``, ``--line-search false``).  Settings are layered:
-the task's recommended preset (:func:`hflab.config.preset_dict`, skipped with ``--no-preset``),
-then ``--config FILE`` (a JSON object of fields), then the flags.  Runs go to the same store as the app
+Every RunConfig field is a flag (``--seq-len 20``), and every optimiser's own setting a flag
+namespaced by the optimiser (``--hf.damping 1``, ``--hf.line-search false``,
+``--adam.learning-rate 0.003``); the flat flags of earlier versions (``--damping``) still work
+and apply to the run's optimiser.  Settings are layered: the task's recommended preset
+(:func:`hflab.config.preset_dict`, skipped with ``--no-preset``), then ``--config FILE`` (a JSON
+object of fields), then the flags.  Runs go to the same store as the app
 (``$HFLAB_HOME``, default ``./runs``).  Bad input exits with status 2 and a message naming the
 field, the value and what is allowed.
 """
@@ -22,7 +25,9 @@ import jax
 
 from . import bundles, datasets
 from .bundles import BundleError
-from .config import FIELDS, ConfigError, RunConfig, preset_dict
+from . import optimizers
+from .config import FIELDS, LEGACY_OPTIMIZER_FIELDS, ConfigError, RunConfig, merge, preset_dict
+from .core.settings import allowed_text, fields_of
 from .compiled import enable_compilation_cache
 from .lab import Lab, StoredRun, device_description
 from .store import Store, StoreError, default_home
@@ -43,6 +48,16 @@ def _config_parser(sub):
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                        metavar=name.upper(),
                        help=f"{f.metadata['help']}{allowed} (default: {f.default!r})")
+    for opt, entry in optimizers.REGISTRY.items():
+        group = p.add_argument_group(f"{entry.label} settings (--optimizer {opt})")
+        for name, f in fields_of(entry.settings).items():
+            group.add_argument(f"--{opt}.{name.replace('_', '-')}", dest=f"{opt}.{name}",
+                               default=None, metavar=name.upper(),
+                               help=f"{f.metadata['help']}; {allowed_text(f)} "
+                                    f"(default: {f.default!r})")
+    for name in LEGACY_OPTIMIZER_FIELDS:         # earlier versions' flat flags, still read
+        p.add_argument("--" + name.replace("_", "-"), dest=f"legacy:{name}", default=None,
+                       help=argparse.SUPPRESS)
     p.add_argument("--csv", help="also write the step metrics to this CSV file")
     p.add_argument("--json", dest="json_out", help="also write the step metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -157,15 +172,22 @@ def config_from_args(args) -> RunConfig:
             raise ConfigError("config", args.config, f"valid JSON ({e})") from None
         if not isinstance(data, dict):
             raise ConfigError("config", args.config, "a JSON object of RunConfig fields")
-    for name in FIELDS:
-        v = getattr(args, name)
-        if v is not None:
-            data[name] = v
+    flags = {}
+    for dest, v in vars(args).items():
+        if v is None:
+            continue
+        if dest in FIELDS and dest != "data":
+            flags[dest] = v
+        elif dest.startswith("legacy:"):
+            flags[dest.split(":", 1)[1]] = v
+        elif "." in dest and dest.split(".", 1)[0] in optimizers.REGISTRY:
+            flags[dest] = v
+    data = merge(data, flags, RunConfig.optimizer)
     _data_from_args(args, data)
     if not args.no_preset:
         task, opt = data.get("task", RunConfig.task), data.get("optimizer", RunConfig.optimizer)
         if isinstance(task, str) and isinstance(opt, str):
-            data = {**preset_dict(task, opt), **data}
+            data = merge(preset_dict(task, opt), data, RunConfig.optimizer)
     return RunConfig.from_dict(data).validate()
 
 

@@ -1,16 +1,25 @@
 """The one description of a run: :class:`RunConfig`, its validation, coercion and presets.
 
-Every way into the lab — the CLI flags, config files, the Train page's form and its URL, bundle
-import — builds a :class:`RunConfig` from this module's field list (names, types, defaults, help,
-allowed choices) and validates it here, once, at the door (``Lab.start`` / the CLI), before
-anything is written.  A bad value raises :class:`ConfigError`, whose message names the field,
-the value and what is allowed.  Memory is estimated before any array is allocated.
+A run's own settings (task, model, data, budget, seed, devices) are :class:`RunConfig` fields;
+the chosen optimiser's settings are its own frozen dataclass (:mod:`hflab.optimizers`) held in
+``RunConfig.settings`` and namespaced by the optimiser wherever they are written down:
+``{"optimizer": "hf", "settings": {"damping": 1.0, …}}`` in the store and bundles,
+``hf.damping`` in URLs and config files, ``--hf.damping`` on the command line.
 
-Settings layer as: RunConfig's defaults → the optimiser's own defaults (:mod:`hflab.optimizers`)
-→ the learning-rate sweep's rate for the pair (:mod:`hflab.learning_rates`)
-→ the task's recommended preset (:data:`PRESETS`, Martens 2010 and Martens & Sutskever 2011) →
-what the user gives.  This module sits on the ground floor: it imports the task, model, loss,
-curvature and optimiser name tables, and nothing above them.
+Every way into the lab — the CLI flags, config files, the Train page's form and its URL, bundle
+import — builds a :class:`RunConfig` here and validates it once, at the door (``Lab.start`` / the
+CLI), before anything is written.  A bad value raises :class:`ConfigError`, whose message names
+the field, the value and what is allowed.  Memory is estimated before any array is allocated.
+The sequence length T is resolved here and nowhere else (:meth:`RunConfig.final_seq_len`), and a
+validated config stores it.
+
+Settings layer as: the optimiser's defaults → the task's preset for that optimiser (its registry
+entry's presets, the learning-rate sweep's rate) and the task's run settings (:data:`PRESETS`,
+Martens 2010 and Martens & Sutskever 2011) → what the user gives.
+
+Links and files made before optimisers owned their settings name them flat (``damping``,
+``learning_rate``); they are still read (:mod:`hflab.keys`), each applied to the run's optimiser
+when it has that setting and ignored otherwise (old stored configs carry every one).
 """
 from __future__ import annotations
 
@@ -23,25 +32,16 @@ from typing import Any
 import numpy as np
 
 from . import optimizers, tasks
-from .learning_rates import LEARNING_RATES
-from .core.curvature import KINDS as CURVATURE_KINDS
-from .core.hf import RHO_BATCHES
 from .core.losses import LOSSES
-from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes
 from .core.models import ACTIVATIONS, INITS, Model
-from .parsing import MAX_TEXT, number_text, parse_curriculum, parse_layers  # noqa: F401
+from .core.settings import SettingError as ConfigError  # noqa: F401  (one error type, end to end)
+from .core.settings import as_dict, coerce_value
+from .keys import LEGACY_OPTIMIZER_FIELDS, merge, split_settings  # noqa: F401
+from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes
+from .parsing import MAX_TEXT, parse_curriculum, parse_layers
 
 DTYPES = ("float32", "float64")
 MAX_PARAMS = 50_000_000
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; ``field`` names it."""
-
-    def __init__(self, field_name: str, value: Any, allowed: str):
-        self.field, self.value, self.allowed = field_name, value, allowed
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "…"
-        super().__init__(f"{field_name}: {shown} is not allowed — {allowed}")
 
 
 def _f(default, help: str, choices=None):
@@ -70,51 +70,54 @@ class RunConfig:
     weight_cost: float = _f(0.0, "L2 weight cost in the objective")
     # optimiser and budget
     optimizer: str = _f("hf", "optimiser", optimizers.NAMES)
-    learning_rate: float = _f(0.01, "first-order learning rate")
-    momentum: float = _f(0.9, "momentum coefficient")
     steps: int = _f(100, "number of updates")
     max_seconds: float = _f(0.0, "optimisation-time budget in seconds (0 = none)")
     target_error: float = _f(-1.0, "stop once the test error is at most this (< 0 = never)")
     grad_batch: int = _f(0, "gradient batch size (0 = the whole training set)")
     grad_batch_doubling: int = _f(0, "double the gradient batch every this many updates, up to "
                                      "the whole training set (0 = a fixed size)")
-    n_chunks: int = _f(1, "HF: curvature chunks of the gradient batch")
-    curvature: str = _f("gauss_newton", "HF curvature matrix", CURVATURE_KINDS)
-    damping: float = _f(45.0, "HF: initial damping λ")
-    structural_damping: float = _f(0.0, "HF: structural damping μ (RNN)")
-    max_cg_iters: int = _f(250, "HF: CG iterations at most")
-    cg_decay: float = _f(0.95, "HF: warm-start decay ζ")
-    backtracking: bool = _f(True, "HF: CG backtracking")
-    line_search: bool = _f(True, "HF: Armijo line search")
-    preconditioner: bool = _f(False, "HF: diagonal preconditioner")
-    rho_batch: str = _f("curvature", "HF: batch on which ρ's actual reduction is measured",
-                        RHO_BATCHES)
     # numerics, bookkeeping
     dtype: str = _f("float32", "floating-point type used end to end", DTYPES)
     seed: int = _f(0, "seed of data and initialisation")
     eval_every: int = _f(1, "evaluate train/test loss every this many updates")
     checkpoint_every: int = _f(10, "checkpoint every this many updates (0 = only at the end)")
     devices: str = _f("1", "'1', 'all', 'cpu' or a device count (data-parallel mesh)")
+    # the chosen optimiser's own settings (its registry entry's frozen dataclass)
+    settings: Any = dataclasses.field(default=None, compare=True, metadata={"help": "", "choices": None})
+
+    def __post_init__(self):
+        entry = optimizers.REGISTRY.get(self.optimizer)
+        if entry is not None and not isinstance(self.settings, entry.settings):
+            self.settings = entry.defaults()
 
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = {k: getattr(self, k) for k in FIELDS}
+        out["settings"] = as_dict(self.settings) if self.settings is not None else {}
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """From a stored, exported or typed mapping: run fields, the optimiser's ``settings``
+        (a mapping), ``<optimizer>.<setting>`` keys, and the flat names of older links."""
         if not isinstance(data, dict):
             raise ConfigError("config", type(data).__name__, "a JSON object of RunConfig fields")
-        unknown = sorted(set(data) - set(FIELDS))
-        if unknown:
-            raise ConfigError(unknown[0], data[unknown[0]],
-                              f"not a RunConfig field; fields are {sorted(FIELDS)}")
-        return cls(**{k: coerce(k, v) for k, v in data.items()})
+        run, own = split_settings(data, FIELDS, RunConfig.optimizer)
+        values = {k: coerce(k, v) for k, v in run.items()}
+        optimizer = values.get("optimizer", RunConfig.optimizer)
+        entry = optimizers.REGISTRY.get(optimizer)
+        if entry is None:
+            raise ConfigError("optimizer", optimizer, f"one of {list(optimizers.NAMES)}")
+        return cls(**values, settings=entry.from_mapping(own.get(optimizer, {})))
 
     def replace(self, **kw) -> "RunConfig":
-        return dataclasses.replace(self, **kw)
+        """A copy with ``kw`` changed: run fields, ``settings``, ``<optimizer>.<setting>`` or a
+        flat setting name (applied to the run's optimiser).  Changing the optimiser without
+        settings starts from the new optimiser's defaults."""
+        return RunConfig.from_dict(merge(self.to_dict(), kw, RunConfig.optimizer))
 
     # -- derived --------------------------------------------------------------------------
     @property
@@ -126,8 +129,13 @@ class RunConfig:
         return optimizers.REGISTRY[self.optimizer]
 
     def optimizer_settings(self) -> dict:
-        """The fields this config's optimiser reads, with their values."""
-        return {k: getattr(self, k) for k in self.entry.settings}
+        """The optimiser's settings as a mapping of its fields."""
+        return as_dict(self.settings)
+
+    @property
+    def curvature_chunks(self) -> int:
+        """Curvature batches the gradient batch is cut into (1 for optimisers without one)."""
+        return self.settings.n_chunks if self.entry.curvature_batch else 1
 
     def resolved_loss(self) -> str:
         return self.loss or self.spec.loss
@@ -158,8 +166,11 @@ class RunConfig:
         """The curriculum's sequence lengths, or ``[]`` without one."""
         return parse_curriculum(self.curriculum) if self.curriculum.strip() else []
 
-    def final_seq_len(self) -> int:
-        """The longest T this run trains at (the last stage's with a curriculum)."""
+    def final_seq_len(self) -> int | None:
+        """T — the one place it is resolved: the curriculum's last length, else the given T,
+        else the task's default; None for a task that is not a sequence problem."""
+        if self.spec.kind != "rnn":
+            return None
         lengths = self.curriculum_lengths()
         return lengths[-1] if lengths else self.seq_len or self.spec.default_seq_len
 
@@ -168,62 +179,50 @@ class RunConfig:
         return self.replace(seq_len=length, curriculum="")
 
     def validate(self) -> "RunConfig":
+        """Check every field; then store the resolved T (so every stored run names its T)."""
         validate(self)
+        self.seq_len = self.final_seq_len()
         return self
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)
+                                        if f.name != "settings"}
 
 
 # ----------------------------------------------------------------------------- presets
-# Recommended settings per task (the app's presets and the CLI start from them; anything given
-# explicitly overrides them).  RNN problems follow Martens & Sutskever (2011): structural damping
-# μ = 0.03, W_rec scaled to spectral radius 1.2, curvature on a quarter of the data.
-_RNN_PRESET = dict(damping=1.0, structural_damping=0.03, rec_scale=1.2, n_chunks=4,
-                   max_cg_iters=100, steps=300, eval_every=5, target_error=0.005)
+# A task's run settings (the app's presets and the CLI start from them; anything given explicitly
+# overrides them).  Optimiser settings per task live in each optimiser's registry entry.  RNN
+# problems follow Martens & Sutskever (2011): W_rec scaled to spectral radius 1.2.
+_RNN_PRESET = dict(rec_scale=1.2, steps=300, eval_every=5, target_error=0.005)
 PRESETS: dict[str, dict] = {
-    "seed-333": dict(damping=1.0, steps=30, init="gaussian"),
-    "regression": dict(damping=1.0, steps=50),
-    "spirals": dict(damping=1.0, steps=100, init="gaussian", init_scale=2.0),
-    "digits": dict(damping=1.0, steps=40), "digits-ae": dict(damping=1.0, steps=50),
-    "mnist": dict(damping=1.0, steps=40, n_chunks=4),
-    "mnist-ae": dict(damping=45.0, steps=30, grad_batch=1000, n_chunks=4, eval_every=5),
-    "curves": dict(damping=45.0, steps=30, n_chunks=4, eval_every=5),
-    "seed-rnn": dict(damping=1.0, steps=30),
+    "seed-333": dict(steps=30, init="gaussian"),
+    "regression": dict(steps=50),
+    "spirals": dict(steps=100, init="gaussian", init_scale=2.0),
+    "digits": dict(steps=40), "digits-ae": dict(steps=50),
+    "mnist": dict(steps=40),
+    "mnist-ae": dict(steps=30, grad_batch=1000, eval_every=5),
+    "curves": dict(steps=30, eval_every=5),
+    "seed-rnn": dict(steps=30),
     **{t: dict(_RNN_PRESET) for t in ("addition", "multiplication", "xor", "temporal-order-2",
                                       "temporal-order-3", "memorization")},
 }
 
 
-def optimizer_defaults(optimizer: str) -> dict:
-    """The optimiser's own defaults for the fields it reads (registry entry)."""
-    entry = optimizers.REGISTRY.get(optimizer)
-    return {k: v for k, v in entry.settings.items() if v is not None} if entry else {}
-
-
 def preset_dict(task: str, optimizer: str | None = None) -> dict:
-    """Field values a task's preset sets for ``optimizer`` (not coerced, not validated).
-
-    Settings another optimiser reads are left at RunConfig's defaults, so a first-order run's
-    stored config does not pretend to use HF's curvature chunks or structural damping.
-    """
+    """A task's preset for ``optimizer`` as a config mapping (not coerced, not validated): the
+    task's run settings and the optimiser's settings for the task."""
     optimizer = optimizer or RunConfig.optimizer
-    preset = dict(PRESETS.get(task, {}))
-    own = set(optimizers.REGISTRY[optimizer].settings) if optimizer in optimizers.REGISTRY \
-        else set()
-    others = {k for e in optimizers.REGISTRY.values() for k in e.settings} - own
-    preset = {k: v for k, v in preset.items() if k not in others}
-    swept = LEARNING_RATES.get(task, {}).get(optimizer)        # the sweep's rate for this pair
-    rate = {"learning_rate": swept} if swept and "learning_rate" in own else {}
-    return {**optimizer_defaults(optimizer), **rate, **preset}
+    entry = optimizers.REGISTRY.get(optimizer)
+    own = {"settings": as_dict(entry.preset(task))} if entry else {}
+    return {"optimizer": optimizer, **PRESETS.get(task, {}), **own}
 
 
 def preset_config(task: str, **overrides) -> RunConfig:
-    """A RunConfig for ``task`` with its recommended settings, then ``overrides``."""
+    """A RunConfig for ``task`` with its recommended settings, then ``overrides`` (run fields,
+    ``settings``, ``<optimizer>.<setting>`` or flat setting names)."""
     optimizer = overrides.get("optimizer", RunConfig.optimizer)
-    data = {"task": task, **preset_dict(task, optimizer if isinstance(optimizer, str) else None),
-            **overrides}
-    return RunConfig.from_dict(data)
+    base = {"task": task, **preset_dict(task, optimizer if isinstance(optimizer, str) else None)}
+    return RunConfig.from_dict(merge(base, overrides, RunConfig.optimizer))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -242,43 +241,8 @@ def field_kind(name: str) -> str:
 
 
 def coerce(name: str, value):
-    """A JSON / CLI / URL value to the field's type; :class:`ConfigError` naming the field."""
-    kind = field_kind(name)
-    optional = "None" in str(FIELDS[name].type)
-    try:
-        if value is None and optional:
-            return None
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(value, bool):
-            raise ValueError
-        if kind == "int":
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                return int(number_text(value))
-            if isinstance(value, (int, np.integer)):
-                return int(value)
-            raise ValueError
-        if kind == "float":
-            if isinstance(value, str):
-                return float(number_text(value))
-            if isinstance(value, (int, float, np.integer, np.floating)):
-                return float(value)
-            raise ValueError
-        if isinstance(value, (str, int)):
-            return str(value)
-        raise ValueError
-    except (ValueError, TypeError, OverflowError):
-        what = {"int": "a whole number", "float": "a number", "str": "text",
-                "bool": "true or false"}[kind]
-        raise ConfigError(name, value, what) from None
+    """A JSON / CLI / URL value to the run field's type; :class:`ConfigError` naming the field."""
+    return coerce_value(name, field_kind(name), value, "None" in str(FIELDS[name].type))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -310,8 +274,7 @@ def _check_int(name, value, lo, hi, message=None):
 
 
 def _validate_choices(c: RunConfig):
-    for name in ("task", "optimizer", "init", "curvature", "rho_batch", "dtype", "activation",
-                 "loss"):
+    for name in ("task", "optimizer", "init", "dtype", "activation", "loss"):
         value = getattr(c, name)
         if name in ("activation", "loss") and value == "":
             continue
@@ -380,36 +343,37 @@ def _validate_curriculum(c: RunConfig):
 
 def _validate_numbers(c: RunConfig):
     for name, lo, hi in (("n_train", 0, 1_000_000), ("n_test", 0, 1_000_000),
-                         ("steps", 1, 10_000_000), ("max_cg_iters", 1, 5000),
-                         ("n_chunks", 1, 10_000), ("eval_every", 1, 1_000_000),
+                         ("steps", 1, 10_000_000), ("eval_every", 1, 1_000_000),
                          ("checkpoint_every", 0, 1_000_000), ("seed", 0, 2 ** 31 - 1),
                          ("grad_batch_doubling", 0, 1_000_000)):
         _check_int(name, getattr(c, name), lo, hi)
     _check_number("max_seconds", c.max_seconds, 0.0, 30 * 86400.0)
     _check_number("target_error", c.target_error, -1.0, 1e12)
-    _check_number("learning_rate", c.learning_rate, 0.0, 100.0, open_low=True)
-    _check_number("momentum", c.momentum, 0.0, 1.0, open_high=True)
-    _check_number("damping", c.damping, 0.0, 1e10, open_low=c.curvature != "gauss_newton")
-    _check_number("structural_damping", c.structural_damping, 0.0, 1e4)
-    if c.structural_damping and c.spec.kind != "rnn":
-        raise ConfigError("structural_damping", c.structural_damping,
-                          "only RNN tasks (it damps hidden-state changes); use 0 for an MLP")
     _check_number("weight_cost", c.weight_cost, 0.0, 1e3)
-    _check_number("cg_decay", c.cg_decay, 0.0, 1.0)
-    for name in ("backtracking", "line_search", "preconditioner"):
-        if not isinstance(getattr(c, name), bool):
-            raise ConfigError(name, getattr(c, name), "true or false")
 
 
 def _validate_sizes(c: RunConfig):
     n_train, _ = c.spec.sizes(c.n_train, c.n_test)
     _check_int("grad_batch", c.grad_batch, 0, n_train,
                f"0 (whole training set) or 1..{n_train} (the training set has {n_train} cases)")
-    gb = c.grad_batch or n_train
-    if c.entry.curvature_batch and c.n_chunks > gb:
-        raise ConfigError("n_chunks", c.n_chunks, f"at most the gradient batch size ({gb}): "
-                          "each curvature chunk needs at least one case")
+    _validate_settings(c, c.grad_batch or n_train)
     _check_memory(c, n_train)
+
+
+def _validate_settings(c: RunConfig, grad_batch: int):
+    """The optimiser's settings: their own ranges and rules, then the entry's checks against
+    this run; messages name the setting as ``<optimizer>.<setting>``."""
+    from .core.settings import check
+    entry = c.entry
+    if not isinstance(c.settings, entry.settings):
+        raise ConfigError("settings", c.settings, f"{entry.settings.__name__} for optimizer "
+                          f"{c.optimizer!r}")
+    check(c.settings, f"{c.optimizer}.")
+    if entry.check is not None:
+        try:
+            entry.check(c.settings, c.spec.kind, grad_batch)
+        except ConfigError as e:
+            raise ConfigError(f"{c.optimizer}.{e.field}", e.value, e.allowed) from None
 
 
 def _check_memory(c: RunConfig, n_train: int):

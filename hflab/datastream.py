@@ -52,8 +52,9 @@ def batches_for_step(built, step: int) -> tuple[Batch, Batch]:
         perm = np.random.default_rng(key).permutation(n)[k * gb:(k + 1) * gb]
         idx = jnp.asarray(np.sort(perm))
         grad = Batch(train.x[idx], train.y[idx], train.mask[idx])
-    if not cfg.entry.curvature_batch or cfg.n_chunks == 1:
+    chunks = cfg.curvature_chunks
+    if chunks == 1:
         return grad, grad
-    size = gb // cfg.n_chunks
-    sl = slice((step % cfg.n_chunks) * size, (step % cfg.n_chunks + 1) * size)
+    size = gb // chunks
+    sl = slice((step % chunks) * size, (step % chunks + 1) * size)
     return grad, Batch(grad.x[sl], grad.y[sl], grad.mask[sl])

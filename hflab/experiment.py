@@ -56,15 +56,13 @@ def build(config: RunConfig) -> Built:
     """
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     # a curriculum run's data is its last stage's (each stage builds its own: ``config.stage``)
-    seq_len = config.final_seq_len() if config.curriculum else config.seq_len or 0
-    task = tasks.load_task(config.task, config.seed, seq_len, config.n_train, config.n_test,
-                           dtype, config.data)
+    task = tasks.load_task(config.task, config.seed, config.final_seq_len() or 0, config.n_train,
+                           config.n_test, dtype, config.data)
     model = config.model()
     loss = get_loss(config.resolved_loss())
-    settings = config.optimizer_settings()
-    key = (config.optimizer, model, loss, config.weight_cost, tuple(sorted(settings.items())))
+    key = (config.optimizer, model, loss, config.weight_cost, config.settings)
     if key not in _OPT_CACHE:
-        _OPT_CACHE[key] = config.entry.factory(model, loss, config.weight_cost, settings)
+        _OPT_CACHE[key] = config.entry.factory(model, loss, config.weight_cost, config.settings)
     return Built(config, task, model, loss, _OPT_CACHE[key], dtype)
 
 

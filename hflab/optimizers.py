@@ -1,22 +1,28 @@
-"""The optimiser registry: ``name → OptimizerEntry(factory, settings, …)``.
+"""The optimiser registry: ``name → OptimizerEntry(factory, settings class, presets, …)``.
 
-Everything that offers a choice of optimiser — the config's allowed values and defaults, the CLI
-flags, the Train page's form and widgets, the run loop's data stream and memory estimate, the CG
+Everything that offers a choice of optimiser — the config's allowed values, the CLI flags, the
+Train page's form and widgets, the URL, the run loop's data stream and memory estimate, the CG
 inspector's run list, the benchmarks — iterates :data:`REGISTRY`; nothing branches on a name.
-Adding an optimiser is one module (an object following :mod:`hflab.core.protocol`) and one entry here.
 
-An entry's ``settings`` maps the :class:`~hflab.config.RunConfig` fields the optimiser reads to
-its own default for them (``None`` keeps RunConfig's default).  ``factory(model, loss,
-weight_cost, settings)`` builds it; ``weight_cost`` belongs to the objective, so every optimiser
-gets it.
+Each optimiser owns its settings: a frozen dataclass (:mod:`hflab.core.settings`) whose fields
+carry help text and ranges, and per-task presets that apply to it alone (HF's λ₀ = 45 on the deep
+autoencoders never reaches Adam).  Its settings are namespaced by its name everywhere a user sees
+them: ``hf.damping`` in the URL and the bundles, ``--hf.damping`` on the command line.
+
+Adding an optimiser is one module (an object following :mod:`hflab.core.protocol` and a settings
+dataclass) and one entry here.  ``factory(model, loss, weight_cost, settings)`` builds it;
+``weight_cost`` belongs to the objective, so every optimiser gets it.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from .core import baselines, hf
-from .core.lbfgs import LBFGS
+from .core.lbfgs import LBFGS, LBFGSSettings
+from .core.settings import from_mapping
+from .learning_rates import LEARNING_RATES
 
 
 @dataclass(frozen=True)
@@ -25,47 +31,90 @@ class OptimizerEntry:
     label: str
     description: str
     factory: Callable
-    settings: Mapping[str, object] = field(default_factory=dict)
+    settings: type                   # its frozen settings dataclass
+    presets: Mapping[str, Mapping[str, object]] = field(default_factory=dict)   # task → fields
     curvature_batch: bool = False    # receives chunk ``step mod n_chunks`` as its curvature batch
     cg_trace: bool = False           # records a CG trace per update (CG inspector)
     memory_vectors: int = 4          # parameter-sized vectors it holds (for the memory estimate)
+    # cross-checks against the run: ``check(settings, kind, grad_batch)`` raises SettingError
+    check: Callable | None = None
+
+    def defaults(self):
+        return self.settings()
+
+    def preset(self, task: str):
+        """Its settings for ``task``: the dataclass's defaults, then the task's preset."""
+        return dataclasses.replace(self.defaults(), **self.presets.get(task, {}))
+
+    def from_mapping(self, data: dict, base=None):
+        """Settings from a mapping of (some of) its fields over ``base`` (its defaults); messages
+        name the field as ``<optimizer>.<field>``."""
+        base = base if base is not None else self.defaults()
+        return from_mapping(self.settings, {**dataclasses.asdict(base), **data}, f"{self.name}.")
+
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.settings))
 
 
-def _hf(model, loss, weight_cost, settings):
-    hf_settings = {k: v for k, v in settings.items() if k != "n_chunks"}
-    return hf.HessianFree(model, loss, hf.HFConfig(weight_cost=weight_cost, **hf_settings))
+def _hf(model, loss, weight_cost, settings: hf.HFSettings):
+    return hf.HessianFree(model, loss, settings.hf_config(weight_cost))
+
+
+def _check_hf(settings: hf.HFSettings, kind: str, grad_batch: int):
+    from .core.settings import SettingError
+    if settings.structural_damping and kind != "rnn":
+        raise SettingError("structural_damping", settings.structural_damping,
+                           "only RNN tasks (it damps hidden-state changes); use 0 for an MLP")
+    if settings.n_chunks > grad_batch:
+        raise SettingError("n_chunks", settings.n_chunks, f"at most the gradient batch size "
+                           f"({grad_batch}): each curvature chunk needs at least one case")
 
 
 def _optax(transform):
     def factory(model, loss, weight_cost, settings):
-        return baselines.FirstOrder(model, loss, transform(**settings), weight_cost)
+        return baselines.FirstOrder(model, loss, transform(settings), weight_cost)
     return factory
 
 
-def _lbfgs(model, loss, weight_cost, settings):
-    return LBFGS(model, loss, weight_cost=weight_cost, **settings)
+def _lbfgs(model, loss, weight_cost, settings: LBFGSSettings):
+    return LBFGS(model, loss, learning_rate=settings.learning_rate, weight_cost=weight_cost)
 
+
+def _swept(optimizer: str) -> dict[str, dict]:
+    """Per task, the learning rate the recorded sweep chose for ``optimizer``."""
+    return {task: {"learning_rate": rates[optimizer]}
+            for task, rates in LEARNING_RATES.items() if optimizer in rates}
+
+
+# HF per task (Martens 2010; Martens & Sutskever 2011): λ₀ = 45 and curvature on a quarter of
+# the batch for the deep autoencoders; RNN problems with structural damping μ = 0.03, λ₀ = 1,
+# curvature on a quarter of the data and at most 100 CG iterations.
+_HF_RNN = dict(damping=1.0, structural_damping=0.03, n_chunks=4, max_cg_iters=100)
+HF_PRESETS: dict[str, dict] = {
+    "seed-333": dict(damping=1.0), "regression": dict(damping=1.0), "spirals": dict(damping=1.0),
+    "digits": dict(damping=1.0), "digits-ae": dict(damping=1.0),
+    "mnist": dict(damping=1.0, n_chunks=4), "mnist-ae": dict(damping=45.0, n_chunks=4),
+    "curves": dict(damping=45.0, n_chunks=4), "seed-rnn": dict(damping=1.0),
+    **{t: dict(_HF_RNN) for t in ("addition", "multiplication", "xor", "temporal-order-2",
+                                  "temporal-order-3", "memorization")},
+}
 
 REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in [
     OptimizerEntry(
         "hf", "Hessian-free", "Martens (2010): truncated-Newton steps by CG on the damped "
-        "Gauss-Newton (or Hessian / Fisher) model", _hf,
-        settings={"curvature": None, "damping": None, "structural_damping": None,
-                  "max_cg_iters": None, "cg_decay": None, "n_chunks": None,
-                  "preconditioner": None, "backtracking": None, "line_search": None,
-                  "rho_batch": None},
+        "Gauss-Newton (or Hessian / Fisher) model", _hf, hf.HFSettings, HF_PRESETS,
         # parameter-sized vectors: CG's, the saved iterates CG-backtracking may return (⌈5·1.3^j⌉
         # up to 250), the step, gradient and warm start — 36 covers the MNIST autoencoder's update
         # as XLA's memory analysis measures it
-        curvature_batch=True, cg_trace=True, memory_vectors=36),
+        curvature_batch=True, cg_trace=True, memory_vectors=36, check=_check_hf),
     OptimizerEntry("sgd", "SGD", "plain stochastic gradient descent (optax.sgd)",
-                   _optax(baselines.sgd), settings={"learning_rate": 0.05}),
+                   _optax(baselines.sgd), baselines.SGDSettings, _swept("sgd")),
     OptimizerEntry("momentum", "Nesterov momentum", "SGD with Nesterov momentum (optax.sgd)",
-                   _optax(baselines.nesterov), settings={"learning_rate": 0.01, "momentum": 0.9}),
+                   _optax(baselines.nesterov), baselines.MomentumSettings, _swept("momentum")),
     OptimizerEntry("adam", "Adam", "Kingma & Ba (2015) (optax.adam)", _optax(baselines.adam),
-                   settings={"learning_rate": 0.003}),
+                   baselines.AdamSettings, _swept("adam")),
     OptimizerEntry("lbfgs", "L-BFGS", "optax.lbfgs: two-loop recursion, memory 10, zoom line "
-                   "search (strong Wolfe)", _lbfgs, settings={"learning_rate": 1.0},
+                   "search (strong Wolfe)", _lbfgs, LBFGSSettings, _swept("lbfgs"),
                    memory_vectors=25),
 ]}
 NAMES = tuple(REGISTRY)

@@ -2,8 +2,9 @@
 numbers, with a message saying what is allowed (:mod:`hflab.config` names the field)."""
 from __future__ import annotations
 
+from .core.settings import MAX_TEXT, number_text  # noqa: F401  (re-exported for the config)
+
 MAX_LAYER_WIDTH = 100_000
-MAX_TEXT = 200                              # longest name / layer / devices string accepted
 
 
 def parse_layers(text: str) -> list[int]:
@@ -27,15 +28,6 @@ def parse_layers(text: str) -> list[int]:
             raise ValueError(f"layer width {v:,} exceeds the limit of {MAX_LAYER_WIDTH:,} units")
         out.append(v)
     return out
-
-
-def number_text(value: str) -> str:
-    """A number's text without surrounding space; ValueError unless it is ASCII (Python's int
-    and float also read other scripts' digits, which no field should take)."""
-    text = value.strip()
-    if not text.isascii():
-        raise ValueError
-    return text
 
 
 def parse_curriculum(text: str, shortest: int = 1, longest: int = 10_000) -> list[int]:

@@ -391,7 +391,10 @@ def get_spec(name: str, data: str = "") -> TaskSpec:
 @functools.lru_cache(maxsize=16)
 def _load_arrays(name, seed, seq_len, n_train, n_test, data=""):
     spec = get_spec(name, data)
-    return spec.data(seed, seq_len or spec.default_seq_len, n_train, n_test)
+    if spec.kind == "rnn" and not seq_len:
+        # T is resolved in one place, the run's config (RunConfig.final_seq_len), not here
+        raise ValueError(f"task {name!r} is a sequence problem: give its sequence length T")
+    return spec.data(seed, seq_len, n_train, n_test)
 
 
 def load_task(name: str, seed: int = 0, seq_len: int = 0, n_train: int = 0, n_test: int = 0,

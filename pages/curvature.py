@@ -36,12 +36,14 @@ def show(snapshot, title):
     ui.plain_caption(f"{title} · {snapshot['n_params']:,} parameters ({snapshot['view']}) · "
                      f"{snapshot['n_cases']} cases · black lines separate weight blocks · "
                      "colour scale centred at 0, clipped at the 99th percentile")
-    tabs = st.tabs(["Hessian H", "Gauss-Newton G", "H − G", "Jacobians", "spectrum"])
-    for tab, key in zip(tabs[:3], ["H", "G", "H-G"]):
+    kinds = snapshot["kinds"]                     # (symbol, label, psd) of every curvature kind
+    tabs = st.tabs([f"{label} {symbol}" for symbol, label, _ in kinds] +
+                   ["H − G", "Jacobians", "spectrum"])
+    for tab, key in zip(tabs[:len(kinds) + 1], [s for s, _, _ in kinds] + ["H-G"]):
         with tab:
             ui.chart(plots.matrix_heatmap(snapshot[key], f"{key} ({title})", snapshot["names"],
                                           snapshot["blocks"]), f"heat-{key}", f"matrix-{key}")
-    with tabs[3]:
+    with tabs[len(kinds) + 1]:
         n_out = snapshot["J"].shape[0]
         ui.chart(plots.matrix_heatmap(snapshot["J"], "∂outputs/∂parameters",
                                       snapshot["names"], snapshot["blocks"],
@@ -50,14 +52,17 @@ def show(snapshot, title):
         if snapshot["J_inputs"] is not None:
             ui.chart(plots.matrix_heatmap(snapshot["J_inputs"], "∂outputs/∂inputs (first case)"),
                      "heat-Jin", "jacobian-inputs")
-    with tabs[4]:
-        kind = "full spectrum" if snapshot["full_spectrum"] else "top/bottom eigenvalues (Lanczos)"
-        ui.chart(plots.spectrum({"H": snapshot["eig_H"], "G": snapshot["eig_G"]},
-                                f"Eigenvalues of H and G — {kind}"), "spectrum", "spectrum")
-        if len(snapshot["eig_H"]) and len(snapshot["eig_G"]):
-            st.write(f"λ_max(H) = {snapshot['eig_H'][0]:.5g}, λ_min(H) = "
-                     f"{snapshot['eig_H'][-1]:.5g}; λ_max(G) = {snapshot['eig_G'][0]:.5g}, "
-                     f"λ_min(G) = {snapshot['eig_G'][-1]:.3g} (G is PSD up to rounding)")
+    with tabs[len(kinds) + 2]:
+        how = "full spectrum" if snapshot["full_spectrum"] else "top/bottom eigenvalues (Lanczos)"
+        names = ", ".join(s for s, _, _ in kinds)
+        ui.chart(plots.spectrum({s: snapshot[f"eig_{s}"] for s, _, _ in kinds},
+                                f"Eigenvalues of {names} — {how}"), "spectrum", "spectrum")
+        parts = [f"λ_max({s}) = {snapshot[f'eig_{s}'][0]:.5g}, λ_min({s}) = "
+                 f"{snapshot[f'eig_{s}'][-1]:.3g}" + (" (PSD: negative only by rounding)"
+                                                      if psd else "")
+                 for s, _, psd in kinds if len(snapshot[f"eig_{s}"])]
+        if parts:
+            st.write("; ".join(parts))
         if snapshot.get("spectrum_note"):
             ui.plain_caption(f"Lanczos: {snapshot['spectrum_note']}")
 

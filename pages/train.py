@@ -103,10 +103,10 @@ with st.sidebar:
     widget("steps", "updates")
     widget("seed", "seed")
     for name, entry in optimizers.REGISTRY.items():
-        if not entry.settings:
+        if not entry.field_names():
             continue
         with st.expander(f"{entry.label} settings"):
-            for field in entry.settings:
+            for field in entry.field_names():
                 widget(formstate.form_key(name, field), field.replace("_", " "))
     with st.expander("Numerics and devices"):
         widget("dtype", "dtype")

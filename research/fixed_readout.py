@@ -59,7 +59,7 @@ def fixed_readout_start(cfg):
     model = FixedReadoutRNN(**{f.name: getattr(built.model, f.name)
                                for f in dataclasses.fields(Model)},
                             readout=tuple(map(tuple, np.asarray(params["W_out"]).tolist())))
-    optimizer = cfg.entry.factory(model, built.loss, cfg.weight_cost, cfg.optimizer_settings())
+    optimizer = cfg.entry.factory(model, built.loss, cfg.weight_cost, cfg.settings)
     built = dataclasses.replace(built, model=model, optimizer=optimizer)
     params = {k: v for k, v in params.items() if k != "W_out"}
     return built, params, optimizer.init(params)

@@ -6,12 +6,23 @@ import zipfile
 
 import pytest
 
-from hflab import bundles, cli
+import dataclasses
+
+from hflab import bundles, cli, optimizers
 from hflab.core import curvature
-from hflab.config import ConfigError, RunConfig
+from hflab.config import LEGACY_OPTIMIZER_FIELDS, ConfigError, RunConfig
 from hflab.lab import Lab
 from hflab.bundles import BundleError
 from hflab.store import Store, StoreError
+
+def unchecked_config(**fields) -> RunConfig:
+    """A RunConfig holding ``fields`` as given — flat setting names go into the optimiser's
+    settings dataclass unchecked — so that validate() is what must refuse them."""
+    optimizer = fields.get("optimizer", RunConfig.optimizer)
+    entry = optimizers.REGISTRY.get(optimizer, optimizers.REGISTRY["hf"])
+    own = {k: fields.pop(k) for k in list(fields) if k in LEGACY_OPTIMIZER_FIELDS}
+    return RunConfig(**fields, settings=dataclasses.replace(entry.defaults(), **own))
+
 
 # (overrides, field named in the message, fragment of what is allowed)
 BAD_CONFIGS = [
@@ -23,14 +34,14 @@ BAD_CONFIGS = [
     (dict(task="mnist", layers="20000-20000"), "layers", "at most 50,000,000"),
     (dict(task="addition", seq_len=1000, layers="1000", n_train=20000, grad_batch=20000), "layers",
      "GiB"),
-    (dict(learning_rate=-0.1), "learning_rate", "(0.0, 100.0]"),
-    (dict(learning_rate=float("nan")), "learning_rate", "finite number"),
-    (dict(damping=-1.0), "damping", "[0.0, 10000000000.0]"),
-    (dict(damping=float("nan")), "damping", "finite number"),
+    (dict(optimizer="sgd", learning_rate=-0.1), "sgd.learning_rate", "(0.0, 100.0]"),
+    (dict(optimizer="adam", learning_rate=float("nan")), "adam.learning_rate", "finite number"),
+    (dict(damping=-1.0), "hf.damping", "[0.0, 10000000000.0]"),
+    (dict(damping=float("nan")), "hf.damping", "finite number"),
     (dict(task="addition", layers="32-16"), "layers", "RNN problem"),
     (dict(task="addition", seq_len=0), "seq_len", "[2, 10000]"),
     (dict(task="digits", seq_len=20), "seq_len", "not a sequence problem"),
-    (dict(task="digits", n_chunks=2000), "n_chunks", "at most the gradient batch size"),
+    (dict(task="digits", n_chunks=2000), "hf.n_chunks", "at most the gradient batch size"),
     (dict(task="digits", grad_batch=5000), "grad_batch", "the training set has 1438 cases"),
     (dict(task="digits", grad_batch_doubling=-5), "grad_batch_doubling", "[0, 1000000]"),
     # growing batches reach the whole training set: memory is planned for it, not the first
@@ -43,20 +54,20 @@ BAD_CONFIGS = [
     (dict(task="imagenet"), "task", "one of ['seed-333'"),
     (dict(optimizer="kfac"), "optimizer", "['hf', 'sgd', 'momentum', 'adam', 'lbfgs']"),
     (dict(steps=0), "steps", "[1, 10000000]"),
-    (dict(momentum=1.0), "momentum", "[0.0, 1.0)"),
-    (dict(structural_damping=0.03), "structural_damping", "only RNN tasks"),
+    (dict(optimizer="momentum", momentum=1.0), "momentum.momentum", "[0.0, 1.0)"),
+    (dict(structural_damping=0.03), "hf.structural_damping", "only RNN tasks"),
     (dict(init="he"), "init", "['sparse', 'gaussian', 'glorot', 'orthogonal']"),
-    (dict(max_cg_iters=0), "max_cg_iters", "[1, 5000]"),
+    (dict(max_cg_iters=0), "hf.max_cg_iters", "[1, 5000]"),
     (dict(dtype="float16"), "dtype", "['float32', 'float64']"),
     (dict(devices="-3"), "devices", "'all', 'cpu' or a device count"),
-    (dict(curvature="bfgs"), "curvature", "['gauss_newton', 'hessian', 'fisher']"),
+    (dict(curvature="bfgs"), "hf.curvature", "['gauss_newton', 'hessian', 'fisher']"),
 ]
 
 
 @pytest.mark.parametrize("overrides, field, allowed", BAD_CONFIGS,
                          ids=[f"{i}-{c[1]}" for i, c in enumerate(BAD_CONFIGS)])
 def test_bad_config_is_rejected_with_a_specific_message(overrides, field, allowed, tmp_path):
-    cfg = RunConfig(**{"task": "digits-ae", **overrides})
+    cfg = unchecked_config(**{"task": "digits-ae", **overrides})
     with pytest.raises(ConfigError) as err:
         cfg.validate()
     msg = str(err.value)
@@ -72,8 +83,13 @@ def test_bad_config_is_rejected_with_a_specific_message(overrides, field, allowe
 
 @pytest.mark.parametrize("data, field, allowed", [
     ({"steps": "ten"}, "steps", "a whole number"),
-    ({"line_search": "maybe"}, "line_search", "true or false"),
-    ({"learning_rate": [1]}, "learning_rate", "a number"),
+    ({"line_search": "maybe"}, "hf.line_search", "true or false"),
+    ({"hf.line_search": "maybe"}, "hf.line_search", "true or false"),
+    ({"settings": {"damping": "lots"}}, "hf.damping", "a number"),
+    ({"settings": {"dampening": 1}}, "hf.dampening", "not a setting of this optimiser"),
+    ({"settings": [1]}, "settings", "a JSON object of the optimiser's settings"),
+    ({"optimizer": "adam", "learning_rate": [1]}, "adam.learning_rate", "a number"),
+    ({"optimizer": "adam", "hf.damping": 3}, "hf.damping", "this run's optimizer is 'adam'"),
     ({"colour": "red"}, "colour", "not a RunConfig field"),
 ])
 def test_bad_config_file_values(data, field, allowed):
@@ -95,6 +111,10 @@ def test_cli_flags_config_files_and_no_half_written_runs(tmp_path, capsys):
     assert code == 2 and "seq_len: 0" in err
     code, _, err = run_cli(["run", "--steps", "ten"], capsys)
     assert code == 2 and "steps: 'ten'" in err
+    code, _, err = run_cli(["run", "--hf.damping", "-2"], capsys)
+    assert code == 2 and "hf.damping: -2.0" in err and "[0.0, 10000000000.0]" in err
+    code, _, err = run_cli(["run", "--optimizer", "adam", "--hf.damping", "2"], capsys)
+    assert code == 2 and "hf.damping" in err and "optimizer is 'adam'" in err
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     code, _, err = run_cli(["run", "--config", str(bad)], capsys)

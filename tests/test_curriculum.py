@@ -168,7 +168,7 @@ def test_the_train_form_carries_a_curriculum_for_sequence_tasks_only():
     assert form["curriculum"] == ""
     (cfg,) = formstate.configs_from_form({**form, "optimizers": ["hf"],
                                           "curriculum": "20,50,100", "seq_len": 20})
-    assert cfg.curriculum == "20,50,100" and cfg.seq_len is None and cfg.final_seq_len() == 100
+    assert cfg.curriculum == "20,50,100" and cfg.seq_len == cfg.final_seq_len() == 100
     query = formstate.query_from_form({**form, "curriculum": "20,50,100"})
     assert query["curriculum"] == "20,50,100"
     back, warnings = formstate.form_from_query(query)

@@ -36,7 +36,9 @@ def test_every_optimiser_reduces_the_loss(task, optimizer):
 
 
 def test_growing_gradient_batches_double_on_schedule_and_stay_a_pure_function_of_the_step():
-    cfg = RunConfig(task="digits", grad_batch=100, grad_batch_doubling=3, n_chunks=4, steps=5)
+    cfg = RunConfig.from_dict(dict(task="digits", grad_batch=100, grad_batch_doubling=3,
+                                   n_chunks=4,
+                                   steps=5))
     built, plain = build(cfg), build(cfg.replace(grad_batch_doubling=0))
     n = built.task.train.size
     sizes = [int(batches_for_step(built, s)[0].x.shape[0]) for s in range(16)]
@@ -56,8 +58,8 @@ def test_growing_gradient_batches_double_on_schedule_and_stay_a_pure_function_of
 
 
 def test_a_run_with_growing_batches_records_each_updates_batch_size():
-    cfg = RunConfig(task="digits", grad_batch=100, grad_batch_doubling=2, n_chunks=4, steps=6,
-                    max_cg_iters=5)
+    cfg = RunConfig.from_dict(dict(task="digits", grad_batch=100, grad_batch_doubling=2, n_chunks=4,
+                                   steps=6, max_cg_iters=5))
     records = []
     run(cfg, on_step=lambda r, *a: records.append(r))
     assert [r["grad_batch_size"] for r in records[1:]] == [100, 100, 200, 200, 400, 400]
@@ -135,7 +137,7 @@ def test_memory_estimate_covers_what_the_compiled_hf_update_holds(task, override
 
 
 def test_data_stream_minibatches_and_curvature_chunks():
-    cfg = RunConfig(task="digits", grad_batch=100, n_chunks=4, steps=5)
+    cfg = RunConfig.from_dict(dict(task="digits", grad_batch=100, n_chunks=4, steps=5))
     built = build(cfg)
     g0, c0 = batches_for_step(built, 0)
     g0b, c1 = batches_for_step(built, 1)
@@ -153,8 +155,9 @@ def test_data_stream_minibatches_and_curvature_chunks():
 
 
 def test_first_order_divergence_is_reported_with_the_step():
-    cfg = RunConfig(task="regression", optimizer="sgd", learning_rate=100.0, steps=200,
-                    init="gaussian", init_scale=3.0, n_train=64, n_test=32)
+    cfg = RunConfig.from_dict(dict(task="regression", optimizer="sgd", learning_rate=100.0,
+                                   steps=200, init="gaussian", init_scale=3.0, n_train=64,
+                                   n_test=32))
     out = run(cfg)
     assert out.status == "diverged"
     assert "non-finite" in out.reason and f"step {out.steps_done}" in out.reason
@@ -170,9 +173,9 @@ def test_float64_runs_use_float64_end_to_end():
 def test_rejected_steps_with_non_finite_gradient_end_failed():
     """12 relu layers with huge weights: the gradient overflows from the start; HF must end
     `failed` with the reason, not `finished — converged`."""
-    cfg = RunConfig(task="regression", layers="-".join(["64"] * 12), activation="relu",
-                    init="gaussian", init_scale=1000.0, steps=40, n_train=64, n_test=32,
-                    checkpoint_every=0, max_cg_iters=5)
+    cfg = RunConfig.from_dict(dict(task="regression", layers="-".join(["64"] * 12), activation="relu",
+                                   init="gaussian", init_scale=1000.0, steps=40, n_train=64,
+                                   n_test=32, checkpoint_every=0, max_cg_iters=5))
     out = run(cfg)
     assert out.status in ("failed", "diverged"), out.reason
     assert "non-finite" in out.reason

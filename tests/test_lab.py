@@ -14,7 +14,7 @@ def small(**kw):
     base = dict(task="regression", layers="8", n_train=64, n_test=32, steps=40,
                 checkpoint_every=0, damping=1.0, max_cg_iters=10)
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.from_dict(base)
 
 
 def test_runs_of_one_comparison_advance_in_turn(tmp_path):

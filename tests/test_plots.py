@@ -96,17 +96,19 @@ def test_derivation_routes_agree():
 
 def test_form_round_trips_through_the_url():
     form, warnings = formstate.form_from_query({"task": "addition", "optimizers": "hf,adam",
-                                                "damping": "2.5", "line_search": "false"})
+                                                "hf.damping": "2.5", "hf.line_search": "false",
+                                                "adam.learning_rate": "0.02"})
     assert not warnings
     q = formstate.query_from_form(form)
-    assert q == {"task": "addition", "optimizers": "hf,adam", "damping": "2.5",
-                 "line_search": "false"}
+    assert q == {"task": "addition", "optimizers": "hf,adam", "hf.damping": "2.5",
+                 "hf.line_search": "false", "adam.learning_rate": "0.02"}
     again, _ = formstate.form_from_query(q)
     assert again == form
     configs = formstate.configs_from_form(form)
     assert [c.optimizer for c in configs] == ["hf", "adam"]
-    assert configs[0].damping == 2.5 and not configs[0].line_search
-    assert configs[0].structural_damping == 0.03 and configs[1].structural_damping == 0.0
+    assert configs[0].settings.damping == 2.5 and not configs[0].settings.line_search
+    assert configs[0].settings.structural_damping == 0.03
+    assert configs[1].optimizer_settings() == {"learning_rate": 0.02}
     assert len({(c.task, c.seed, c.seq_len) for c in configs}) == 1   # same data and seed
 
 
@@ -120,3 +122,36 @@ def test_spectrum_over_training_shows_the_four_extremes_with_markers():
     assert list(fig.data[2].x) == [0, 2, 4]               # steps without a checkpoint left out
     assert all("markers" in t.mode for t in fig.data)
     assert plots.spectrum_over_training(pd.DataFrame({"step": [0]})).data == ()
+
+
+# Links shared before optimisers owned their settings: flat keys for settings only one optimiser
+# read, ``lr_<optimizer>`` for the shared learning rate.  Each must open the same set-up as the
+# namespaced link of today.
+OLD_LINKS = [
+    ({"task": "addition", "optimizers": "hf,adam", "damping": "2.5", "line_search": "false",
+      "lr_adam": "0.02"},
+     {"task": "addition", "optimizers": "hf,adam", "hf.damping": "2.5",
+      "hf.line_search": "false", "adam.learning_rate": "0.02"}),
+    ({"task": "digits-ae", "optimizers": "momentum,sgd", "momentum": "0.5", "lr_momentum": "0.1",
+      "lr_sgd": "0.2", "steps": "7"},
+     {"task": "digits-ae", "optimizers": "momentum,sgd", "momentum.momentum": "0.5",
+      "momentum.learning_rate": "0.1", "sgd.learning_rate": "0.2", "steps": "7"}),
+    ({"task": "xor", "optimizers": "hf,lbfgs", "curvature": "hessian", "n_chunks": "2",
+      "max_cg_iters": "40", "structural_damping": "0.1", "rho_batch": "gradient",
+      "cg_decay": "0.5", "preconditioner": "true", "backtracking": "false", "lr_lbfgs": "0.5"},
+     {"task": "xor", "optimizers": "hf,lbfgs", "hf.curvature": "hessian", "hf.n_chunks": "2",
+      "hf.max_cg_iters": "40", "hf.structural_damping": "0.1", "hf.rho_batch": "gradient",
+      "hf.cg_decay": "0.5", "hf.preconditioner": "true", "hf.backtracking": "false",
+      "lbfgs.learning_rate": "0.5"}),
+]
+
+
+@pytest.mark.parametrize("old, new", OLD_LINKS)
+def test_links_made_before_settings_were_namespaced_open_the_same_set_up(old, new):
+    old_form, warnings = formstate.form_from_query(old)
+    assert not warnings
+    new_form, _ = formstate.form_from_query(new)
+    assert old_form == new_form
+    assert formstate.query_from_form(old_form) == new
+    assert [c.to_dict() for c in formstate.configs_from_form(old_form)] == \
+        [c.to_dict() for c in formstate.configs_from_form(new_form)]

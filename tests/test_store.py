@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def small(**kw):
     base = dict(task="seed-333", steps=6, damping=1.0, checkpoint_every=2, n_train=64, n_test=32)
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.from_dict(base)
 
 
 def test_round_trip_of_every_field(tmp_path):
@@ -324,3 +324,43 @@ def test_the_lab_renews_its_lease_while_a_run_trains(tmp_path, monkeypatch):
     finally:
         lab.stop(rid)
         lab.wait(rid, 30)
+
+
+def _flat_config(cfg: RunConfig) -> dict:
+    """``cfg`` as versions before namespaced settings wrote it: every optimiser's setting a flat
+    field (at that version's defaults for the ones the run's optimiser does not read), T unset."""
+    old = {k: v for k, v in cfg.to_dict().items() if k != "settings"}
+    old.update(learning_rate=0.01, momentum=0.9, curvature="gauss_newton", damping=45.0,
+               structural_damping=0.0, max_cg_iters=250, cg_decay=0.95, backtracking=True,
+               line_search=True, preconditioner=False, rho_batch="curvature", n_chunks=1,
+               seq_len=None)
+    old.update(cfg.optimizer_settings())
+    return old
+
+
+@pytest.mark.parametrize("optimizer, settings", [
+    ("hf", dict(damping=2.5, max_cg_iters=7, line_search=False)),
+    ("adam", dict(learning_rate=0.02)), ("momentum", dict(learning_rate=0.05, momentum=0.5))])
+def test_bundles_and_stores_written_before_namespaced_settings_still_load(tmp_path, optimizer,
+                                                                         settings):
+    """An old bundle's configuration (flat settings, no stored T) opens as the same set-up."""
+    cfg = preset_config("xor", optimizer=optimizer, steps=2, n_train=64, n_test=32, layers="4",
+                        checkpoint_every=0, **settings).validate()
+    store = Store(tmp_path / "a")
+    rid = store.create_run(cfg)
+    run_to_store(store, rid, cfg)
+    path = bundles.export(store, [rid], tmp_path / "new.zip", "csv")
+    old_path = tmp_path / "old.zip"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(old_path, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "runs.csv":
+                runs = pd.read_csv(zin.open(name))
+                runs["config"] = [json.dumps(_flat_config(cfg))]
+                data = runs.to_csv(index=False).encode()
+            zout.writestr(name, data)
+    other = Store(tmp_path / "b")
+    (new_id,) = bundles.import_bundle(other, old_path)
+    loaded = RunConfig.from_dict(other.get_run(new_id)["config"])
+    assert loaded == cfg and loaded.seq_len == 20
+    assert RunConfig.from_dict(_flat_config(cfg)).validate() == cfg      # an old store's row

@@ -10,7 +10,7 @@ from hflab.core.losses import Batch
 @pytest.mark.parametrize("name", list(tasks.SPECS))
 def test_every_task_loads_with_consistent_shapes(name):
     kw = {"n_train": 64, "n_test": 32} if not tasks.SPECS[name].fixed_total else {}
-    t = tasks.load_task(name, seed=0, **kw)
+    t = tasks.load_task(name, seed=0, seq_len=tasks.SPECS[name].default_seq_len, **kw)
     for b in (t.train, t.test):
         assert b.x.shape[0] == b.y.shape[0] == b.mask.shape[0]
         assert b.y.shape[:-1] == b.mask.shape
@@ -23,9 +23,9 @@ def test_every_task_loads_with_consistent_shapes(name):
 
 
 def test_data_is_deterministic_per_seed_and_differs_across_seeds():
-    a = tasks.load_task("addition", seed=3, n_train=50, n_test=10)
-    b = tasks.load_task("addition", seed=3, n_train=50, n_test=10)
-    c = tasks.load_task("addition", seed=4, n_train=50, n_test=10)
+    a = tasks.load_task("addition", seed=3, seq_len=20, n_train=50, n_test=10)
+    b = tasks.load_task("addition", seed=3, seq_len=20, n_train=50, n_test=10)
+    c = tasks.load_task("addition", seed=4, seq_len=20, n_train=50, n_test=10)
     assert np.array_equal(a.train.x, b.train.x)
     assert not np.array_equal(a.train.x, c.train.x)
     assert not np.array_equal(a.train.x, a.test.x)
@@ -46,17 +46,17 @@ def test_addition_problem_definition():
 
 
 def test_multiplication_xor_and_temporal_order_targets():
-    t = tasks.load_task("multiplication", seed=0, n_train=100, n_test=10)
+    t = tasks.load_task("multiplication", seed=0, seq_len=20, n_train=100, n_test=10)
     x, y, m = (np.asarray(a) for a in t.train)
     for i in range(100):
         marks = np.flatnonzero(x[i, :, 1])
         assert np.isclose(y[i][m[i] > 0][0, 0], x[i, marks[0], 0] * x[i, marks[1], 0])
-    t = tasks.load_task("xor", seed=0, n_train=100, n_test=10)
+    t = tasks.load_task("xor", seed=0, seq_len=20, n_train=100, n_test=10)
     x, y, m = (np.asarray(a) for a in t.train)
     for i in range(100):
         marks = np.flatnonzero(x[i, :, 1])
         assert y[i][m[i] > 0][0, 0] == float(x[i, marks[0], 0] != x[i, marks[1], 0])
-    t = tasks.load_task("temporal-order-3", seed=0, n_train=100, n_test=10)
+    t = tasks.load_task("temporal-order-3", seed=0, seq_len=20, n_train=100, n_test=10)
     x, y, m = (np.asarray(a) for a in t.train)
     for i in range(100):
         symbols = np.argmax(x[i], -1)[x[i].sum(-1) > 0]

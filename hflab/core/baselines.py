@@ -9,6 +9,7 @@ False).  :mod:`hflab.core.lbfgs` extends :class:`FirstOrder` with optax's L-BFGS
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -19,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 from .losses import Batch, MatchingLoss
 from .models import Model
 from .protocol import scalar_record
+from .settings import setting
 
 
 class FirstOrderInfo(NamedTuple):
@@ -33,16 +35,37 @@ class FirstOrderInfo(NamedTuple):
     n_forward_backward_passes: jax.Array
 
 
-def sgd(learning_rate: float, **_) -> optax.GradientTransformation:
-    return optax.sgd(learning_rate)
+def _learning_rate(default: float):
+    return setting(default, "learning rate (per preset from the recorded sweep)", lo=0.0,
+                   hi=100.0, open_low=True)
 
 
-def nesterov(learning_rate: float, momentum: float = 0.9, **_) -> optax.GradientTransformation:
-    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+@dataclass(frozen=True)
+class SGDSettings:
+    learning_rate: float = _learning_rate(0.05)
 
 
-def adam(learning_rate: float, **_) -> optax.GradientTransformation:
-    return optax.adam(learning_rate)
+@dataclass(frozen=True)
+class MomentumSettings:
+    learning_rate: float = _learning_rate(0.01)
+    momentum: float = setting(0.9, "momentum coefficient", lo=0.0, hi=1.0, open_high=True)
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    learning_rate: float = _learning_rate(0.003)
+
+
+def sgd(settings: SGDSettings) -> optax.GradientTransformation:
+    return optax.sgd(settings.learning_rate)
+
+
+def nesterov(settings: MomentumSettings) -> optax.GradientTransformation:
+    return optax.sgd(settings.learning_rate, momentum=settings.momentum, nesterov=True)
+
+
+def adam(settings: AdamSettings) -> optax.GradientTransformation:
+    return optax.adam(settings.learning_rate)
 
 
 def keep_if(ok, new, old):

@@ -26,6 +26,7 @@ Lanczos (``scipy.sparse.linalg.eigsh``) on a jitted product, never the dense mat
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import jax
@@ -37,7 +38,34 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from . import cg as cg_lib
 from .losses import Batch, MatchingLoss, case_weights, n_cases, pad_batch
 
-KINDS = ("gauss_newton", "hessian", "fisher")
+
+
+@dataclass(frozen=True)
+class CurvatureKind:
+    """What the lab needs to know of a curvature matrix: its name (``kind=``), a label and symbol
+    for the pages and spectra, whether it is positive semi-definite (then λ = 0 is allowed and a
+    negative eigenvalue can only be rounding), and whether its spectrum's extremes are tracked at
+    every checkpoint of a run (:mod:`hflab.core.spectra`)."""
+    name: str
+    label: str
+    symbol: str
+    psd: bool
+    description: str
+    tracked: bool = True
+
+
+# Every kind, in the order the pages show them.  Adding a kind: an entry here and a
+# ``_setup_<name>`` method of :class:`CurvatureOperator`; the config, the pages and the spectra
+# iterate this table.
+KIND_INFO: dict[str, CurvatureKind] = {k.name: k for k in (
+    CurvatureKind("gauss_newton", "Gauss-Newton", "G", True,
+                  "G = Jᵀ H_L J: the loss's curvature through the linearised network"),
+    CurvatureKind("hessian", "Hessian", "H", False,
+                  "H = ∇²f: the true Hessian, indefinite away from a minimum"),
+    CurvatureKind("fisher", "Empirical Fisher", "F", True,
+                  "F = (1/N) Σ gᵢgᵢᵀ from per-case gradients", tracked=False),
+)}
+KINDS = tuple(KIND_INFO)
 DENSE_PARAM_CAP = 3000   # n² float64 entries: 3000 parameters → 72 MB per matrix
 
 

@@ -38,6 +38,7 @@ from . import curvature
 from .losses import Batch, MatchingLoss
 from .models import Model
 from .protocol import scalar_record
+from .settings import SettingError, setting
 
 NEGATIVE_CURVATURE = cg_lib.STOP_REASONS.index("negative_curvature")
 
@@ -83,6 +84,37 @@ class HFConfig:
                              f"{list(curvature.KINDS)}")
         if self.rho_batch not in RHO_BATCHES:
             raise ValueError(f"rho_batch {self.rho_batch!r} unknown; allowed: {list(RHO_BATCHES)}")
+
+
+@dataclass(frozen=True)
+class HFSettings:
+    """What a user sets for HF (the rest of :class:`HFConfig` are the papers' constants)."""
+    curvature: str = setting("gauss_newton", "curvature matrix of the quadratic model",
+                             choices=curvature.KINDS)
+    damping: float = setting(45.0, "initial damping λ (Levenberg–Marquardt adapts it)",
+                             lo=0.0, hi=1e10)
+    structural_damping: float = setting(0.0, "structural damping μ (RNNs; Martens & Sutskever "
+                                        "2011 use 0.03)", lo=0.0, hi=1e4)
+    max_cg_iters: int = setting(250, "CG iterations at most", lo=1, hi=5000)
+    cg_decay: float = setting(0.95, "warm-start decay ζ", lo=0.0, hi=1.0)
+    n_chunks: int = setting(1, "curvature chunks of the gradient batch (update k uses chunk "
+                            "k mod n_chunks)", lo=1, hi=10_000)
+    preconditioner: bool = setting(False, "diagonal preconditioner (Martens 2010 §4.7)")
+    backtracking: bool = setting(True, "CG backtracking")
+    line_search: bool = setting(True, "Armijo line search")
+    rho_batch: str = setting("curvature", "batch on which ρ's actual reduction is measured",
+                             choices=RHO_BATCHES)
+
+    def check_fields(self):
+        """λ = 0 only with the Gauss-Newton matrix: H and the empirical Fisher may be singular
+        or indefinite, and CG then needs the damping to make the system positive definite."""
+        if self.damping == 0 and not curvature.KIND_INFO[self.curvature].psd:
+            raise SettingError("damping", self.damping, "a number in (0.0, 10000000000.0] with "
+                               f"the {self.curvature} curvature (not positive semi-definite)")
+
+    def hf_config(self, weight_cost: float = 0.0) -> "HFConfig":
+        return HFConfig(weight_cost=weight_cost, **{f.name: getattr(self, f.name)
+                                                    for f in fields(self) if f.name != "n_chunks"})
 
 
 class HFState(NamedTuple):

@@ -10,12 +10,20 @@ evaluations — counted in ``n_grad`` and hence in the forward+backward pass axi
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import jax
 import optax
 
 from .baselines import FirstOrder
 from .losses import Batch
+from .settings import setting
+
+
+@dataclass(frozen=True)
+class LBFGSSettings:
+    learning_rate: float = setting(1.0, "scale of the step the line search chose (1 = plain "
+                                   "L-BFGS)", lo=0.0, hi=100.0, open_low=True)
 
 
 class LBFGS(FirstOrder):

@@ -21,16 +21,16 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from .curvature import CurvatureOperator
+from .curvature import KIND_INFO, CurvatureOperator
 from .losses import Batch
 
 N_CASES = 16
-KEYS = {"gauss_newton": "G", "hessian": "H"}
+KEYS = {k.name: k.symbol for k in KIND_INFO.values() if k.tracked}   # kind → metric symbol
 
 
 class SpectrumTracker:
-    """``tracker(params) -> {"spectrum_G_max": …, "spectrum_G_min": …, "spectrum_H_max": …,
-    "spectrum_H_min": …}`` (NaN where Lanczos did not converge)."""
+    """``tracker(params) -> {"spectrum_G_max": …, "spectrum_G_min": …, …}`` for every tracked
+    curvature kind's symbol (NaN where Lanczos did not converge)."""
 
     def __init__(self, apply_fn, loss, train: Batch, maxiter: int = 10, tol: float = 1e-3):
         n = min(N_CASES, int(train.x.shape[0]))

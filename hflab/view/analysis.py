@@ -22,6 +22,7 @@ from ..core.losses import Batch, BoundLoss, get_loss
 from ..core.models import ACTIVATIONS, Model, mlp_apply, rnn_apply
 from ..tasks import SPECS
 
+KINDS = tuple(curvature.KIND_INFO.values())    # every curvature kind, in the order shown
 FRESH_MODEL_TASKS = ("seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor")
 
 
@@ -59,18 +60,18 @@ def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
 
     @jax.jit
     def dense(p):
-        ops = {kind: curvature.CurvatureOperator(model.apply, built.loss, p, batch, kind=kind)
-               for kind in ("hessian", "gauss_newton")}
-        jac = curvature.jacobian_matrix(lambda q: model.apply(q, batch.x), p)
-        return ops["hessian"].to_dense(), ops["gauss_newton"].to_dense(), jac
-    h, g, jac = (np.asarray(a) for a in dense(params))
+        mats = {k.symbol: curvature.CurvatureOperator(model.apply, built.loss, p, batch,
+                                                      kind=k.name).to_dense() for k in KINDS}
+        return mats, curvature.jacobian_matrix(lambda q: model.apply(q, batch.x), p)
+    mats, jac = dense(params)
+    mats = {s: np.asarray(m) for s, m in mats.items()}
     # Jacobian of the outputs of the first case with respect to its inputs
     x0 = batch.x[:1]
     j_in = np.asarray(jax.jacfwd(lambda xi: jnp.ravel(model.apply(params, xi)))(x0)).reshape(
         -1, int(np.prod(x0.shape[1:])))
-    return {"H": h, "G": g, "H-G": h - g, "J": jac, "J_inputs": j_in,
-            "eig_H": np.linalg.eigvalsh(0.5 * (h + h.T))[::-1],
-            "eig_G": np.linalg.eigvalsh(0.5 * (g + g.T))[::-1],
+    return {**mats, "H-G": mats["H"] - mats["G"], "J": np.asarray(jac), "J_inputs": j_in,
+            **{f"eig_{s}": np.linalg.eigvalsh(0.5 * (m + m.T))[::-1] for s, m in mats.items()},
+            "kinds": [(k.symbol, k.label, k.psd) for k in KINDS],
             "names": model.parameter_names(), "blocks": model.parameter_blocks(),
             "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": True,
             "spectrum_note": "", "view": "every parameter", "indices": np.arange(n)}
@@ -169,29 +170,29 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
         idx = view_indices(model, block)
         sub = np.ix_(idx, idx)
         names = snap["names"]
-        return {**snap, "H": snap["H"][sub], "G": snap["G"][sub], "H-G": snap["H-G"][sub],
-                "J": snap["J"][:, idx], "names": [names[i] for i in idx], "indices": idx,
+        shown = {s: snap[s][sub] for s, _, _ in snap["kinds"]}
+        return {**snap, **shown, "H-G": snap["H-G"][sub], "J": snap["J"][:, idx], "names": [names[i] for i in idx], "indices": idx,
                 "blocks": _shown_blocks(model, idx),
                 "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
-    ops = {kind: curvature.CurvatureOperator(model.apply, built.loss, params, batch, kind=kind)
-           for kind in ("hessian", "gauss_newton")}
+    ops = {k.symbol: curvature.CurvatureOperator(model.apply, built.loss, params, batch,
+                                                 kind=k.name) for k in KINDS}
     idx = view_indices(model, block)
-    flat, unravel = ops["hessian"].flat, ops["hessian"].unravel
-    mats = {key: _sub_matrix(jax.jit(op.multiply), op.n, idx, jnp.float64)
-            for key, op in (("H", ops["hessian"]), ("G", ops["gauss_newton"]))}
+    flat, unravel = ops["H"].flat, ops["H"].unravel
+    mats = {s: _sub_matrix(jax.jit(op.multiply), op.n, idx, jnp.float64) for s, op in ops.items()}
     sel = jnp.asarray(idx)
     jac = jax.jacfwd(lambda t: jnp.ravel(model.apply(unravel(flat.at[sel].add(t)), batch.x)))(
         jnp.zeros(len(idx), jnp.float64))
     names = model.parameter_names()
-    eig_h, note_h = lanczos_extremes(ops["hessian"], k)
-    eig_g, note_g = lanczos_extremes(ops["gauss_newton"], k)
-    return {"H": mats["H"], "G": mats["G"], "H-G": mats["H"] - mats["G"], "J": np.asarray(jac),
-            "J_inputs": None, "eig_H": eig_h, "eig_G": eig_g,
+    spectra = {s: lanczos_extremes(op, k) for s, op in ops.items()}
+    return {**mats, "H-G": mats["H"] - mats["G"], "J": np.asarray(jac), "J_inputs": None,
+            **{f"eig_{s}": eig for s, (eig, _) in spectra.items()},
+            "kinds": [(kd.symbol, kd.label, kd.psd) for kd in KINDS],
             "names": [names[i] for i in idx], "blocks": _shown_blocks(model, idx), "indices": idx,
             "n_params": model.n_params, "n_cases": int(batch.x.shape[0]),
-            "full_spectrum": False, "spectrum_note": "; ".join(x for x in (note_h, note_g) if x),
+            "full_spectrum": False,
+            "spectrum_note": "; ".join(f"{s}: {note}" for s, (_, note) in spectra.items() if note),
             "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
 
 

@@ -1,17 +1,24 @@
 """The Train page's form as plain data, derived from the config and the optimiser registry.
 
 A form is a flat dict: the task, the chosen optimisers, the fields every run of a comparison
-shares (:data:`COMMON_FIELDS`), and each registered optimiser's own settings (:func:`form_key`).
-Types, allowed choices and help text come from :data:`hflab.config.FIELDS`; defaults from the
+shares (:data:`COMMON_FIELDS`), and each registered optimiser's own settings under
+``<optimizer>.<setting>`` (:func:`form_key`: ``hf.damping``, ``adam.learning_rate``), so two
+optimisers may share a setting's name without renaming anything.  Types, ranges and help come
+from :data:`hflab.config.FIELDS` and each optimiser's settings dataclass; defaults from the
 task's preset.  The URL query string mirrors the form (like TensorFlow Playground: copying the
-URL reproduces the set-up); invalid or out-of-range URL values are named in a warning and fall
-back to the task's default.  No Streamlit here, so all of it is unit-tested directly.
+URL reproduces the set-up); links made before settings were namespaced (``damping``,
+``lr_adam``) still open the same set-up (:data:`hflab.keys.LEGACY_URL_KEYS`).  Invalid or
+out-of-range URL values are named in a warning and fall back to the task's default.  No
+Streamlit here, so all of it is unit-tested directly.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .. import optimizers
-from ..config import (FIELDS, ConfigError, RunConfig, coerce, field_kind, preset_config,
-                     preset_dict)
+from ..config import FIELDS, ConfigError, RunConfig, coerce, field_kind, preset_config
+from ..core.settings import coerce_value, fields_of, kind_of
+from ..keys import LEGACY_URL_KEYS
 from ..tasks import CUSTOM, TASK_NAMES, TaskSpec, get_spec
 
 DEFAULT_TASK = "digits-ae"
@@ -19,7 +26,6 @@ DEFAULT_OPTIMIZERS = ["hf", "sgd"]
 # the settings every run of one comparison shares (what the page offers besides optimisers)
 COMMON_FIELDS = ("steps", "seed", "layers", "activation", "loss", "init", "seq_len",
                  "curriculum", "weight_cost", "dtype", "devices", "data")
-_SHORT = {"learning_rate": "lr"}
 
 
 # What to look for in each preset's default comparison, and why.  No measured numbers here: what
@@ -61,25 +67,20 @@ COMMENTARY: dict[str, str] = {
 }
 
 
-def _shared_settings() -> set[str]:
-    seen: dict[str, int] = {}
-    for entry in optimizers.REGISTRY.values():
-        for name in entry.settings:
-            seen[name] = seen.get(name, 0) + 1
-    return {k for k, n in seen.items() if n > 1}
-
-
 def form_key(optimizer: str, field: str) -> str:
-    """Form / URL key of an optimiser's setting: ``lr_adam`` for a field several optimisers
-    read, the field's own name (``damping``) for one only its optimiser reads."""
-    if field in _shared_settings():
-        return f"{_SHORT.get(field, field)}_{optimizer}"
-    return field
+    """Form / URL key of an optimiser's setting: ``hf.damping``, ``adam.learning_rate``."""
+    return f"{optimizer}.{field}"
 
 
 def optimizer_keys() -> dict[str, tuple[str, str]]:
-    """form key → (optimizer, RunConfig field) for every registered optimiser's settings."""
-    return {form_key(o, f): (o, f) for o, e in optimizers.REGISTRY.items() for f in e.settings}
+    """form key → (optimizer, setting) for every registered optimiser's settings."""
+    return {form_key(o, f): (o, f) for o, e in optimizers.REGISTRY.items()
+            for f in e.field_names()}
+
+
+def _setting_field(key: str) -> dataclasses.Field:
+    optimizer, name = optimizer_keys()[key]
+    return fields_of(optimizers.REGISTRY[optimizer].settings)[name]
 
 
 def all_keys() -> tuple[str, ...]:
@@ -103,11 +104,10 @@ def task_defaults(task: str, data: str = "") -> dict:
     for name in COMMON_FIELDS:
         form[name] = getattr(cfg, name)
     form.update(layers=spec.default_layers, activation=spec.default_activation, loss=spec.loss,
-                seq_len=spec.default_seq_len if spec.kind == "rnn" else 0,
+                seq_len=(cfg.final_seq_len() or 0) if spec.kind == "rnn" else 0,
                 data=data if task == CUSTOM else "")
-    per_optimizer = {opt: preset_config(task, optimizer=opt) for opt in optimizers.NAMES}
     for key, (opt, name) in optimizer_keys().items():
-        form[key] = getattr(per_optimizer[opt], name)
+        form[key] = getattr(optimizers.REGISTRY[opt].preset(task), name)
     return form
 
 
@@ -118,14 +118,14 @@ def _parse(key: str, text: str):
         if bad or not items:
             raise ValueError(f"a comma-separated list from {list(optimizers.NAMES)}")
         return items
-    field = optimizer_keys().get(key, (None, key))[1]
     if key == "seq_len" and text.strip() in ("", "0"):
         return 0
+    field = _setting_field(key) if key in optimizer_keys() else FIELDS[key]
     try:
-        value = coerce(field, text)
+        value = coerce(key, text) if key in FIELDS else coerce_value(key, kind_of(field), text)
     except ConfigError as e:
         raise ValueError(e.allowed) from None
-    choices = FIELDS[field].metadata.get("choices")
+    choices = field.metadata.get("choices")
     if choices and value not in choices:
         raise ValueError(f"one of {[c for c in choices if c]}")
     return value
@@ -143,8 +143,8 @@ def configs_from_form(form: dict) -> list:
         raise ConfigError("task", task, f"one of {list(TASK_NAMES)}")
     configs = []
     for opt in form["optimizers"]:
-        data = {**preset_dict(task, opt), "task": task, "optimizer": opt,
-                "name": f"{task} · {opt}"}
+        cfg = preset_config(task, optimizer=opt)
+        data = {**cfg.to_dict(), "name": f"{task} · {opt}"}
         for name in COMMON_FIELDS:
             data[name] = form[name]
         rnn = spec_of(task, form.get("data", "")).kind == "rnn"
@@ -155,13 +155,9 @@ def configs_from_form(form: dict) -> list:
         if not str(form["layers"]).strip():
             raise ConfigError("layers", form["layers"], "a layer string like '32-16' "
                               "(hidden widths separated by '-')")
-        for name in optimizers.get(opt).settings:
-            data[name] = form[form_key(opt, name)]
-        try:
-            configs.append(RunConfig.from_dict(data).validate())
-        except ConfigError as e:
-            key = form_key(opt, e.field) if e.field in optimizers.get(opt).settings else e.field
-            raise ConfigError(key, e.value, e.allowed) from None
+        data["settings"] = {name: form[form_key(opt, name)]
+                            for name in optimizers.get(opt).field_names()}
+        configs.append(RunConfig.from_dict(data).validate())
     return configs
 
 
@@ -180,7 +176,9 @@ def form_from_query(query: dict) -> tuple[dict, list[str]]:
     defaults = task_defaults(task, str(query.get("data", "")) if task == CUSTOM else "")
     form, from_url = dict(defaults), set()
     keys = set(all_keys())
-    for key, raw in query.items():
+    renamed = {LEGACY_URL_KEYS.get(k, k): v for k, v in query.items()
+               if LEGACY_URL_KEYS.get(k, k) == k or LEGACY_URL_KEYS[k] not in query}
+    for key, raw in renamed.items():
         if key in ("task", "run"):
             continue
         if key not in keys:
@@ -230,11 +228,17 @@ def query_from_form(form: dict) -> dict[str, str]:
 
 
 def widget_kind(key: str) -> tuple[str, tuple | None]:
-    """('bool' | 'int' | 'float' | 'str', choices) of a form key, from the config's fields."""
-    field = optimizer_keys().get(key, (None, key))[1]
-    choices = FIELDS[field].metadata.get("choices")
-    return field_kind(field), (tuple(c for c in choices if c) if choices else None)
+    """('bool' | 'int' | 'float' | 'str', choices) of a form key, from the config's fields or
+    the optimiser's settings dataclass."""
+    if key in optimizer_keys():
+        field = _setting_field(key)
+        kind = kind_of(field)
+    else:
+        field, kind = FIELDS[key], field_kind(key)
+    choices = field.metadata.get("choices")
+    return kind, (tuple(c for c in choices if c) if choices else None)
 
 
 def field_help(key: str) -> str:
-    return FIELDS[optimizer_keys().get(key, (None, key))[1]].metadata["help"]
+    field = _setting_field(key) if key in optimizer_keys() else FIELDS[key]
+    return field.metadata["help"]

@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..core.curvature import KIND_INFO
+
 X_AXES = {"step": "updates", "wall_seconds": "wall seconds (optimisation)",
           "n_passes": "forward + backward passes"}
 DIVERGING = "RdBu_r"
@@ -141,8 +143,8 @@ def spectrum_over_training(metrics: pd.DataFrame,
     """λ_max and λ_min of G and H at each checkpoint (the ``spectrum_*`` metrics of
     :mod:`hflab.core.spectra`) against updates; markers, so a run with one checkpoint still shows."""
     fig = go.Figure()
-    cols = [("spectrum_G_max", "λ_max(G)"), ("spectrum_G_min", "λ_min(G)"),
-            ("spectrum_H_max", "λ_max(H)"), ("spectrum_H_min", "λ_min(H)")]
+    symbols = [k.symbol for k in KIND_INFO.values() if k.tracked]
+    cols = [(f"spectrum_{s}_{end}", f"λ_{end}({s})") for s in symbols for end in ("max", "min")]
     have = metrics.dropna(subset=[c for c, _ in cols if c in metrics], how="all") \
         if any(c in metrics for c, _ in cols) else metrics.iloc[0:0]
     for i, (col, name) in enumerate(cols):
