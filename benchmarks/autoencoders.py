@@ -56,7 +56,7 @@ def _papers_case(task, label, opt, seed, budget, extra, settings=None, suffix=""
             "train_error": out.last.get("train_error"), "test_error": out.last.get("test_error"),
             "n_train": cfg.n_train or None, "layers": cfg.layers or cfg.spec.default_layers,
             "compile_seconds": out.last.get("compile_seconds"),
-            **({"learning_rate": cfg.learning_rate} if first_order else {}),
+            **({"learning_rate": cfg.settings.learning_rate} if first_order else {}),
             **({"settings": settings} if settings else {}),
             **{f"curve_{k}": v for k, v in curve.items()}}
 

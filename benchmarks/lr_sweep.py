@@ -26,7 +26,7 @@ def run(full: bool):
     only = [t for t in os.environ.get("HFLAB_SWEEP_TASKS", "").split(",") if t]
     for task in only or PRESETS:
         for name, entry in optimizers.REGISTRY.items():
-            if entry.curvature_batch:                # HF has no learning rate
+            if "learning_rate" not in entry.field_names():   # HF has no learning rate
                 continue
             best = None
             for lr in GRID.get(name, DEFAULT_GRID):
@@ -54,12 +54,12 @@ def verify(full: bool = False):
     only = [t for t in os.environ.get("HFLAB_SWEEP_TASKS", "").split(",") if t]
     for task in only or PRESETS:
         for name, entry in optimizers.REGISTRY.items():
-            if entry.curvature_batch:
+            if "learning_rate" not in entry.field_names():
                 continue
             cfg = preset_config(task, optimizer=name, checkpoint_every=0, target_error=-1.0)
             out = run_loop(cfg)
             yield {"benchmark": "lr_check", "task": task, "optimizer": name,
-                   "learning_rate": cfg.learning_rate, "steps": cfg.steps,
+                   "learning_rate": cfg.settings.learning_rate, "steps": cfg.steps,
                    "status": out.status, "train_loss": out.last.get("train_loss")}
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from hflab.core.curvature import KIND_INFO
 from hflab.config import preset_config
 from hflab.lab import get_lab, run_to_store
 from hflab.tasks import SPECS
@@ -76,7 +77,7 @@ def test_a_curriculum_run_starts_from_the_form_and_records_its_stage():
     wait_idle()
     (run,) = get_lab().store.runs().itertuples()
     config = get_lab().store.get_run(run.id)["config"]
-    assert config["curriculum"] == "4,5" and config["seq_len"] is None
+    assert config["curriculum"] == "4,5" and config["seq_len"] == 5      # T stored, resolved
     m = get_lab().store.metrics(run.id)
     assert list(m["stage"]) == [1, 1, 1] and list(m["seq_len"]) == [4, 4, 4]
     assert run.status == "finished" and "T = 4 (stage 1 of 2)" in run.error
@@ -128,7 +129,8 @@ def test_bad_form_input_shows_the_specific_error(task, key, value, message):
 @pytest.mark.parametrize("query, message", [
     ({"layers": "32-abc"}, "layers='32-abc' is not allowed"),
     ({"steps": "-5"}, "steps=-5 is not allowed"),
-    ({"damping": "inf"}, "damping=inf is not allowed"),
+    ({"hf.damping": "inf"}, "hf.damping=inf is not allowed"),
+    ({"damping": "-1"}, "hf.damping=-1.0 is not allowed"),        # a link from before namespacing
     ({"task": "addition", "seq_len": "100000"}, "seq_len=100000 is not allowed"),
     ({"activation": "sin"}, "activation='sin' is not valid"),
     ({"optimizers": "hf,rmsprop"}, "optimizers='hf,rmsprop' is not valid"),
@@ -165,14 +167,17 @@ def test_app_frame_shows_the_device_badge():
 def test_curvature_page_fresh_model_and_run_checkpoint():
     at = page("curvature").run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 6                   # H, G, H−G, 2 Jacobians, spectrum
+    # one heatmap per curvature kind, H − G, 2 Jacobians, spectrum
+    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 4
+    assert [t.label for t in at.tabs][:len(KIND_INFO)] == [f"{k.label} {k.symbol}"
+                                                           for k in KIND_INFO.values()]
     lab = get_lab()
     cfg = preset_config("seed-333", steps=4, checkpoint_every=2)
     run_id = lab.store.create_run(cfg)
     run_to_store(lab.store, run_id, cfg)
     at = page("curvature", {"run": str(run_id)}).run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 7                   # + the spectrum over training
+    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 5   # + the spectrum over training
     assert any("at update 4" in c.value for c in at.caption)
     assert any("at update 0 and every checkpoint" in shown(c.value) for c in at.caption)
     m = lab.store.metrics(run_id)
@@ -192,8 +197,8 @@ def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
     assert not at.exception and not at.error
     captions = " ".join(shown(c.value) for c in at.caption)
     assert "3,610 parameters (block W2)" in captions
-    # H, G, H−G, J, spectrum, and the spectrum over training (updates 0 and 1)
-    assert len(at.get("plotly_chart")) == 6
+    # every kind, H−G, J, spectrum, and the spectrum over training (updates 0 and 1)
+    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 4
     assert any("λ_max(H)" in m.value for m in at.markdown)
 
 
@@ -279,13 +284,14 @@ def test_curvature_page_shows_a_model_hook():
 # one non-default, valid value per form key (the RNN-only keys on an RNN task)
 ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "seed": "3", "layers": "7-5",
               "activation": "relu", "loss": "logistic", "init": "glorot", "weight_cost": "0.001",
-              "dtype": "float64", "devices": "cpu", "curvature": "hessian", "damping": "2.5",
-              "max_cg_iters": "40", "cg_decay": "0.5", "n_chunks": "2",
-              "preconditioner": "true", "backtracking": "false", "line_search": "false",
-              "rho_batch": "gradient",
-              "lr_sgd": "0.002", "lr_momentum": "0.004", "lr_adam": "0.006", "lr_lbfgs": "0.5",
-              "momentum": "0.8"}
-RNN_ROUND_TRIP = {"seq_len": "7", "structural_damping": "0.1", "curriculum": "10,20"}
+              "dtype": "float64", "devices": "cpu", "hf.curvature": "hessian",
+              "hf.damping": "2.5", "hf.max_cg_iters": "40", "hf.cg_decay": "0.5",
+              "hf.n_chunks": "2", "hf.preconditioner": "true", "hf.backtracking": "false",
+              "hf.line_search": "false", "hf.rho_batch": "gradient",
+              "sgd.learning_rate": "0.002", "momentum.learning_rate": "0.004",
+              "adam.learning_rate": "0.006", "lbfgs.learning_rate": "0.5",
+              "momentum.momentum": "0.8"}
+RNN_ROUND_TRIP = {"seq_len": "7", "hf.structural_damping": "0.1", "curriculum": "10,20"}
 
 
 def test_the_round_trip_covers_every_form_key():
@@ -312,10 +318,12 @@ def test_every_form_field_round_trips_through_the_url_and_navigation(key):
     assert at.query_params[key] in (text, [text])
     # and the configs it starts carry it
     configs = formstate.configs_from_form(at.session_state["form"])
-    field = formstate.optimizer_keys().get(key, (None, key))[1]
     if key == "optimizers":
         assert [c.optimizer for c in configs] == ["adam", "lbfgs"]
+    elif key in formstate.optimizer_keys():        # the setting reaches its optimiser's run
+        owner, field = formstate.optimizer_keys()[key]
+        for c in configs:
+            if c.optimizer == owner:
+                assert getattr(c.settings, field) == expected
     else:
-        owners = [c for c in configs if field in c.optimizer_settings()] or configs
-        assert all(getattr(c, field) == expected for c in owners
-                   if formstate.optimizer_keys().get(key, (c.optimizer,))[0] == c.optimizer)
+        assert all(getattr(c, key) == expected for c in configs)
