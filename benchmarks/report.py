@@ -413,6 +413,13 @@ def main(mode: str | None = None):
                   table]
         if study:
             (DOCS / "studies" / f"{study}.md").write_text(summary.study_page(study, d, table))
+    for study in ("fixed_readout",):           # studies shown in a figure, not a table
+        d = load(suites=[study])
+        if not d.empty:
+            cols = [c for c in d.columns if not c.startswith("curve_") and c not in
+                    ("benchmark", "machine", "cpu", "jax", "n_devices", "time", "mode")]
+            (DOCS / "studies" / f"{study}.md").write_text(summary.study_page(
+                study, d, _md(d.sort_values("time"), cols)))
     for name, fig in figures(df).items():
         # the committed HTML loads plotly.js from its CDN (small repository); the PNG is rendered
         # offline from a self-contained copy

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = r"""#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 case "$*" in
