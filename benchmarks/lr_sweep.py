@@ -3,8 +3,10 @@
 For each task and each registered first-order optimiser, a short run (the preset's model and data,
 ``steps`` updates, full-batch or the preset's batch) at each learning rate of a log grid; the
 chosen rate is the one with the lowest final training loss among runs that did not diverge.  The
-results go to records/lr_sweep.jsonl (``lr_sweep`` lines, and one ``lr_sweep_best`` line per pair) and the
-chosen rates are the ones in :data:`hflab.config.PRESETS`.
+results go to records/lr_sweep.jsonl (``lr_sweep`` lines, and one ``lr_sweep_best`` line per
+pair), and ``python -m benchmarks.lr_sweep`` writes the chosen rates into
+``hflab/learning_rates.py``, which the optimisers' registry entries read as their per-task
+presets.  ``HFLAB_SWEEP_TASKS`` and ``HFLAB_SWEEP_OPTIMIZERS`` (comma lists) pick a subset.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from hflab import optimizers
 from hflab.config import PRESETS, preset_config
 from hflab.experiment import run as run_loop
 
-GRID = {"lbfgs": (1.0, 0.3, 0.1)}
+GRID = {"lbfgs": (1.0, 0.3, 0.1), "sophia": (0.1, 0.03, 0.01, 0.003, 0.001, 0.0003)}
 DEFAULT_GRID = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 BIG = ("mnist", "mnist-ae", "curves")          # quick mode: smaller data for the big presets
 
@@ -24,9 +26,12 @@ BIG = ("mnist", "mnist-ae", "curves")          # quick mode: smaller data for th
 def run(full: bool):
     steps = 100 if full else 40
     only = [t for t in os.environ.get("HFLAB_SWEEP_TASKS", "").split(",") if t]
+    chosen = [o for o in os.environ.get("HFLAB_SWEEP_OPTIMIZERS", "").split(",") if o]
     for task in only or PRESETS:
         for name, entry in optimizers.REGISTRY.items():
             if "learning_rate" not in entry.field_names():   # HF has no learning rate
+                continue
+            if chosen and name not in chosen:
                 continue
             best = None
             for lr in GRID.get(name, DEFAULT_GRID):

@@ -3,7 +3,6 @@ Plotly figures (docs/bench-*.html, and PNG screenshots of them taken with headle
 is there), each study's page under docs/studies/ and the README's results summary."""
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from .core import baselines, hf
+from .core import baselines, hf, muon, sophia
 from .core.lbfgs import LBFGS, LBFGSSettings
 from .core.settings import from_mapping
 from .learning_rates import LEARNING_RATES
@@ -76,6 +76,10 @@ def _optax(transform):
     return factory
 
 
+def _sophia(model, loss, weight_cost, settings: sophia.SophiaSettings):
+    return sophia.Sophia(model, loss, settings, weight_cost)
+
+
 def _lbfgs(model, loss, weight_cost, settings: LBFGSSettings):
     return LBFGS(model, loss, learning_rate=settings.learning_rate, weight_cost=weight_cost)
 
@@ -116,6 +120,13 @@ REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in [
     OptimizerEntry("lbfgs", "L-BFGS", "optax.lbfgs: two-loop recursion, memory 10, zoom line "
                    "search (strong Wolfe)", _lbfgs, LBFGSSettings, _swept("lbfgs"),
                    memory_vectors=25),
+    OptimizerEntry("sophia", "Sophia", "Liu et al. (2024): gradient EMA over a clipped "
+                   "Hutchinson estimate of the Hessian diagonal (optax.contrib.sophia)", _sophia,
+                   sophia.SophiaSettings, _swept("sophia"), memory_vectors=8),
+    OptimizerEntry("muon", "Muon", "Jordan et al. (2024): Newton–Schulz-orthogonalised momentum "
+                   "for weight matrices, Adam for the rest (optax.contrib.muon)",
+                   _optax(muon.transformation), muon.MuonSettings, _swept("muon"),
+                   memory_vectors=6),
 ]}
 NAMES = tuple(REGISTRY)
 

@@ -52,7 +52,7 @@ BAD_CONFIGS = [
     (dict(task="addition", loss="softmax"), "loss", "no class targets"),
     (dict(task="digits", loss="squared"), "loss", "one-hot class targets"),
     (dict(task="imagenet"), "task", "one of ['seed-333'"),
-    (dict(optimizer="kfac"), "optimizer", "['hf', 'sgd', 'momentum', 'adam', 'lbfgs']"),
+    (dict(optimizer="rmsprop"), "optimizer", str(list(optimizers.NAMES))),
     (dict(steps=0), "steps", "[1, 10000000]"),
     (dict(optimizer="momentum", momentum=1.0), "momentum.momentum", "[0.0, 1.0)"),
     (dict(structural_damping=0.03), "hf.structural_damping", "only RNN tasks"),

@@ -99,7 +99,7 @@ class FirstOrder:
         return self._finish(params, state, f0, g, updates, new_state)
 
     def _finish(self, params, state, f0, g, updates, new_state, n_grad=1,
-                loss_after=jnp.nan):
+                loss_after=jnp.nan, n_gv=0):
         g_flat = ravel_pytree(g)[0]
         ok = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g_flat))
         new_params = keep_if(ok, optax.apply_updates(params, updates), params)
@@ -107,8 +107,10 @@ class FirstOrder:
         info = FirstOrderInfo(loss_before=f0, loss_after=jnp.asarray(loss_after, f0.dtype),
                               grad_norm=jnp.linalg.norm(g_flat),
                               step_norm=jnp.linalg.norm(ravel_pytree(updates)[0]) * ok,
-                              accepted=ok, n_grad=n_grad, n_gv=jnp.int32(0),
-                              n_forward=jnp.int32(0), n_forward_backward_passes=2 * n_grad)
+                              accepted=ok, n_grad=n_grad, n_gv=jnp.asarray(n_gv, jnp.int32),
+                              n_forward=jnp.int32(0),
+                              n_forward_backward_passes=2 * n_grad + 2 * jnp.asarray(n_gv,
+                                                                                     jnp.int32))
         return new_params, keep_if(ok, new_state, state), info
 
     @staticmethod

@@ -1,86 +1,12 @@
-"""End-to-end in a real browser: Playwright drives Debian's chromium against `streamlit run`."""
-import os
-import shutil
-import socket
-import subprocess
-import sys
+"""End-to-end in a real browser (Playwright drives Debian's chromium against `streamlit run`): a
+researcher's session — a live comparison, the pages, navigation, uploads, stopping."""
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
+from browser import SERVER_HOME, nav, needs_chromium, shot, trace_points, wait_app
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "e2e" / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage"]
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                                reason="Debian chromium is not installed (CI installs it)")
-
-
-SERVER_HOME: dict = {}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    home = tmp_path_factory.mktemp("e2e-home")
-    env = {**os.environ, "HFLAB_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    # no --server.address: the project's .streamlit/config.toml decides where it listens
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
-                             "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    SERVER_HOME["home"], SERVER_HOME["port"] = home, port
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not become healthy")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def chromium_browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def trace_points(page):
-    """Number of plotted points in the loss chart (the first Plotly figure on the page)."""
-    return page.evaluate("""() => {
-        const g = document.querySelector('.js-plotly-plot');
-        if (!g || !g.data) return [0, 0];
-        return [g.data.length, (g._fullData || []).reduce((n, t) => n + (t._length || 0), 0)];
-    }""")
+pytestmark = needs_chromium
 
 
 def test_hf_vs_adam_live_then_curvature_and_cg(server, chromium_browser):
@@ -132,13 +58,6 @@ def test_hf_vs_adam_live_then_curvature_and_cg(server, chromium_browser):
 
 
 # ----------------------------------------------------------------------------- a researcher's session
-def wait_app(page):
-    page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
-
-
-def nav(page, title):
-    page.get_by_role("link", name=title).first.click()
-    page.wait_for_load_state("networkidle")
 
 
 def test_server_listens_on_localhost_only(server):
@@ -195,28 +114,31 @@ def test_markdown_in_the_url_renders_as_plain_text(server, chromium_browser):
     page.close()
 
 
-def test_curvature_page_for_610_and_10000_parameters(server, chromium_browser):
-    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(server + "/curvature", wait_until="networkidle")
-    page.get_by_text("cases in the curvature batch").wait_for(timeout=60_000)
-    page.get_by_label("task").first.click()
-    page.get_by_role("option", name="digits", exact=True).click()
-    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
-    page.get_by_text("610 parameters").first.wait_for(timeout=120_000)
-    assert page.locator("[data-testid='stException']").count() == 0
-    shot(page, "09-curvature-610")
-    box = page.get_by_role("textbox", name="hidden layers / units")
-    box.fill("128-12")
-    box.press("Enter")
-    page.get_by_text("600 sampled parameters").first.wait_for(timeout=180_000)
-    page.wait_for_selector(".js-plotly-plot", timeout=180_000)
-    assert page.get_by_text("above the dense cap").count() >= 1
-    assert page.locator("[data-testid='stException']").count() == 0
-    page.get_by_role("tab", name="spectrum").click()
-    page.get_by_text("top/bottom eigenvalues (Lanczos)").first.wait_for(timeout=120_000)
-    page.get_by_text("λ_max(H)").first.wait_for(timeout=120_000)
-    time.sleep(1.0)
-    shot(page, "10-curvature-9998-block-and-lanczos")
+def test_stop_during_preparation_ends_the_run_within_a_second(server, chromium_browser):
+    from hflab.store import Store
+    store = Store(SERVER_HOME["home"])
+    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.goto(server + "/?task=curves&optimizers=hf&steps=5", wait_until="networkidle")
+    wait_app(page)
+    before = set(store.runs()["id"]) if not store.runs().empty else set()
+    page.get_by_role("button", name="▶ Start").click()
+    deadline = time.time() + 30
+    new = set()
+    while not new and time.time() < deadline:
+        runs = store.runs()
+        new = (set(runs["id"]) - before) if not runs.empty else set()
+        time.sleep(0.05)
+    assert new, "Start created the run"
+    t0 = time.time()
+    page.get_by_role("button", name="■ Stop").click()
+    status = ""
+    while time.time() - t0 < 3.0:
+        status = store.get_run(max(new))["status"]
+        if status == "stopped":
+            break
+        time.sleep(0.05)
+    assert status == "stopped" and time.time() - t0 < 2.0, status
+    shot(page, "12-stopped-while-preparing")
     page.close()
 
 
@@ -243,34 +165,6 @@ def test_upload_imports_a_bundle_once(server, chromium_browser, tmp_path):
         time.sleep(1.0)
     assert len(server_store.runs()) == before + 2
     shot(page, "11-upload-once")
-    page.close()
-
-
-def test_stop_during_preparation_ends_the_run_within_a_second(server, chromium_browser):
-    from hflab.store import Store
-    store = Store(SERVER_HOME["home"])
-    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(server + "/?task=curves&optimizers=hf&steps=5", wait_until="networkidle")
-    wait_app(page)
-    before = set(store.runs()["id"]) if not store.runs().empty else set()
-    page.get_by_role("button", name="▶ Start").click()
-    deadline = time.time() + 30
-    new = set()
-    while not new and time.time() < deadline:
-        runs = store.runs()
-        new = (set(runs["id"]) - before) if not runs.empty else set()
-        time.sleep(0.05)
-    assert new, "Start created the run"
-    t0 = time.time()
-    page.get_by_role("button", name="■ Stop").click()
-    status = ""
-    while time.time() - t0 < 3.0:
-        status = store.get_run(max(new))["status"]
-        if status == "stopped":
-            break
-        time.sleep(0.05)
-    assert status == "stopped" and time.time() - t0 < 2.0, status
-    shot(page, "12-stopped-while-preparing")
     page.close()
 
 
@@ -318,31 +212,4 @@ def test_your_own_csv_uploaded_on_the_train_page_trains_and_a_bad_one_is_named(
     assert set(runs["steps_done"].iloc[-2:]) == {3}          # the URL's settings survived
     time.sleep(2)
     shot(page, "13-custom-data-trained")
-    page.close()
-
-
-def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chromium_browser):
-    """XOR through T = 10 → 20: the field typed as a person would, the run's progress naming the
-    stage, and the curves marked where the second stage begins."""
-    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(server + "/?task=xor&optimizers=hf&steps=300", wait_until="networkidle")
-    wait_app(page)
-    field = page.get_by_role("textbox", name="length curriculum (e.g. 20,50,100; empty = none)")
-    field.fill("10,20")
-    field.press("Enter")
-    page.get_by_text("each stage trains at its own length").wait_for(timeout=30_000)
-    page.wait_for_timeout(1000)
-    assert "curriculum=10%2C20" in page.url or "curriculum=10,20" in page.url, page.url
-    page.get_by_role("button", name="▶ Start").click()
-    page.wait_for_selector(".js-plotly-plot", timeout=90_000)
-    page.get_by_text("T = 10 (stage 1 of 2)").first.wait_for(timeout=90_000)
-    marked = """() => [...document.querySelectorAll('.js-plotly-plot')].some(g =>
-        (g.layout.annotations || []).some(a => a.text === 'T = 20'))"""
-    deadline = time.time() + 150
-    while time.time() < deadline and not page.evaluate(marked):
-        time.sleep(1.0)
-    assert page.evaluate(marked), "the second stage's start is marked on the curves"
-    page.get_by_text("T = 20 (stage 2 of 2)").first.wait_for(timeout=30_000)
-    shot(page, "14-length-curriculum")
-    page.get_by_role("button", name="■ Stop").click()
     page.close()

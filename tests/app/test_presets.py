@@ -1,0 +1,43 @@
+"""Every task preset starts and finishes a tiny comparison from the Train page, and a length
+curriculum runs from the form."""
+import pytest
+
+from hflab.lab import get_lab
+from hflab.tasks import SPECS
+
+from apptest import SMALL_LAYERS, page, wait_idle
+
+
+@pytest.mark.parametrize("task", list(SPECS))
+def test_each_preset_starts_and_finishes_a_tiny_run(task):
+    query = {"task": task, "optimizers": "hf,adam", "steps": "1", "max_cg_iters": "3"}
+    if task in SMALL_LAYERS:
+        query["layers"] = SMALL_LAYERS[task]
+    if SPECS[task].kind == "rnn" and SPECS[task].default_seq_len > 5:
+        query["seq_len"] = "5"                       # a short unrolled scan compiles quickly
+    at = page("train", query).run()
+    assert not at.exception
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    wait_idle()
+    at.run()
+    runs = get_lab().store.runs()
+    assert list(runs["status"]) == ["finished", "finished"], runs[["status", "error"]]
+    assert set(runs["optimizer"]) == {"hf", "adam"} and set(runs["task"]) == {task}
+    assert len(at.get("plotly_chart")) == 2                  # loss and error curves
+
+
+def test_a_curriculum_run_starts_from_the_form_and_records_its_stage():
+    at = page("train", {"task": "addition", "optimizers": "hf", "steps": "2",
+                        "max_cg_iters": "3", "curriculum": "4,5", "layers": "8"}).run()
+    assert not at.exception and not at.warning
+    assert any("each stage trains at its own length" in c.value for c in at.caption)
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    wait_idle()
+    (run,) = get_lab().store.runs().itertuples()
+    config = get_lab().store.get_run(run.id)["config"]
+    assert config["curriculum"] == "4,5" and config["seq_len"] == 5      # T stored, resolved
+    m = get_lab().store.metrics(run.id)
+    assert list(m["stage"]) == [1, 1, 1] and list(m["seq_len"]) == [4, 4, 4]
+    assert run.status == "finished" and "T = 4 (stage 1 of 2)" in run.error

@@ -1,0 +1,50 @@
+"""What the browser tests share: where chromium is, the skip marker, screenshots, waiting for
+the app."""
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "e2e" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--disable-dev-shm-usage"]
+
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                                    reason="Debian chromium is not installed (CI installs it)")
+
+# the running server's store folder and port (set by the module-scoped ``server`` fixture)
+SERVER_HOME: dict = {}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def trace_points(page):
+    """Number of plotted points in the loss chart (the first Plotly figure on the page)."""
+    return page.evaluate("""() => {
+        const g = document.querySelector('.js-plotly-plot');
+        if (!g || !g.data) return [0, 0];
+        return [g.data.length, (g._fullData || []).reduce((n, t) => n + (t._length || 0), 0)];
+    }""")
+
+
+def wait_app(page):
+    page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
+
+
+def nav(page, title):
+    page.get_by_role("link", name=title).first.click()
+    page.wait_for_load_state("networkidle")
