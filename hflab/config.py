@@ -372,8 +372,9 @@ def _validate_settings(c: RunConfig, grad_batch: int):
     if entry.check is not None:
         try:
             entry.check(c.settings, c.spec.kind, grad_batch)
-        except ConfigError as e:
-            raise ConfigError(f"{c.optimizer}.{e.field}", e.value, e.allowed) from None
+        except ConfigError as e:          # a run field (e.g. the task) keeps its own name
+            name = e.field if e.field in FIELDS else f"{c.optimizer}.{e.field}"
+            raise ConfigError(name, e.value, e.allowed) from None
 
 
 def _check_memory(c: RunConfig, n_train: int):

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from .core import baselines, hf, muon, sophia
+from .core import baselines, hf, kfac, muon, sophia
 from .core.lbfgs import LBFGS, LBFGSSettings
 from .core.settings import from_mapping
 from .learning_rates import LEARNING_RATES
@@ -70,6 +70,19 @@ def _check_hf(settings: hf.HFSettings, kind: str, grad_batch: int):
                            f"({grad_batch}): each curvature chunk needs at least one case")
 
 
+def _kfac(model, loss, weight_cost, settings: kfac.KFACSettings):
+    return kfac.KFAC(model, loss, settings, weight_cost)
+
+
+def _check_kfac(settings: kfac.KFACSettings, kind: str, grad_batch: int):
+    from .core.settings import SettingError
+    if kind == "rnn":
+        raise SettingError("optimizer", "kfac", "an MLP task for K-FAC: its Kronecker factors "
+                           "are per dense layer, and an RNN's recurrent weights are shared "
+                           "across time steps (K-FAC for RNNs, Martens, Ba & Johnson 2018, is "
+                           "not implemented); use hf, adam or another optimiser")
+
+
 def _optax(transform):
     def factory(model, loss, weight_cost, settings):
         return baselines.FirstOrder(model, loss, transform(settings), weight_cost)
@@ -111,6 +124,10 @@ REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in [
         # up to 250), the step, gradient and warm start — 36 covers the MNIST autoencoder's update
         # as XLA's memory analysis measures it
         curvature_batch=True, cg_trace=True, memory_vectors=36, check=_check_hf),
+    OptimizerEntry(
+        "kfac", "K-FAC", "Martens & Grosse (2015): Kronecker-factored Fisher per layer, factored "
+        "Tikhonov damping, α and μ from the quadratic model, ρ-adapted λ (the lab's own code)",
+        _kfac, kfac.KFACSettings, check=_check_kfac, memory_vectors=8),
     OptimizerEntry("sgd", "SGD", "plain stochastic gradient descent (optax.sgd)",
                    _optax(baselines.sgd), baselines.SGDSettings, _swept("sgd")),
     OptimizerEntry("momentum", "Nesterov momentum", "SGD with Nesterov momentum (optax.sgd)",

@@ -53,6 +53,7 @@ BAD_CONFIGS = [
     (dict(task="digits", loss="squared"), "loss", "one-hot class targets"),
     (dict(task="imagenet"), "task", "one of ['seed-333'"),
     (dict(optimizer="rmsprop"), "optimizer", str(list(optimizers.NAMES))),
+    (dict(task="addition", optimizer="kfac"), "optimizer", "an MLP task for K-FAC"),
     (dict(steps=0), "steps", "[1, 10000000]"),
     (dict(optimizer="momentum", momentum=1.0), "momentum.momentum", "[0.0, 1.0)"),
     (dict(structural_damping=0.03), "hf.structural_damping", "only RNN tasks"),

@@ -167,4 +167,22 @@ MUTANTS = [
     ("hflab/memory.py", "            + c.entry.memory_vectors * model.n_params) * itemsize",
      "            + model.n_params) * itemsize",
      "the memory check leaves out the optimiser's parameter-sized vectors"),
+    # K-FAC
+    ("hflab/core/kfac.py",
+     "A_inv.append(jnp.linalg.inv(a + pi * gamma * jnp.eye(a.shape[0], dtype=a.dtype)))",
+     "A_inv.append(jnp.linalg.inv(a + gamma * jnp.eye(a.shape[0], dtype=a.dtype)))",
+     "K-FAC's Tikhonov damping not factored by π"),
+    ("hflab/core/kfac.py", "step = -(a_inv @ bar @ g_inv)", "step = -(a_inv @ bar)",
+     "K-FAC's step without the G factor's inverse"),
+    ("hflab/core/kfac.py",
+     "abar = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1) * \\",
+     "abar = jnp.concatenate([a, jnp.zeros((a.shape[0], 1), a.dtype)], axis=1) * \\",
+     "K-FAC's input factor without the bias's homogeneous coordinate"),
+    ("hflab/core/kfac.py", "return jnp.sqrt(p).T[:, :, None] * (eye[:, None, :] - p[None])",
+     "return jnp.sqrt(p).T[:, :, None] * eye[:, None, :]",
+     "K-FAC's exact softmax output factor without its rank-one term"),
+    # Sophia
+    ("hflab/core/sophia.py", "refreshed = jnp.equal(count % self.interval, 0)",
+     "refreshed = jnp.equal(count % self.interval, 1)",
+     "Sophia's Hessian-vector products counted on the wrong updates"),
 ]
