@@ -38,6 +38,8 @@ class OptimizerEntry:
     memory_vectors: int = 4          # parameter-sized vectors it holds (for the memory estimate)
     # cross-checks against the run: ``check(settings, kind, grad_batch)`` raises SettingError
     check: Callable | None = None
+    # its state across updates on the inspector page: (metric, label, log axis) panels
+    state_panels: tuple = ()
 
     def defaults(self):
         return self.settings()
@@ -127,7 +129,12 @@ REGISTRY: dict[str, OptimizerEntry] = {e.name: e for e in [
     OptimizerEntry(
         "kfac", "K-FAC", "Martens & Grosse (2015): Kronecker-factored Fisher per layer, factored "
         "Tikhonov damping, α and μ from the quadratic model, ρ-adapted λ (the lab's own code)",
-        _kfac, kfac.KFACSettings, check=_check_kfac, memory_vectors=8),
+        _kfac, kfac.KFACSettings, check=_check_kfac, memory_vectors=8,
+        state_panels=(("damping", "damping λ", True), ("rho", "reduction ratio ρ", False),
+                      ("learning_rate", "learning rate α (quadratic model)", False),
+                      ("momentum", "momentum μ (quadratic model)", False),
+                      ("predicted_reduction", "predicted change q(δ)", False),
+                      ("actual_reduction", "actual change h(θ+δ) − h(θ)", False))),
     OptimizerEntry("sgd", "SGD", "plain stochastic gradient descent (optax.sgd)",
                    _optax(baselines.sgd), baselines.SGDSettings, _swept("sgd")),
     OptimizerEntry("momentum", "Nesterov momentum", "SGD with Nesterov momentum (optax.sgd)",

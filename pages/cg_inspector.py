@@ -1,4 +1,5 @@
-"""CG inspector: every HF update's CG trace, and λ, ρ, CG iterations and line search over time."""
+"""CG inspector: every HF update's CG trace, and λ, ρ, CG iterations and line search over time;
+for the other second-order optimisers (K-FAC) their own state across updates."""
 import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
@@ -10,32 +11,65 @@ st.header("CG inspector")
 lab = ui.lab()
 
 runs = lab.store.runs()
-with_cg = [n for n, e in optimizers.REGISTRY.items() if e.cg_trace]
-traced = runs[runs["optimizer"].isin(with_cg)] if not runs.empty else runs
+inspected = [n for n, e in optimizers.REGISTRY.items() if e.cg_trace or e.state_panels]
+traced = runs[runs["optimizer"].isin(inspected)] if not runs.empty else runs
 run_id = ui.run_picker("run", traced, "cg_run", ui.query_run_id())
+
+
+def metric(row, key, label, column):
+    value = row.get(key)
+    column.metric(label, "—" if value is None or value != value else f"{value:.3g}")
+
+
+def cg_view(run_id, m):
+    steps = lab.store.trace_steps(int(run_id))
+    if not steps:
+        st.caption("waiting for the first update…")
+        return
+    latest = st.checkbox("always show the newest update", value=True, key="cg_latest")
+    step = steps[-1] if latest else st.select_slider("update", steps, value=steps[-1],
+                                                     key="cg_step")
+    tr = lab.store.cg_traces(int(run_id), [step]).iloc[0]
+    row = m[m["step"] == step].iloc[0]
+    c = st.columns(5)
+    c[0].metric("CG iterations", int(row["cg_iters"]))
+    c[1].metric("stop reason", tr["stop_reason"].replace("_", " "))
+    c[2].metric("backtracked to", f"i = {int(tr['backtrack_index'])}")
+    metric(row, "rho", "ρ", c[3])
+    metric(row, "damping", "λ", c[4])
+    ui.chart(plots.cg_trace(tr["residual_norms"], tr["quad_values"], tr["saved_iters"],
+                            int(tr["backtrack_index"]), f"CG trace of update {step}"),
+             "cg-trace", f"cg-trace-run{run_id}-step{step}")
+    ui.chart(plots.hf_timelines(m), "timelines", f"hf-timelines-run{run_id}")
+
+
+def state_view(run_id, m, entry):
+    done = m.dropna(subset=[entry.state_panels[0][0]]) if entry.state_panels[0][0] in m \
+        else m.iloc[0:0]
+    if done.empty:
+        st.caption("waiting for the first update…")
+        return
+    row = done.iloc[-1]
+    ui.plain_caption(f"{entry.label}: its state after update {int(row['step'])} — no CG here; "
+                     "the step is the approximate natural gradient, scaled by α and mixed with "
+                     "the last step by μ, both chosen by the quadratic model")
+    c = st.columns(4)
+    for column, (key, label, _) in zip(c, entry.state_panels):
+        metric(row, key, label, column)
+    ui.chart(plots.state_timelines(m, entry.state_panels, f"{entry.label} across updates"),
+             "timelines", f"state-timelines-run{run_id}")
+
+
 if run_id is None:
-    st.info("No runs with CG traces yet — start an HF run on **Train & compare**.")
+    st.info("No runs to inspect yet — start an HF or K-FAC run on **Train & compare**.")
 else:
     @st.fragment(run_every=1.0 if lab.is_active(int(run_id)) else None)
     def live():
-        steps = lab.store.trace_steps(int(run_id))
-        if not steps:
-            st.caption("waiting for the first update…")
-            return
-        latest = st.checkbox("always show the newest update", value=True, key="cg_latest")
-        step = steps[-1] if latest else st.select_slider("update", steps, value=steps[-1],
-                                                         key="cg_step")
-        tr = lab.store.cg_traces(int(run_id), [step]).iloc[0]
         m = lab.store.metrics(int(run_id))
-        row = m[m["step"] == step].iloc[0]
-        c = st.columns(5)
-        c[0].metric("CG iterations", int(row["cg_iters"]))
-        c[1].metric("stop reason", tr["stop_reason"].replace("_", " "))
-        c[2].metric("backtracked to", f"i = {int(tr['backtrack_index'])}")
-        c[3].metric("ρ", f"{row['rho']:.3g}" if row["rho"] == row["rho"] else "—")
-        c[4].metric("λ", f"{row['damping']:.3g}")
-        ui.chart(plots.cg_trace(tr["residual_norms"], tr["quad_values"], tr["saved_iters"],
-                                int(tr["backtrack_index"]), f"CG trace of update {step}"),
-                 "cg-trace", f"cg-trace-run{run_id}-step{step}")
-        ui.chart(plots.hf_timelines(m), "timelines", f"hf-timelines-run{run_id}")
+        name = runs.loc[runs["id"] == int(run_id), "optimizer"].iloc[0]
+        entry = optimizers.REGISTRY[name]
+        if entry.cg_trace:
+            cg_view(run_id, m)
+        else:
+            state_view(run_id, m, entry)
     live()

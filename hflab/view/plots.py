@@ -190,11 +190,21 @@ def cg_trace(residual_norms, quad_values, saved_iters=(), backtrack_index=None,
     return fig
 
 
+HF_PANELS = (("damping", "damping λ", True), ("rho", "reduction ratio ρ", False),
+             ("cg_iters", "CG iterations", False), ("line_search_rate", "line-search rate", False))
+
+
 def hf_timelines(metrics: pd.DataFrame, title: str = "HF across updates") -> go.Figure:
     """λ, ρ, CG iterations and line-search rate against the update number."""
-    panels = [("damping", "damping λ", True), ("rho", "reduction ratio ρ", False),
-              ("cg_iters", "CG iterations", False), ("line_search_rate", "line-search rate", False)]
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[p[1] for p in panels])
+    return state_timelines(metrics, HF_PANELS, title)
+
+
+def state_timelines(metrics: pd.DataFrame, panels, title: str) -> go.Figure:
+    """An optimiser's state across updates: one panel per ``(metric, label, log axis)``; the
+    ρ panel (if any) is clipped for display and marked at the Levenberg–Marquardt thresholds."""
+    panels = list(panels)
+    rows = (len(panels) + 1) // 2
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=[p[1] for p in panels])
     for k, (col, name, log) in enumerate(panels):
         r, c = divmod(k, 2)
         if col in metrics:
@@ -209,13 +219,15 @@ def hf_timelines(metrics: pd.DataFrame, title: str = "HF across updates") -> go.
                                                    "%{customdata:.6g}<extra></extra>"),
                           row=r + 1, col=c + 1)
         fig.update_yaxes(row=r + 1, col=c + 1, **_y_axis(log))
-    if "rho" in metrics:
-        fig.update_yaxes(range=[RHO_DISPLAY[0] - 0.1, RHO_DISPLAY[1] + 0.1], row=1, col=2)
-    if "rho" in metrics:                                  # the Levenberg–Marquardt thresholds
-        for level in (0.25, 0.75):
-            fig.add_hline(y=level, line=dict(color="grey", dash="dot"), row=1, col=2)
+    where = [k for k, p in enumerate(panels) if p[0] == "rho"]
+    if "rho" in metrics and where:
+        r, c = divmod(where[0], 2)
+        fig.update_yaxes(range=[RHO_DISPLAY[0] - 0.1, RHO_DISPLAY[1] + 0.1], row=r + 1,
+                         col=c + 1)
+        for level in (0.25, 0.75):                        # the Levenberg–Marquardt thresholds
+            fig.add_hline(y=level, line=dict(color="grey", dash="dot"), row=r + 1, col=c + 1)
     fig.update_xaxes(title="update")
-    fig = _layout(fig, title, height=560)
+    fig = _layout(fig, title, height=280 * rows)
     fig.update_layout(showlegend=False)
     return fig
 

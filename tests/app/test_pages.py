@@ -101,6 +101,32 @@ def test_cg_inspector_shows_trace_and_timelines():
     assert [m.label for m in at.metric][:2] == ["CG iterations", "stop reason"]
 
 
+def test_the_inspector_shows_k_fac_state_across_updates():
+    """A K-FAC run has no CG: the inspector shows λ, ρ, α, μ and the predicted against the
+    actual change, the values the run recorded."""
+    lab = get_lab()
+    cfg = preset_config("digits-ae", optimizer="kfac", steps=3, checkpoint_every=0,
+                        layers="8-4", n_train=100, n_test=20)
+    run_id = lab.store.create_run(cfg)
+    run_to_store(lab.store, run_id, cfg)
+    at = page("cg_inspector", {"run": str(run_id)}).run()
+    assert not at.exception
+    assert [m.label for m in at.metric] == ["damping λ", "reduction ratio ρ",
+                                            "learning rate α (quadratic model)",
+                                            "momentum μ (quadratic model)"]
+    last = lab.store.metrics(run_id).iloc[-1]
+    assert at.metric[1].value == f"{last['rho']:.3g}"
+    (chart,) = at.get("plotly_chart")
+    import base64
+    import json
+    import numpy as np
+    fig = json.loads(chart.proto.spec)
+    x = fig["data"][4]["x"]                       # plotly's typed-array encoding
+    steps = np.frombuffer(base64.b64decode(x["bdata"]), np.dtype(x["dtype"])) \
+        if isinstance(x, dict) else np.asarray(x)
+    assert len(fig["data"]) == 6 and steps.tolist() == [1, 2, 3]
+
+
 def test_derivations_page_agreement_and_bad_sizes():
     at = page("derivations").run()
     assert not at.exception
