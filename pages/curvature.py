@@ -38,11 +38,27 @@ def show(snapshot, title):
                      "colour scale centred at 0, clipped at the 99th percentile")
     kinds = snapshot["kinds"]                     # (symbol, label, psd) of every curvature kind
     tabs = st.tabs([f"{label} {symbol}" for symbol, label, _ in kinds] +
-                   ["H − G", "Jacobians", "spectrum"])
+                   ["H − G", "Jacobians", "spectrum"] +
+                   (["K-FAC A ⊗ G", "G − A ⊗ G"] if "K" in snapshot else []))
     for tab, key in zip(tabs[:len(kinds) + 1], [s for s, _, _ in kinds] + ["H-G"]):
         with tab:
             ui.chart(plots.matrix_heatmap(snapshot[key], f"{key} ({title})", snapshot["names"],
                                           snapshot["blocks"]), f"heat-{key}", f"matrix-{key}")
+    if "K" in snapshot:
+        with tabs[-2]:
+            ui.chart(plots.matrix_heatmap(snapshot["K"], f"K-FAC A ⊗ G ({title})",
+                                          snapshot["names"], snapshot["blocks"]),
+                     "heat-K", "matrix-kfac")
+        with tabs[-1]:
+            ui.chart(plots.matrix_heatmap(snapshot["G-K"], f"G − A ⊗ G ({title})",
+                                          snapshot["names"], snapshot["blocks"]),
+                     "heat-GK", "matrix-g-minus-kfac")
+            ui.plain_caption("relative error ‖G_ll − A_l ⊗ G_l‖ / ‖G_ll‖ per layer block"
+                             + ("" if snapshot["view"] == "every parameter" else
+                                " (over the entries shown)") + ": " + ", ".join(
+                                 f"{name} {err:.3g}" for name, err in snapshot["kron_errors"])
+                             + " — K-FAC drops every cross-layer block and the correlation "
+                             "of a layer's inputs with its output gradients")
     with tabs[len(kinds) + 1]:
         n_out = snapshot["J"].shape[0]
         ui.chart(plots.matrix_heatmap(snapshot["J"], "∂outputs/∂parameters",

@@ -155,3 +155,35 @@ def test_links_made_before_settings_were_namespaced_open_the_same_set_up(old, ne
     assert formstate.query_from_form(old_form) == new
     assert [c.to_dict() for c in formstate.configs_from_form(old_form)] == \
         [c.to_dict() for c in formstate.configs_from_form(new_form)]
+
+
+def test_the_kronecker_heatmap_blocks_are_the_factors_kronecker_products():
+    """The Curvature page's K-FAC view: each layer's block is A ⊗ G of that layer (the factors
+    computed on the page's cases), every cross-layer block is zero, G − K is the difference, and
+    the relative error per block is the norm ratio of the shown entries."""
+    import jax
+    from hflab.core.kfac import layer_statistics
+    from hflab.core.losses import Batch
+    built, params = analysis.fresh_model("regression", "4-3", seed=1)
+    view = analysis.curvature_view(built, params, n_cases=16)
+    assert view["view"] == "every parameter"
+    p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    batch = Batch(*(np.asarray(a[:16], np.float64) for a in built.task.train))
+    A, G, _ = layer_statistics(p64, batch.x, built.model.activations, built.loss, batch.y,
+                               batch.mask, jax.random.PRNGKey(0), "exact")
+    bounds = [0]
+    for layer in params:
+        bounds.append(bounds[-1] + layer["W"].size + layer["b"].size)
+    K = view["K"]
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        np.testing.assert_allclose(K[lo:hi, lo:hi], np.kron(A[k], G[k]), rtol=1e-12, atol=1e-14)
+        outside = np.delete(K[lo:hi], np.s_[lo:hi], axis=1)
+        assert not outside.any()
+        g_block = view["G"][lo:hi, lo:hi]
+        err = np.linalg.norm(g_block - K[lo:hi, lo:hi]) / np.linalg.norm(g_block)
+        assert view["kron_errors"][k] == (f"layer {k + 1}", pytest.approx(err))
+    np.testing.assert_allclose(view["G-K"], view["G"] - K)
+    # the last layer of a squared-error net: its Gauss-Newton block is exactly A ⊗ I, while a
+    # hidden layer's is not (its output gradients depend on its inputs)
+    assert built.loss.name == "squared"
+    assert view["kron_errors"][-1][1] < 1e-12 and view["kron_errors"][0][1] > 1e-3

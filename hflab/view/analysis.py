@@ -21,6 +21,7 @@ from ..lab import restore_state
 from ..core.losses import Batch, BoundLoss, get_loss
 from ..core.models import ACTIVATIONS, Model, mlp_apply, rnn_apply
 from ..tasks import SPECS
+from .kronecker import kronecker_view
 
 KINDS = tuple(curvature.KIND_INFO.values())    # every curvature kind, in the order shown
 FRESH_MODEL_TASKS = ("seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor")
@@ -158,21 +159,24 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
     Up to the dense cap: :func:`curvature_snapshot` (every entry, full spectra).  Above it: H, G
     and H − G restricted to a weight block or a sample of parameters (sub-matrices assembled
     from the curvature operator's products), the Jacobian's columns for those parameters, and
-    Lanczos extremes of the full H and G.
+    Lanczos extremes of the full H and G.  For an MLP also K-FAC's A ⊗ G on the same entries
+    and its difference from G (:mod:`hflab.view.kronecker`).
     """
     model: Model = built.model
     if model.n_params <= curvature.DENSE_PARAM_CAP:
         snap = curvature_snapshot(built, params, n_cases)
         if model.n_params <= FULL_VIEW:
-            return snap
+            return {**snap, **kronecker_view(built, params, snap["indices"], snap["G"], n_cases)}
         # exact spectra from the dense matrices; heatmaps of a block or a sample (a browser
         # cannot draw millions of cells with hover text)
         idx = view_indices(model, block)
         sub = np.ix_(idx, idx)
         names = snap["names"]
         shown = {s: snap[s][sub] for s, _, _ in snap["kinds"]}
-        return {**snap, **shown, "H-G": snap["H-G"][sub], "J": snap["J"][:, idx], "names": [names[i] for i in idx], "indices": idx,
+        return {**snap, **shown, "H-G": snap["H-G"][sub], "J": snap["J"][:, idx],
+                "names": [names[i] for i in idx], "indices": idx,
                 "blocks": _shown_blocks(model, idx),
+                **kronecker_view(built, params, idx, shown["G"], n_cases),
                 "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
@@ -187,6 +191,7 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
     names = model.parameter_names()
     spectra = {s: lanczos_extremes(op, k) for s, op in ops.items()}
     return {**mats, "H-G": mats["H"] - mats["G"], "J": np.asarray(jac), "J_inputs": None,
+            **kronecker_view(built, params, idx, mats["G"], n_cases),
             **{f"eig_{s}": eig for s, (eig, _) in spectra.items()},
             "kinds": [(kd.symbol, kd.label, kd.psd) for kd in KINDS],
             "names": [names[i] for i in idx], "blocks": _shown_blocks(model, idx), "indices": idx,

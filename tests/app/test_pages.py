@@ -55,8 +55,8 @@ def test_app_frame_shows_the_device_badge():
 def test_curvature_page_fresh_model_and_run_checkpoint():
     at = page("curvature").run()
     assert not at.exception
-    # one heatmap per curvature kind, H − G, 2 Jacobians, spectrum
-    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 4
+    # one heatmap per curvature kind, H − G, 2 Jacobians, spectrum, K-FAC's A ⊗ G and G − A ⊗ G
+    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 6
     assert [t.label for t in at.tabs][:len(KIND_INFO)] == [f"{k.label} {k.symbol}"
                                                            for k in KIND_INFO.values()]
     lab = get_lab()
@@ -65,7 +65,7 @@ def test_curvature_page_fresh_model_and_run_checkpoint():
     run_to_store(lab.store, run_id, cfg)
     at = page("curvature", {"run": str(run_id)}).run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 5   # + the spectrum over training
+    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 7   # + the spectrum over training
     assert any("at update 4" in c.value for c in at.caption)
     assert any("at update 0 and every checkpoint" in shown(c.value) for c in at.caption)
     m = lab.store.metrics(run_id)
@@ -85,8 +85,10 @@ def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
     assert not at.exception and not at.error
     captions = " ".join(shown(c.value) for c in at.caption)
     assert "3,610 parameters (block W2)" in captions
-    # every kind, H−G, J, spectrum, and the spectrum over training (updates 0 and 1)
-    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 4
+    # every kind, H−G, J, spectrum, K-FAC's two, and the spectrum over training (updates 0, 1)
+    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 6
+    assert any("relative error" in shown(c.value) and "(over the entries shown)" in shown(c.value)
+               for c in at.caption)
     assert any("λ_max(H)" in m.value for m in at.markdown)
 
 
