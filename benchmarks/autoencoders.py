@@ -14,6 +14,9 @@ from .common import compared_optimizers, env_list, env_settings, progress
 # learning rates tuned for these autoencoders where they differ from the registry's defaults
 TUNED = {"adam": dict(learning_rate=0.001)}
 QUICK_SKIP = ("sgd",)
+# curvature-based optimisers take the task's batch (their statistics need it); the first-order
+# ones minibatches of 200
+WHOLE_BATCH = ("hf", "kfac")
 
 
 def variants(full: bool) -> dict[str, dict]:
@@ -33,7 +36,7 @@ def cases(full: bool):
 def _papers_case(task, label, opt, seed, budget, extra, settings=None, suffix=""):
     """One long autoencoder run with its error curve on all three cost axes; ``settings``
     (RunConfig fields) override everything else, and the record's label carries ``suffix``."""
-    first_order = label != "hf"
+    first_order = label not in WHOLE_BATCH
     settings = settings or {}
     # HF: Martens (2010) — λ₀ = 45, 4 curvature chunks, weight cost 2e-5, ≤ 250 CG iterations
     hf = dict(damping=45.0, n_chunks=4, weight_cost=2e-5, max_cg_iters=250)
@@ -89,9 +92,13 @@ def run_papers(full: bool = True):
 
 
 def run(full: bool):
+    """Quick (or ``--full``) comparison at equal optimisation time; ``HFLAB_AE_OPTIMIZERS``
+    (a comma list) picks the optimisers."""
+    table = variants(full)
+    chosen = env_list("HFLAB_AE_OPTIMIZERS", list(table))
     for task, extra, budget in cases(full):
-        for label, opt in variants(full).items():
-            first_order = label != "hf"
+        for label, opt in ((name, table[name]) for name in chosen if name in table):
+            first_order = label not in WHOLE_BATCH
             cfg = preset_config(task, steps=1_000_000, max_seconds=budget, checkpoint_every=0,
                                 eval_every=5 if not first_order else 50,
                                 **{**extra, **opt,
@@ -102,4 +109,5 @@ def run(full: bool):
                    "budget_seconds": budget, "updates": out.steps_done,
                    "train_error": out.last.get("train_error"),
                    "test_error": out.last.get("test_error"), "n_train": cfg.n_train or None,
-                   "layers": cfg.layers or cfg.spec.default_layers}
+                   "layers": cfg.layers or cfg.spec.default_layers,
+                   "passes": out.last.get("n_passes"), "seconds": out.last.get("wall_seconds")}
