@@ -51,6 +51,19 @@ def run(full: bool):
             yield {"benchmark": "lr_sweep_best", "task": task, "optimizer": name,
                    "learning_rate": best[0] if best else None,
                    "train_loss": best[1] if best else None, "steps": steps}
+        release_compiled()
+
+
+def release_compiled():
+    """Drop the compiled programs of a task's runs: each holds memory mappings of its machine
+    code, and a sweep over every preset in one process would otherwise reach the kernel's limit
+    on mappings (LLVM then fails with 'Cannot allocate memory')."""
+    import jax
+
+    from hflab import compiled, experiment
+    experiment._OPT_CACHE.clear()
+    compiled.COMPILED.clear()
+    jax.clear_caches()
 
 
 def verify(full: bool = False):

@@ -104,10 +104,15 @@ def test_lab_runs_in_background_and_stops_within_one_update(tmp_path):
     assert not lab.store.metrics(ids[0]).empty
 
 
-def test_resume_joins_the_curve_exactly(tmp_path):
+@pytest.mark.parametrize("optimizer, columns", [
+    ("hf", ("train_loss", "damping", "rho", "cg_iters")),
+    # K-FAC's state (moving-average factors, their inverses, λ, the last step, the probe key)
+    # must come back whole, or α, μ and λ after the resume differ
+    ("kfac", ("train_loss", "damping", "rho", "learning_rate", "momentum"))])
+def test_resume_joins_the_curve_exactly(tmp_path, optimizer, columns):
     """Stop at a checkpoint, resume: the continued run equals an uninterrupted one."""
     store = Store(tmp_path)
-    cfg = small(optimizer="hf", steps=8, checkpoint_every=4)
+    cfg = small(optimizer=optimizer, steps=8, checkpoint_every=4)
     full = store.create_run(cfg)
     run_to_store(store, full, cfg)
     # a run that got to step 4 (its last checkpoint) and was then interrupted
@@ -117,7 +122,7 @@ def test_resume_joins_the_curve_exactly(tmp_path):
     run_to_store(store, part2, cfg, resume=True)
     a, b = store.metrics(full), store.metrics(part2)
     assert list(b["step"]) == list(range(0, 9))
-    for col in ("train_loss", "damping", "rho", "cg_iters"):
+    for col in columns:
         assert np.allclose(a[col].astype(float), b[col].astype(float), rtol=1e-5,
                            equal_nan=True), col
     assert store.get_run(part2)["status"] == "finished"
