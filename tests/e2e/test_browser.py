@@ -9,19 +9,25 @@ from browser import SERVER_HOME, nav, needs_chromium, shot, trace_points, wait_a
 pytestmark = needs_chromium
 
 
-def test_hf_vs_adam_live_then_curvature_and_cg(server, chromium_browser):
+def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
+    """HF, K-FAC and Adam side by side on the digits autoencoder: three runs' curves grow on one
+    chart; then the other pages."""
     page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(server + "/?task=digits-ae&optimizers=hf,adam&steps=400", wait_until="networkidle")
+    page.goto(server + "/?task=digits-ae&optimizers=hf,kfac,adam&steps=400",
+              wait_until="networkidle")
     page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
     shot(page, "01-train-configured")
     page.get_by_role("button", name="▶ Start").click()
     page.wait_for_selector(".js-plotly-plot", timeout=90_000)
     deadline = time.time() + 60
     first = trace_points(page)
-    while time.time() < deadline and trace_points(page)[0] < 4:   # 2 runs × train/test
+    while time.time() < deadline and trace_points(page)[0] < 6:   # 3 runs × train/test
         time.sleep(0.5)
     n_traces, points = trace_points(page)
-    assert n_traces >= 4, "both runs' loss curves appear"
+    assert n_traces >= 6, "the three runs' loss curves appear"
+    names = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+    for opt in ("hf", "kfac", "adam"):
+        assert any(f"· {opt} ·" in n for n in names), (opt, names)
     # update 0 is plotted at once; the curves then grow as the updates come (after compiling)
     deadline = time.time() + 90
     while time.time() < deadline and trace_points(page)[1] <= points:
@@ -41,7 +47,10 @@ def test_hf_vs_adam_live_then_curvature_and_cg(server, chromium_browser):
     assert page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].type") == "heatmap"
     shot(page, "03-curvature")
 
-    page.goto(server + "/cg_inspector", wait_until="networkidle")
+    from hflab.store import Store
+    runs = Store(SERVER_HOME["home"]).runs()
+    hf_id = int(runs[runs["optimizer"] == "hf"]["id"].max())
+    page.goto(server + f"/cg_inspector?run={hf_id}", wait_until="networkidle")
     page.wait_for_selector(".js-plotly-plot", timeout=90_000)
     names = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
     assert "‖r_i‖" in names

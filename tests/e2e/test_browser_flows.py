@@ -2,7 +2,7 @@
 curriculum typed into the form training stage by stage."""
 import time
 
-from browser import needs_chromium, shot, trace_points, wait_app
+from browser import needs_chromium, shot, wait_app
 
 pytestmark = needs_chromium
 
@@ -58,32 +58,3 @@ def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chr
     page.get_by_role("button", name="■ Stop").click()
     page.close()
 
-
-def test_hf_kfac_and_adam_side_by_side_on_the_digits_autoencoder(server, chromium_browser):
-    """Three optimisers of one comparison: three runs' curves (train and test each) grow on
-    the same chart, K-FAC's among them."""
-    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(server + "/?task=digits-ae&optimizers=hf,kfac,adam&steps=20",
-              wait_until="networkidle")
-    wait_app(page)
-    page.get_by_role("button", name="▶ Start").click()
-    page.wait_for_selector(".js-plotly-plot", timeout=90_000)
-    names = []
-    deadline = time.time() + 150
-    while time.time() < deadline:
-        names = page.evaluate("""() => {
-            const g = document.querySelector('.js-plotly-plot');
-            return g && g.data ? g.data.map(t => t.name || '') : [];
-        }""")
-        if len(names) >= 6 and any("kfac" in n for n in names):
-            break
-        time.sleep(0.5)
-    assert len(names) >= 6, names
-    for opt in ("hf", "kfac", "adam"):
-        assert any(opt in n for n in names), (opt, names)
-    deadline = time.time() + 150                 # every run's curve grows past its first points
-    while time.time() < deadline and trace_points(page)[1] < 6 * 6:
-        time.sleep(0.5)
-    assert trace_points(page)[1] >= 6 * 6
-    shot(page, "15-hf-kfac-adam")
-    page.close()
