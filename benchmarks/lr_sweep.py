@@ -109,8 +109,15 @@ def write_table(rows: list[dict], path) -> None:
              "(written by it: do not edit by hand; the sweep's lines are in",
              'records/lr_sweep.jsonl)."""', "", "LEARNING_RATES = {"]
     for task, per in rates.items():
-        items = ", ".join(f'"{o}": {lr!r}' for o, lr in sorted(per.items()))
-        lines.append(f'    "{task}": {{{items}}},')
+        items = [f'"{o}": {lr!r}' for o, lr in sorted(per.items())]
+        line = f'    "{task}": {{'
+        for k, item in enumerate(items):          # wrapped at 100 characters
+            piece = item + (", " if k + 1 < len(items) else "},")
+            if len(line) + len(piece.rstrip()) > 100:
+                lines.append(line.rstrip())
+                line = " " * 8
+            line += piece
+        lines.append(line)
     lines.append("}")
     Path(path).write_text("\n".join(lines) + "\n")
 
