@@ -76,11 +76,21 @@ def timeit(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def compared_optimizers(skip=()) -> dict[str, dict]:
-    """Every registered optimiser as a benchmark variant; HF twice on RNN-capable benchmarks is
-    added by the caller.  ``skip`` leaves names out (quick mode's time budget)."""
+def compared_optimizers(skip=(), kind: str = "mlp") -> dict[str, dict]:
+    """Every registered optimiser that takes a ``kind`` ("mlp" or "rnn") task as a benchmark
+    variant; HF twice on RNN-capable benchmarks is added by the caller.  ``skip`` leaves names
+    out (quick mode's time budget)."""
     from hflab import optimizers
-    return {name: dict(optimizer=name) for name in optimizers.NAMES if name not in skip}
+    from hflab.core.settings import SettingError
+
+    def takes(entry) -> bool:
+        try:
+            entry.check and entry.check(entry.defaults(), kind, 1_000_000)
+        except SettingError:
+            return False
+        return True
+    return {name: dict(optimizer=name) for name, entry in optimizers.REGISTRY.items()
+            if name not in skip and takes(entry)}
 
 
 def env_settings(name: str) -> tuple[dict, str]:

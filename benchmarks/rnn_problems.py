@@ -20,7 +20,7 @@ QUICK_SKIP = ("sgd",)
 def variants(full: bool) -> dict[str, dict]:
     out = {"hf+structural": dict(optimizer="hf"), "hf": dict(optimizer="hf",
                                                               structural_damping=0.0)}
-    others = compared_optimizers(skip=("hf",) + (() if full else QUICK_SKIP))
+    others = compared_optimizers(skip=("hf",) + (() if full else QUICK_SKIP), kind="rnn")
     return {**out, **others}
 
 

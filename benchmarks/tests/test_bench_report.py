@@ -257,3 +257,12 @@ def test_curriculum_table_lists_the_stages_alone_with_their_lengths():
     assert report.curriculum_stages(pd.DataFrame(rows[:1])).empty
     shown = report.rnn_runs_to_show(pd.DataFrame(rows))
     assert sorted(shown["T"]) == [20, 50, 100, 100] and 200 not in set(shown["T"])
+
+
+def test_rnn_comparisons_leave_out_optimisers_that_refuse_rnn_tasks():
+    """K-FAC has no factors for recurrent weights: the RNN suites must not schedule it (its run
+    would end in a configuration error), while the autoencoder suites do."""
+    from benchmarks import rnn_problems
+    assert "kfac" not in rnn_problems.variants(True)
+    assert {"sophia", "muon"} <= set(rnn_problems.variants(True))
+    assert "kfac" in autoencoders.variants(True)
