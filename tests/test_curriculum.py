@@ -178,3 +178,23 @@ def test_the_train_form_carries_a_curriculum_for_sequence_tasks_only():
     (mlp,) = formstate.configs_from_form({**formstate.task_defaults("digits"),
                                           "optimizers": ["hf"], "curriculum": "20,50"})
     assert mlp.curriculum == ""
+
+
+def test_each_stage_draws_its_minibatches_from_its_own_start(monkeypatch):
+    """A stage is the plain run at its length: its data stream counts updates from the stage's
+    start (update k of a stage gets the batch a fresh run at that T gets at its update k), not
+    from the start of the curriculum."""
+    drawn = []
+    real = experiment_module.batches_for_step
+
+    def spy(built, step):
+        drawn.append((built.config.seq_len, step))
+        return real(built, step)
+    monkeypatch.setattr(experiment_module, "batches_for_step", spy)
+    run(small())
+    by_length: dict = {}
+    for length, step in drawn:
+        by_length.setdefault(length, []).append(step)
+    assert list(by_length) == [4, 6, 8]
+    for length, steps in by_length.items():
+        assert steps == list(range(len(steps))), (length, steps)
