@@ -1,7 +1,33 @@
 """Fixtures of every test tier (tests/, research/tests/, benchmarks/tests/)."""
+import os
+import shutil
+import tempfile
+
+import jax
 import pytest
 
 import hflab  # noqa: F401  (enables x64)
+
+# One persistent compilation cache for the whole session — both xdist workers and every
+# subprocess a test starts (CLI runs, the streamlit server) inherit it through the environment —
+# so a program compiled by one test module is loaded, not compiled again, by the next (the
+# fixture below drops in-memory programs between modules).  A fresh folder per session: no test
+# ever sees a cache from an earlier run.
+if "HFLAB_TEST_JAX_CACHE" not in os.environ:
+    os.environ["HFLAB_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="hflab-test-jax-cache-")
+    os.environ["HFLAB_TEST_JAX_CACHE_OWNER"] = str(os.getpid())
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["HFLAB_TEST_JAX_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+jax.config.update("jax_compilation_cache_dir", os.environ["HFLAB_TEST_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    """The process that made the session's cache removes it at the end."""
+    if os.environ.get("HFLAB_TEST_JAX_CACHE_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["HFLAB_TEST_JAX_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -17,8 +43,6 @@ def _release_compiled_programs():
     whole suite would otherwise approach the kernel's limit on mappings (vm.max_map_count),
     where LLVM fails with 'Cannot allocate memory'."""
     yield
-    import jax
-
     from hflab import compiled, experiment
     experiment._OPT_CACHE.clear()
     compiled.COMPILED.clear()

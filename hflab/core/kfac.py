@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from .baselines import FirstOrder
 from .curvature import CurvatureOperator
 from .losses import Batch, MatchingLoss, case_weights, n_cases
 from .models import Model, activation
@@ -184,12 +185,8 @@ class KFAC:
         self.omega = (19.0 / 20.0) ** settings.damping_interval
         self.update = jax.jit(self._update)
 
-    def objective(self, params, batch: Batch):
-        val = self.loss.value(self.model.apply(params, batch.x), batch.y, batch.mask)
-        if self.weight_cost:
-            flat = ravel_pytree(params)[0]
-            val = val + 0.5 * self.weight_cost * jnp.vdot(flat, flat)
-        return val
+    # the objective every optimiser of the lab sees: the matching loss plus ½·weight_cost·‖θ‖²
+    objective = FirstOrder.objective
 
     def init(self, params) -> KFACState:
         dtype = jax.tree_util.tree_leaves(params)[0].dtype

@@ -71,7 +71,7 @@ ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "seed": "3", "layers": "
               "momentum.momentum": "0.8", "sophia.learning_rate": "0.007", "sophia.b1": "0.9",
               "sophia.b2": "0.95", "sophia.gamma": "0.02", "sophia.clip_threshold": "0.5",
               "sophia.update_interval": "3", "muon.learning_rate": "0.009", "muon.beta": "0.9",
-              "muon.ns_steps": "4", "kfac.damping": "10", "kfac.adaptive_damping": "false",
+              "muon.ns_steps": "4", "kfac.damping": "10.5", "kfac.adaptive_damping": "false",
               "kfac.adaptive_step": "false", "kfac.learning_rate": "0.5", "kfac.momentum": "0.5",
               "kfac.inverse_update_period": "5", "kfac.damping_interval": "3",
               "kfac.factor_decay": "0.9", "kfac.estimator": "exact"}
