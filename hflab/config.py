@@ -35,7 +35,7 @@ from . import optimizers, tasks
 from .core.losses import LOSSES
 from .core.models import ACTIVATIONS, INITS, Model
 from .core.settings import SettingError as ConfigError  # noqa: F401  (one error type, end to end)
-from .core.settings import as_dict, coerce_value
+from .core.settings import as_dict, coerce_value, kind_of
 from .keys import LEGACY_OPTIMIZER_FIELDS, merge, split_settings  # noqa: F401
 from .memory import MEMORY_BUDGET_BYTES, largest_batch, memory_estimate_bytes
 from .parsing import MAX_TEXT, parse_curriculum, parse_layers
@@ -83,7 +83,7 @@ class RunConfig:
     checkpoint_every: int = _f(10, "checkpoint every this many updates (0 = only at the end)")
     devices: str = _f("1", "'1', 'all', 'cpu' or a device count (data-parallel mesh)")
     # the chosen optimiser's own settings (its registry entry's frozen dataclass)
-    settings: Any = dataclasses.field(default=None, compare=True, metadata={"help": "", "choices": None})
+    settings: Any = _f(None, "the optimiser's own settings")
 
     def __post_init__(self):
         entry = optimizers.REGISTRY.get(self.optimizer)
@@ -235,9 +235,7 @@ def validate_devices(devices: str):
 
 def field_kind(name: str) -> str:
     """'bool', 'int', 'float' or 'str' — what the form and the CLI ask for."""
-    t = str(FIELDS[name].type)
-    return "bool" if t.startswith("bool") else "int" if t.startswith("int") else \
-        "float" if t == "float" else "str"
+    return kind_of(FIELDS[name])
 
 
 def coerce(name: str, value):

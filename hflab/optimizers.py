@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 
 from .core import baselines, hf, kfac, muon, sophia
 from .core.lbfgs import LBFGS, LBFGSSettings
-from .core.settings import from_mapping
+from .core.settings import SettingError, from_mapping
 from .learning_rates import LEARNING_RATES
 
 
@@ -63,7 +63,6 @@ def _hf(model, loss, weight_cost, settings: hf.HFSettings):
 
 
 def _check_hf(settings: hf.HFSettings, kind: str, grad_batch: int):
-    from .core.settings import SettingError
     if settings.structural_damping and kind != "rnn":
         raise SettingError("structural_damping", settings.structural_damping,
                            "only RNN tasks (it damps hidden-state changes); use 0 for an MLP")
@@ -77,7 +76,6 @@ def _kfac(model, loss, weight_cost, settings: kfac.KFACSettings):
 
 
 def _check_kfac(settings: kfac.KFACSettings, kind: str, grad_batch: int):
-    from .core.settings import SettingError
     if kind == "rnn":
         raise SettingError("optimizer", "kfac", "an MLP task for K-FAC: its Kronecker factors "
                            "are per dense layer, and an RNN's recurrent weights are shared "
