@@ -28,7 +28,8 @@ test: $(STAMP)
 # the numerical core (no app, no browser), with 4 host devices for the in-process mesh test
 CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/test_hf.py \
 	tests/test_manual.py tests/test_core_parallel.py tests/test_curvature.py \
-	tests/test_transform.py tests/test_spectra.py tests/test_kfac.py tests/test_modern_optimizers.py
+	tests/test_transform.py tests/test_spectra.py tests/test_kfac.py tests/test_modern_optimizers.py \
+	tests/test_density.py
 # (two workers, one file each at a time: compiling is single-threaded, so the two cores overlap
 # one file's compilation with another's)
 test-core: $(STAMP)

@@ -22,7 +22,12 @@ __version__ = "0.1.0"
 # the public API for any JAX model, imported on first use (the pages import hflab cheaply)
 _PUBLIC = {"hessian_free_transform": "core.transform", "curvature_operator": "core.transform",
            "HessianFreeState": "core.transform", "CurvatureOperator": "core.curvature",
-           "HFConfig": "core.hf", "make_batch": "core.losses"}
+           "HFConfig": "core.hf", "make_batch": "core.losses",
+           # the curvature instrument: spectra, traces and loss slices of any operator
+           "spectral_density": "core.density", "slq_quadrature": "core.density",
+           "hutchinson_trace": "core.density", "hutchinson_diagonal": "core.density",
+           "block_statistics": "core.density", "loss_slice": "core.slices",
+           "loss_plane": "core.slices", "quadratic_model": "core.slices"}
 __all__ = sorted(_PUBLIC)
 
 

@@ -31,6 +31,8 @@ MAX_ROWS = 2_000_000                # rows of one table
 MAX_TEXT = 10_000                   # characters of a run's name, error or device text
 MAX_JSON_DEPTH = 8
 TABLES = ("runs", "metrics", "cg_traces")
+OPTIONAL_TABLES = ("spectra",)      # absent from bundles written before the curvature instrument
+MAX_PAYLOAD = 200_000               # characters of one checkpoint's curvature results
 
 
 class BundleError(ValueError):
@@ -57,7 +59,11 @@ def export(store: Store, run_ids, path, fmt: str = "csv") -> Path:
     for col in ("residual_norms", "quad_values", "saved_iters"):
         if col in traces:
             traces[col] = traces[col].map(_trace_cell)
-    tables = {"runs": runs, "metrics": store.metrics(ids), "cg_traces": traces}
+    spectra = pd.DataFrame([{"run_id": i, "step": step, "payload": json.dumps(payload)}
+                            for i in ids for step, payload in store.spectra(i)],
+                           columns=["run_id", "step", "payload"])
+    tables = {"runs": runs, "metrics": store.metrics(ids), "cg_traces": traces,
+              "spectra": spectra}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -161,7 +167,11 @@ def _manifest(zf: zipfile.ZipFile) -> str:
 
 def _tables(zf: zipfile.ZipFile, fmt: str) -> dict[str, pd.DataFrame]:
     tables = {}
-    for name in TABLES:
+    present = set(zf.namelist())
+    for name in TABLES + OPTIONAL_TABLES:
+        if name in OPTIONAL_TABLES and f"{name}.{fmt}" not in present:
+            tables[name] = pd.DataFrame()
+            continue
         raw = _member(zf, f"{name}.{fmt}")
         try:
             df = (pd.read_csv(io.BytesIO(raw)) if fmt == "csv"
@@ -267,6 +277,15 @@ def _trace_row(row: pd.Series, i: int) -> dict:
             "stop_reason": _text(row["stop_reason"], f"{what} stop_reason")}
 
 
+def _spectra_row(row: pd.Series, i: int) -> tuple[int, dict]:
+    what = f"run {i} spectra step {row.get('step')}"
+    text = row["payload"]
+    payload = _loads(text, what) if isinstance(text, str) and len(text) <= MAX_PAYLOAD else None
+    if not isinstance(payload, dict):
+        raise BundleError(f"{what}: expected a JSON object of at most {MAX_PAYLOAD:,} characters")
+    return _required_step(row["step"], what), payload
+
+
 def _rows_of(df: pd.DataFrame, run_id, need: set, what: str) -> pd.DataFrame:
     if df.empty:
         return df
@@ -292,7 +311,7 @@ def import_bundle(store: Store, path) -> list[int]:
         need = {"id", "config", "task", "optimizer", "seed", "status"}
         if runs.empty or not need <= set(runs.columns):
             raise BundleError(f"runs table lacks columns {sorted(need - set(runs.columns)) or 'rows'}")
-        rows, metrics, traces = [], {}, {}
+        rows, metrics, traces, spectra = [], {}, {}, {}
         ids = [_number(v, f"runs row {i + 1} id", integer=True) for i, v in enumerate(runs["id"])]
         if None in ids or len(set(ids)) != len(ids):
             raise BundleError("runs table: every run needs its own whole-number id")
@@ -304,8 +323,11 @@ def import_bundle(store: Store, path) -> list[int]:
                          {"run_id", "step", "residual_norms", "quad_values", "saved_iters",
                           "backtrack_index", "stop_reason"}, "cg_traces")
             traces[i] = [_trace_row(row, r["id"]) for _, row in t.iterrows()]
-            for what, rows_i in (("metrics", metrics[i]), ("cg_traces", traces[i])):
-                steps = [row["step"] for row in rows_i]
+            s = _rows_of(tables["spectra"], r["id"], {"run_id", "step", "payload"}, "spectra")
+            spectra[i] = [_spectra_row(row, r["id"]) for _, row in s.iterrows()]
+            for what, steps in (("metrics", [row["step"] for row in metrics[i]]),
+                                ("cg_traces", [row["step"] for row in traces[i]]),
+                                ("spectra", [step for step, _ in spectra[i]])):
                 if len(set(steps)) != len(steps):
                     raise BundleError(f"{what}: run {r['id']} lists a step twice")
     except BundleError as e:
@@ -313,6 +335,6 @@ def import_bundle(store: Store, path) -> list[int]:
     for ds in carried:
         datasets.save(ds, store.home)
     try:
-        return store.insert_runs(rows, metrics, traces)
+        return store.insert_runs(rows, metrics, traces, spectra)
     except sqlite3.IntegrityError as e:         # one transaction: nothing was written
         raise BundleError(f"{path.name}: rows conflict ({e})") from None

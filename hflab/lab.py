@@ -25,6 +25,7 @@ from .config import ConfigError, RunConfig
 from .compiled import enable_compilation_cache
 from .experiment import build, init_params, make_trainer
 from .core.spectra import SpectrumTracker
+from .monitor import CurvatureMonitor
 from .store import Store, default_home
 
 COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
@@ -73,7 +74,8 @@ class StoredRun:
         self.store, self.run_id, self.config = store, run_id, config
         self.resume, self.on_record, self.log = resume, on_record, log
         self.trainer = None
-        self.spectra = None                # λ extremes at checkpoints (hflab.core.spectra)
+        self.spectra = None                # the curvature tracker (hflab.core.spectra)
+        self.monitor = CurvatureMonitor(store, run_id)     # runs it off the training path
         self._spectra_of = None            # the Built whose training set ``spectra`` uses
         self._should_stop = None
         self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume
@@ -98,7 +100,8 @@ class StoredRun:
         if built is None or not self.config.checkpoint_every:
             return
         if self.spectra is None or self._spectra_of is not built:
-            self.spectra = SpectrumTracker(built.model.apply, built.loss, built.task.train)
+            self.spectra = SpectrumTracker(built.model.apply, built.loss, built.task.train,
+                                           blocks=built.model.parameter_blocks())
             self._spectra_of = built
 
     def _on_step(self, record, trace, params, opt_state):
@@ -111,14 +114,9 @@ class StoredRun:
         if at_checkpoint and self.log:
             self.set_spectra()
         if at_checkpoint and self.spectra is not None and self.log:
-            # λ extremes of G and H (update 0 too), added to the row once the point is plotted:
-            # the curve never waits for Lanczos
-            try:
-                extremes = self.spectra(params, stop=self._should_stop)
-                if extremes:
-                    self.store.log_step(self.run_id, {**record, **extremes}, trace)
-            except Exception:  # noqa: BLE001 — a trend line must never end a run
-                pass
+            # the curvature of G and H (update 0 too), measured on the monitor's thread and
+            # added to the row later: the curve never waits for Lanczos
+            self.monitor.submit(self.spectra, record, trace, params)
         if self.on_record is not None:
             self.on_record(record)
 
@@ -184,6 +182,9 @@ class StoredRun:
                                        f"{traceback.format_exc(limit=5)}")
 
     def _end(self, status: str, reason: str) -> bool:
+        # a finished (or diverged) run's record is complete: wait for its last checkpoints
+        self.monitor.close(wait=status in ("finished", "diverged"))
+        self.notes += self.monitor.failures[:1]
         if self.notes:
             reason = "; ".join([reason] * bool(reason) + self.notes)
         self.status = status

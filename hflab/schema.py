@@ -6,7 +6,11 @@ store from version *i* to *i + 1*.  SQLite's errors reach people as one-line
 """
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
+
+import numpy as np
 
 STATUSES = ("queued", "running", "finished", "failed", "stopped", "interrupted", "diverged")
 METRIC_COLUMNS = ("wall_seconds", "train_loss", "train_error", "test_loss", "test_error",
@@ -63,6 +67,16 @@ MIGRATIONS = [
     """
     ALTER TABLE runs ADD COLUMN heartbeat REAL;
     """,
+    # version 2 → 3: the curvature instrument's per-checkpoint results (SLQ quadrature, traces,
+    # per-block figures) as one small JSON document per checkpoint
+    """
+    CREATE TABLE spectra (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (run_id, step)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -106,3 +120,30 @@ class _as_store_error:
         return False
 
 
+# ----------------------------------------------------------------------------- cells
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    raise TypeError(type(o).__name__)
+
+
+def _finite_or_none(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _json_list(a) -> str:
+    # NaN/inf are not JSON: store them as null and read back as NaN
+    return json.dumps([None if not math.isfinite(float(x)) else float(x) for x in np.asarray(a)])
+
+
+def _from_json_list(text) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in json.loads(text)], np.float64)

@@ -28,41 +28,15 @@ import numpy as np
 import pandas as pd
 
 from .schema import (METRIC_COLUMNS, MIGRATIONS, SCHEMA_VERSION, STATUSES, StoreError,
-                     _as_store_error, _rollback, _store_error)
+                     _as_store_error, _finite_or_none, _from_json_list, _json_default,
+                     _json_list, _rollback, _store_error)
 
 LEASE_SECONDS = 120.0     # a writer on another host is presumed dead after this much silence
+KEEP_CHECKPOINTS = 16     # checkpoints kept per run before older ones are thinned by halves
 
 
 def default_home() -> Path:
     return Path(os.environ.get("HFLAB_HOME") or "runs")
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    raise TypeError(type(o).__name__)
-
-
-def _finite_or_none(v):
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _json_list(a) -> str:
-    # NaN/inf are not JSON: store them as null and read back as NaN
-    return json.dumps([None if not math.isfinite(float(x)) else float(x) for x in np.asarray(a)])
-
-
-def _from_json_list(text) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in json.loads(text)], np.float64)
 
 
 class Store:
@@ -287,10 +261,22 @@ class Store:
                            (step, run_id)))
         self._transaction(statements)
 
+    def log_spectra(self, run_id: int, step: int, payload: dict):
+        """Store one checkpoint's curvature-instrument results (:mod:`hflab.core.spectra`)."""
+        self._transaction([("INSERT OR REPLACE INTO spectra VALUES (?,?,?)",
+                            (run_id, int(step), json.dumps(payload, default=_json_default)))])
+
+    def spectra(self, run_id: int, after: int = -1) -> list[tuple[int, dict]]:
+        """``[(step, payload)]`` of the run's checkpoints after step ``after``, in order."""
+        rows = self._execute("SELECT step, payload FROM spectra WHERE run_id=? AND step>? "
+                             "ORDER BY step", (int(run_id), int(after))).fetchall()
+        return [(int(step), json.loads(text)) for step, text in rows]
+
     def truncate_after(self, run_id: int, step: int):
         """Drop steps after ``step`` (a resume from a checkpoint rewrites them)."""
         self._transaction([("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step)),
                            ("DELETE FROM cg_traces WHERE run_id=? AND step>?", (run_id, step)),
+                           ("DELETE FROM spectra WHERE run_id=? AND step>?", (run_id, step)),
                            ("UPDATE runs SET steps_done=? WHERE id=?", (step, run_id))])
 
     def metrics(self, run_ids) -> pd.DataFrame:
@@ -346,10 +332,11 @@ class Store:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        # keep the newest two: a damaged newest checkpoint still leaves one to resume from
+        # keep the newest two (a damaged newest still leaves one to resume from) and, for the
+        # loss slices of past updates, older ones thinned by halves beyond KEEP_CHECKPOINTS
         rows = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? AND step<>? "
                              "ORDER BY step DESC", (run_id, step)).fetchall()
-        old = [(st, p) for st, p in rows[1:]]
+        old = rows[1::2] if len(rows) + 1 > KEEP_CHECKPOINTS else []
         self._transaction([("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)",
                             (run_id, step, rel, time.time()))] +
                           [("DELETE FROM checkpoints WHERE run_id=? AND step=?", (run_id, st))
@@ -360,12 +347,17 @@ class Store:
             except FileNotFoundError:
                 pass
 
-    def latest_checkpoint(self, run_id: int) -> tuple[int, dict] | None:
-        """The newest *readable* checkpoint ``(step, arrays)``; damaged or missing files are
-        skipped (see :meth:`checkpoint_notes`), ``None`` when none can be read."""
+    def checkpoint_steps(self, run_id: int) -> list[int]:
+        return [int(r[0]) for r in self._execute(
+            "SELECT step FROM checkpoints WHERE run_id=? ORDER BY step", (run_id,)).fetchall()]
+
+    def latest_checkpoint(self, run_id: int, step: int | None = None) -> tuple[int, dict] | None:
+        """The newest *readable* checkpoint ``(step, arrays)`` (or the one of ``step``); damaged
+        or missing files are skipped (see :meth:`checkpoint_notes`), ``None`` when none can be
+        read."""
         self.checkpoint_notes = []
-        rows = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? ORDER BY step "
-                             "DESC", (run_id,)).fetchall()
+        rows = self._execute("SELECT step, path FROM checkpoints WHERE run_id=? AND step=coalesce"
+                             "(?, step) ORDER BY step DESC", (run_id, step)).fetchall()
         for step, rel in rows:
             try:
                 with np.load(self.home / rel) as data:
@@ -387,7 +379,8 @@ class Store:
         return count
 
     # -- imported runs --------------------------------------------------------------------
-    def insert_runs(self, runs: list[dict], metrics: dict, traces: dict) -> list[int]:
+    def insert_runs(self, runs: list[dict], metrics: dict, traces: dict,
+                    spectra: dict | None = None) -> list[int]:
         """Add already-validated runs in ONE transaction; returns their new ids.
 
         ``runs`` are dicts of the runs table's columns (without ``id``); ``metrics[i]`` and
@@ -416,6 +409,9 @@ class Store:
                             "INSERT INTO cg_traces VALUES (?,?,?,?,?,?,?)",
                             (new_id, row["step"], row["residual_norms"], row["quad_values"],
                              row["saved_iters"], row["backtrack_index"], row["stop_reason"]))
+                    for step, payload in (spectra or {}).get(i, []):
+                        self._conn.execute("INSERT INTO spectra VALUES (?,?,?)",
+                                           (new_id, step, json.dumps(payload)))
                 self._conn.execute("COMMIT")
             except Exception:
                 self._conn.execute("ROLLBACK")

@@ -70,6 +70,8 @@ else:
         entry = optimizers.REGISTRY[name]
         if entry.cg_trace:
             cg_view(run_id, m)
+            st.subheader("The loss along HF's step and the quadratic model")
+            ui.loss_slices(lab.store, int(run_id), "cg-slices")
         else:
             state_view(run_id, m, entry)
     live()

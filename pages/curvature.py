@@ -137,12 +137,13 @@ else:
                     return
                 show(snap, f"run #{run_id} at update {step}")
                 metrics = lab.store.metrics(int(run_id))
+                st.subheader("Curvature over training")
                 if any(c.startswith("spectrum_") for c in metrics.columns):
                     ui.chart(plots.spectrum_over_training(metrics), "spectrum-training",
                              "spectrum-over-training")
                     ui.plain_caption("λ_max and λ_min of G and H at update 0 and every "
                                      "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
-                else:
-                    ui.plain_caption("No spectrum extremes stored for this run (they are taken "
-                                     "at each checkpoint; this run has checkpoint_every = 0).")
+                ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params)
+                st.subheader("Loss slices")
+                ui.loss_slices(lab.store, int(run_id), "curv-slices")
             live()

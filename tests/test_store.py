@@ -60,7 +60,35 @@ def test_round_trip_of_every_field(tmp_path):
     assert t["stop_reason"] == first["cg_stop_reason"]
     ck = store.latest_checkpoint(run_id)
     assert ck is not None and ck[0] == 6
-    assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == 2   # the newest two kept
+    assert store.checkpoint_steps(run_id) == [2, 4, 6]
+    assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == 3
+    assert store.latest_checkpoint(run_id, step=4)[0] == 4
+    # the curvature instrument: extremes at update 0 and every checkpoint, the profile at those
+    # the monitor kept up with, the last one always
+    assert m.dropna(subset=["spectrum_G_max"])["step"].tolist() == [0, 2, 4, 6]
+    profiles = store.spectra(run_id)
+    profiled = [step for step, _ in profiles]
+    assert set(profiled) <= {0, 2, 4, 6} and profiled[-1] == 6
+    kinds = profiles[-1][1]["kinds"]
+    assert set(kinds) == {"G", "H"} and len(kinds["G"]["nodes"]) == 5
+    names = [b[0] for b in kinds["G"]["blocks"]]
+    assert names == [name for name, _, _ in cfg.model().parameter_blocks()]
+    assert m.dropna(subset=["trace_G"])["step"].tolist() == profiled
+
+
+def test_old_checkpoints_are_thinned_by_halves_keeping_the_newest_two(tmp_path):
+    from hflab.store import KEEP_CHECKPOINTS
+    store = Store(tmp_path)
+    rid = store.create_run(small())
+    for step in range(1, 41):
+        store.save_checkpoint(rid, step, {"leaf_00000": np.full(3, float(step))})
+        kept = store.checkpoint_steps(rid)
+        assert len(kept) <= KEEP_CHECKPOINTS and kept[-1] == step
+        assert step < 2 or kept[-2] == step - 1
+    assert len(list((tmp_path / "checkpoints").glob("*.npz"))) == len(kept)
+    assert kept[0] < 20                           # old updates stay reachable, thinned
+    assert store.latest_checkpoint(rid, step=kept[0])[1]["leaf_00000"][0] == kept[0]
+    assert store.latest_checkpoint(rid, step=kept[0] + 1000) is None
 
 
 def test_four_concurrent_writers_lose_no_step(tmp_path):
@@ -172,6 +200,7 @@ def test_export_import_round_trip_csv_and_parquet(tmp_path):
         assert np.allclose(np.concatenate(ta["residual_norms"].tolist()),
                            np.concatenate(tb["residual_norms"].tolist()), equal_nan=True)
         assert other.get_run(new_id)["config"] == store.get_run(rid)["config"]
+        assert other.spectra(new_id) == store.spectra(rid) != []     # the curvature profiles
 
 
 def test_schema_version_and_migration_on_open(tmp_path):
@@ -187,7 +216,7 @@ def test_schema_version_and_migration_on_open(tmp_path):
     conn.commit()
     conn.close()
     store = Store(old)
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert store._execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store._execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.get_run(1)["status"] == "finished" and store.get_run(1)["heartbeat"] is None

@@ -271,8 +271,8 @@ class HessianFree:
         return reduction_ratio(f_new, f_old, g, p, op.multiply(p)), jnp.int32(n_forward)
 
     # -- the update -----------------------------------------------------------------------
-    def _update(self, params, state: HFState, grad_batch: Batch, curv_batch: Batch):
-        cfg = self.config
+    def _propose(self, params, state: HFState, grad_batch: Batch, curv_batch: Batch):
+        """Stages 1–5: the step HF proposes from ``params`` and what it measured of it."""
         flat, unravel = ravel_pytree(params)
         lam = state.damping.astype(flat.dtype)
         objective = self._objective(unravel, grad_batch)
@@ -282,6 +282,24 @@ class HessianFree:
         iterates, iters, count = cg_lib.backtrack_candidates(cg_info, p_final)
         p, f_p, chosen_iter, n_bt = self._backtrack(objective, flat, iterates, iters, count)  # 4.
         rho, n_rho = self._reduction_ratio(unravel, curv_batch, op, flat, g, p, f0, f_p)  # 5.
+        return flat, unravel, lam, objective, f0, g, op, cg_info, iters, count, p, f_p, \
+            chosen_iter, n_bt, rho, n_rho
+
+    def proposal(self, params, state: HFState, batch: Batch) -> dict:
+        """The step HF would take from ``params`` with ``state`` (λ, warm start), with ``batch``
+        as both its gradient and curvature batch, without taking it: ``{"grad", "step",
+        "curvature_step", "rho", "loss", "damping"}`` (flat arrays; ``curvature_step = Cp`` with
+        C undamped, so the model along p is ``α gᵀp + ½α² pᵀCp`` and ρ its gap at α = 1).
+        Jit it."""
+        flat, _, lam, _, f0, g, op, *_, p, _, _, _, rho, _ = self._propose(params, state,
+                                                                         batch, batch)
+        return {"grad": g, "step": p, "curvature_step": op.multiply(p), "rho": rho, "loss": f0,
+                "damping": lam}
+
+    def _update(self, params, state: HFState, grad_batch: Batch, curv_batch: Batch):
+        cfg = self.config
+        (flat, unravel, lam, objective, f0, g, op, cg_info, iters, count, p, f_p, chosen_iter,
+         n_bt, rho, n_rho) = self._propose(params, state, grad_batch, curv_batch)
         new_lam = levenberg_marquardt(rho, lam, cfg)
         rate, f_new, n_ls, ok = self._armijo(objective, flat, p, f0, jnp.vdot(g, p), f_p)  # 6.
         # a zero or non-finite step (CG found no usable direction) is no update; a rejected

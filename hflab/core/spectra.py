@@ -1,6 +1,8 @@
-"""The spectrum's extremes over training: λ_max and λ_min of the Gauss-Newton matrix G and the
-Hessian H at every checkpoint (and at update 0), stored with that update's metrics so the
-Curvature page can chart them and bundles carry them.
+"""Curvature over training: at every checkpoint (and at update 0), for the Gauss-Newton matrix G
+and the Hessian H, the spectrum's extremes λ_max and λ_min (stored with that update's metrics)
+and a profile (:meth:`SpectrumTracker.profile`, stored per checkpoint): the SLQ quadrature of the
+spectral density, the Hutchinson trace and every weight block's top eigenvalue and trace
+(:mod:`hflab.core.density`), each kind one compiled program per run.
 
 Lanczos (ARPACK, ``scipy.sparse.linalg.eigsh``, k = 1; the bottom end as the top of the shifted
 ``|λ_max| I − C``) on the first
@@ -22,9 +24,12 @@ from jax.flatten_util import ravel_pytree
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .curvature import KIND_INFO, CurvatureOperator
+from .density import block_kernel, check_blocks, slq_kernel
 from .losses import Batch
 
 N_CASES = 16
+SLQ_PROBES, SLQ_STEPS = 5, 30           # the density at each checkpoint: 150 products a kind
+BLOCK_PROBES, BLOCK_STEPS = 8, 16       # each block's trace (8 products) and λ_max (16)
 KEYS = {k.name: k.symbol for k in KIND_INFO.values() if k.tracked}   # kind → metric symbol
 
 
@@ -32,12 +37,46 @@ class SpectrumTracker:
     """``tracker(params) -> {"spectrum_G_max": …, "spectrum_G_min": …, …}`` for every tracked
     curvature kind's symbol (NaN where Lanczos did not converge)."""
 
-    def __init__(self, apply_fn, loss, train: Batch, maxiter: int = 10, tol: float = 1e-3):
+    def __init__(self, apply_fn, loss, train: Batch, maxiter: int = 10, tol: float = 1e-3,
+                 blocks=None):
         n = min(N_CASES, int(train.x.shape[0]))
         self.batch = Batch(train.x[:n], train.y[:n], train.mask[:n])
         self.maxiter, self.tol = maxiter, tol
+        self.blocks = blocks                 # (name, start, stop); None: the whole vector
         self._mv = {kind: jax.jit(lambda p, v, kind=kind: CurvatureOperator(
             apply_fn, loss, p, self.batch, kind=kind).multiply(v)) for kind in KEYS}
+        self._profile = {kind: jax.jit(lambda p, key, kind=kind: self._profile_kernel(
+            CurvatureOperator(apply_fn, loss, p, self.batch, kind=kind), key)) for kind in KEYS}
+
+    def _profile_kernel(self, op, key):
+        blocks = check_blocks(self.blocks or [("all", 0, op.n)], op.n)
+        k1, k2 = jax.random.split(key)
+        nodes, weights = slq_kernel(op.multiply, op.n, op.flat.dtype, SLQ_PROBES,
+                                    min(SLQ_STEPS, op.n), k1)
+        tops, sums = block_kernel(op.multiply, op.n, op.flat.dtype, blocks, BLOCK_PROBES,
+                                  BLOCK_STEPS, k2)
+        return nodes, weights, tops, sums
+
+    def profile(self, params, seed: int = 0) -> dict:
+        """``{"cases", "probes", "steps", "kinds": {symbol: {"nodes", "weights", "trace",
+        "trace_error", "blocks": [[name, size, λ_max, trace, error], …]}}}`` — JSON-ready, values
+        to 5 significant digits (a few kB per checkpoint)."""
+        flat = ravel_pytree(params)[0]
+        out = {"cases": int(self.batch.x.shape[0]), "probes": SLQ_PROBES,
+               "steps": min(SLQ_STEPS, int(flat.size)), "kinds": {}}
+        blocks = check_blocks(self.blocks or [("all", 0, int(flat.size))], int(flat.size))
+        for kind, symbol in KEYS.items():
+            nodes, weights, tops, sums = (np.asarray(a, np.float64) for a in
+                                          self._profile[kind](params, jax.random.PRNGKey(seed)))
+            total = sums.sum(axis=1)
+            out["kinds"][symbol] = {
+                "nodes": _rounded(nodes), "weights": _rounded(weights),
+                "trace": _rounded(total.mean()),
+                "trace_error": _rounded(total.std() / np.sqrt(total.size)),
+                "blocks": [[name, b - a, _rounded(top), _rounded(s.mean()),
+                            _rounded(s.std() / np.sqrt(s.size))]
+                           for (name, a, b), top, s in zip(blocks, tops, sums.T)]}
+        return out
 
     def _extreme(self, mv, params, n, dtype, shift=None, stop=None) -> float:
         """The largest eigenvalue of C, or with ``shift = s`` of ``s I − C`` (whose largest is
@@ -73,6 +112,14 @@ class SpectrumTracker:
         except Stopped:
             return {}
         return out
+
+
+def _rounded(a):
+    """5 significant digits, NaN/inf as None (JSON has neither)."""
+    if np.ndim(a) == 0:
+        v = float(a)
+        return float(f"{v:.5g}") if math.isfinite(v) else None
+    return [_rounded(x) for x in a]
 
 
 class Stopped(Exception):

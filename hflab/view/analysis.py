@@ -40,6 +40,21 @@ def run_params(store, run_id: int):
     return config, built, params, step
 
 
+def checkpoint_state(store, run_id: int, step: int | None = None):
+    """(config, built, params, optimiser state, step) of the run's checkpoint at ``step`` (the
+    newest when None; step 0 = the initial parameters and state when no checkpoint is kept)."""
+    config = RunConfig.from_dict(store.get_run(run_id)["config"])
+    built = build(config)
+    ck = store.latest_checkpoint(run_id, step=step) if step != 0 else None
+    if ck is None:
+        if step not in (None, 0):
+            raise ValueError(f"run #{run_id} keeps no checkpoint of update {step}")
+        params = init_params(built)
+        return config, built, params, built.optimizer.init(params), 0
+    params, opt_state = restore_state(built, ck[1])
+    return config, built, params, opt_state, ck[0]
+
+
 def fresh_model(task: str, layers: str, seed: int = 0):
     """(built, params) of a freshly initialised small model of ``task`` (Gaussian init; RNN tasks
     with T = 5).  Raises :class:`~hflab.config.ConfigError` for a bad layer string."""

@@ -85,6 +85,73 @@ def run_picker(label: str, runs: pd.DataFrame, key: str, default_id: int | None 
     return st.selectbox(label, ids, index=index, format_func=lambda i: labels[int(i)], key=key)
 
 
+def curvature_over_training(store, run_id: int, config, n_params: int):
+    """The curvature instrument's over-training views of a run (stored per checkpoint)."""
+    from . import instrument
+    profiles = store.spectra(run_id)
+    if not profiles:
+        plain_caption("No curvature profiles stored for this run yet (they are taken at update 0 "
+                      "and every checkpoint; checkpoint_every = 0 keeps only the end).")
+        return
+    metrics = store.metrics(run_id)
+    first = profiles[-1][1]
+    plain_caption(f"{len(profiles)} checkpoints · on the first {first['cases']} training cases · "
+                  f"density by SLQ ({first['probes']} probes × {first['steps']} Lanczos steps), "
+                  "traces by Hutchinson, block λ_max by Lanczos — computed between updates, "
+                  "never inside a timed update")
+    symbols = list(first["kinds"])
+    tabs = st.tabs([f"density of {s}" for s in symbols] +
+                   ["top eigenvalue", "HF's λ and G", "per block"])
+    for tab, s in zip(tabs, symbols):
+        with tab:
+            chart(instrument.density_heatmap(profiles, s, f"spectral density of {s} over "
+                                             "training"), f"density-{s}", f"density-{s}-{run_id}")
+    with tabs[len(symbols)]:
+        line = instrument.stability_threshold(config.optimizer, config.settings)
+        chart(instrument.top_eigenvalue_chart(metrics, line), "top-eig", f"top-eig-{run_id}")
+        if line is None:
+            plain_caption("the edge-of-stability line 2/η is drawn for SGD and momentum runs")
+    with tabs[len(symbols) + 1]:
+        chart(instrument.damping_chart(metrics, profiles, n_params), "damping-g",
+              f"damping-g-{run_id}")
+    with tabs[len(symbols) + 2]:
+        s = st.radio("matrix", symbols, horizontal=True, key=f"blocks-{run_id}")
+        chart(instrument.block_chart(profiles, s, f"{s} per weight block"), "blocks",
+              f"blocks-{s}-{run_id}")
+
+
+def loss_slices(store, run_id: int, key: str):
+    """Loss slices of one of the run's kept checkpoints (HF: along its step with q(αp))."""
+    from . import instrument
+    steps = [0] + [s for s in store.checkpoint_steps(run_id) if s]
+    c1, c2, c3 = st.columns(3)
+    step = c1.selectbox("checkpoint (update)", steps, index=len(steps) - 1, key=f"{key}-step")
+    k = c2.number_input("Hessian eigenvectors", 0, 4, 2, key=f"{key}-k")
+    cases = c3.number_input("cases", 1, 512, 64, key=f"{key}-cases")
+    try:
+        data = _slice_data(store, int(run_id), int(step), int(k), int(cases))
+    except (ConfigError, ValueError) as e:
+        error(e)
+        return
+    chart(instrument.slice_chart(data, f"loss slices at update {step} ({data['n_cases']} "
+                                 "cases)"), f"{key}-slices", f"slices-{run_id}-{step}")
+    if "step" in data:
+        s = data["step"]
+        plain_caption(f"HF's step from this checkpoint (λ = {s['damping']:.3g}, its warm start; "
+                      f"this batch as gradient and curvature batch): ρ = {s['rho']:.3g}, the "
+                      "ratio of the two curves' values at α = 1")
+    if "plane" in data:
+        chart(instrument.plane_chart(data, "the loss over the plane of the first two "
+                                     "directions"), f"{key}-plane", f"plane-{run_id}-{step}")
+
+
+@st.cache_data(max_entries=32, show_spinner="computing loss slices…")
+def _slice_data(_store, run_id: int, step: int, k: int, cases: int) -> dict:
+    from . import analysis, instrument
+    _, built, params, opt_state, _ = analysis.checkpoint_state(_store, run_id, step)
+    return instrument.slice_data(built, params, cases, k, opt_state)
+
+
 def query_run_id() -> int | None:
     try:
         return int(st.query_params.get("run"))

@@ -52,6 +52,21 @@ def test_app_frame_shows_the_device_badge():
     assert "Runs use · cpu" in badge and "Device · CPU" in badge
 
 
+def chart_spec(at, title):
+    import json
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if spec["layout"].get("title", {}).get("text") == title:
+            return spec
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def chart_titles(at) -> list[str]:
+    import json
+    return [json.loads(c.proto.spec)["layout"].get("title", {}).get("text")
+            for c in at.get("plotly_chart")]
+
+
 def test_curvature_page_fresh_model_and_run_checkpoint():
     at = page("curvature").run()
     assert not at.exception
@@ -64,12 +79,25 @@ def test_curvature_page_fresh_model_and_run_checkpoint():
     run_id = lab.store.create_run(cfg)
     run_to_store(lab.store, run_id, cfg)
     at = page("curvature", {"run": str(run_id)}).run()
-    assert not at.exception
-    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 7   # + the spectrum over training
+    assert not at.exception and not at.error
     assert any("at update 4" in c.value for c in at.caption)
     assert any("at update 0 and every checkpoint" in shown(c.value) for c in at.caption)
     m = lab.store.metrics(run_id)
     assert m.dropna(subset=["spectrum_G_max"])["step"].tolist() == [0, 2, 4]
+    # the curvature instrument: densities of G and H over training, λ_max with its line, HF's
+    # λ beside G, per-block traces; loss slices of the newest checkpoint and their plane
+    titles = chart_titles(at)
+    for title in ("spectral density of G over training", "spectral density of H over training",
+                  "top Hessian eigenvalue over training", "HF's λ beside G's spectrum",
+                  "G per weight block", "loss slices at update 4 (64 cases)",
+                  "the loss over the plane of the first two directions"):
+        assert title in titles, (title, titles)
+    slices = chart_spec(at, "loss slices at update 4 (64 cases)")
+    names = [t["name"] for t in slices["data"]]
+    assert "HF's model q(αp) − q(0)" in names and "loss along p" in names
+    assert sum(n.startswith("eigenvector") for n in names) == 2
+    at.selectbox(key="curv-slices-step").set_value(2).run()
+    assert not at.exception and "loss slices at update 2 (64 cases)" in chart_titles(at)
 
 
 def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
@@ -85,8 +113,13 @@ def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
     assert not at.exception and not at.error
     captions = " ".join(shown(c.value) for c in at.caption)
     assert "3,610 parameters (block W2)" in captions
-    # every kind, H−G, J, spectrum, K-FAC's two, and the spectrum over training (updates 0, 1)
-    assert len(at.get("plotly_chart")) == len(KIND_INFO) + 6
+    # every kind, H−G, J, spectrum, K-FAC's two, the spectrum and curvature over training and
+    # the loss slices (Lanczos on the Hessian operator: no dense matrix above the cap)
+    titles = chart_titles(at)
+    assert sum(t.startswith(("Gauss-Newton", "Hessian", "Empirical Fisher", "H − G"))
+               or t.endswith("(run #%d at update 1)" % run_id) for t in titles) >= len(KIND_INFO)
+    assert "spectral density of H over training" in titles
+    assert "loss slices at update 1 (64 cases)" in titles
     assert any("relative error" in shown(c.value) and "(over the entries shown)" in shown(c.value)
                for c in at.caption)
     assert any("λ_max(H)" in m.value for m in at.markdown)
@@ -98,8 +131,11 @@ def test_cg_inspector_shows_trace_and_timelines():
     run_id = lab.store.create_run(cfg)
     run_to_store(lab.store, run_id, cfg)
     at = page("cg_inspector").run()
-    assert not at.exception
-    assert len(at.get("plotly_chart")) == 2
+    assert not at.exception and not at.error
+    titles = chart_titles(at)
+    assert titles[0] == "CG trace of update 3" and len(titles) == 4
+    names = [t["name"] for t in chart_spec(at, "loss slices at update 0 (64 cases)")["data"]]
+    assert "HF's model q(αp) − q(0)" in names
     assert [m.label for m in at.metric][:2] == ["CG iterations", "stop reason"]
 
 
