@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
-.PHONY: setup run test test-core test-research test-bench mutants bench bench-papers bench-autoencoders \
-	bench-rnn-cost research report clean
+.PHONY: setup run test test-long test-core test-research test-bench mutants bench bench-papers bench-autoencoders \
+	bench-rnn-cost bench-curvature research report clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,11 @@ run: $(STAMP)
 # two workers, one file each at a time (a file's tests share its fixtures and servers): compiling
 # is single-threaded, so the two cores overlap one file's compilation with another's
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --ignore=tests/long tests
+
+# long checks (minutes each): the lab solving a pathological RNN problem through the CLI
+test-long: $(STAMP)
+	$(PY) -m pytest -q tests/long
 
 # the numerical core (no app, no browser), with 4 host devices for the in-process mesh test
 CORE_TESTS = tests/test_losses.py tests/test_models.py tests/test_cg.py tests/test_hf.py \
@@ -65,6 +69,10 @@ bench-autoencoders: $(STAMP)
 # where an RNN CG iteration's time goes, against the matmul roofline (T = 20 and 100, ~3 minutes)
 bench-rnn-cost: $(STAMP)
 	$(PY) -m benchmarks --only rnn_cost
+
+# the curvature instrument: SLQ density cost at 10³…10⁶ parameters, and the edge of stability
+bench-curvature: $(STAMP)
+	$(PY) -m benchmarks --only curvature_instrument
 
 # a study: make research STUDY=gradient_signal (records/<study>.jsonl, then the report)
 research: $(STAMP)

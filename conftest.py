@@ -24,6 +24,10 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_backend_optimization_level=0").strip()
+# The per-checkpoint curvature profile (SLQ density, traces, blocks) compiles for seconds per
+# model shape on a background thread: off for the suite, on (``curvature_profiles`` fixture, and
+# the browser tests' server) in the tests that check it.
+os.environ.setdefault("HFLAB_CURVATURE_PROFILE", "0")
 jax.config.update("jax_compilation_cache_dir", os.environ["HFLAB_TEST_JAX_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -41,6 +45,12 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HFLAB_HOME", str(tmp_path / "hflab-home"))
 
 
+@pytest.fixture
+def curvature_profiles(monkeypatch):
+    """Runs in this test measure the per-checkpoint curvature profile, as the lab does."""
+    monkeypatch.setenv("HFLAB_CURVATURE_PROFILE", "1")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """After each test module, drop JAX's compiled programs and the lab's caches of them: every
@@ -49,6 +59,8 @@ def _release_compiled_programs():
     where LLVM fails with 'Cannot allocate memory'."""
     yield
     from hflab import compiled, experiment
+    from hflab.core import spectra
     experiment._OPT_CACHE.clear()
     compiled.COMPILED.clear()
+    spectra._programs.cache_clear()
     jax.clear_caches()

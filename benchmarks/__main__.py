@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import hflab  # noqa: F401
 
-from . import (autoencoders, feedback, gv_cost, hf_update, lr_sweep, peer, rnn_cost,
-               rnn_problems, scaling)
+from . import (autoencoders, curvature_instrument, feedback, gv_cost, hf_update, lr_sweep,
+               peer, rnn_cost, rnn_problems, scaling)
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
@@ -20,8 +20,10 @@ SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_proble
 # rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
 # rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
-# rnn_papers / autoencoder_papers are the paper-scale comparisons (hours)
-ON_DEMAND = {"lr_sweep": lr_sweep, "peer": peer, "feedback": feedback, "rnn_cost": rnn_cost,
+# curvature_instrument: the density's cost at 10³…10⁶ parameters and the edge of stability
+# (~5 minutes); rnn_papers / autoencoder_papers are the paper-scale comparisons (hours)
+ON_DEMAND = {"lr_sweep": lr_sweep, "curvature_instrument": curvature_instrument, "peer": peer,
+             "feedback": feedback, "rnn_cost": rnn_cost,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
              "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),
              "autoencoder_papers": SimpleNamespace(run=autoencoders.run_papers)}

@@ -18,6 +18,8 @@ from __future__ import annotations
 import collections
 import threading
 
+from .core.spectra import profiles_enabled
+
 
 class CurvatureMonitor:
     def __init__(self, store, run_id: int):
@@ -71,7 +73,7 @@ class CurvatureMonitor:
             traces = {}
             with self._cond:
                 behind = bool(self._queue)
-            if not behind:        # the profile only while keeping up (the last one always)
+            if profiles_enabled() and not behind:   # while keeping up (the last one always)
                 profile = tracker.profile(params)
                 traces = {f"trace_{s}": k["trace"] for s, k in profile["kinds"].items()}
                 self.store.log_spectra(self.run_id, record["step"], profile)

@@ -20,7 +20,7 @@ from hflab.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["run", "--task", "regression", "--layers", "8-8", "--steps", "5", "--optimizer", "hf",
        "--dtype", "float64", "--n-train", "101", "--n-test", "33", "--damping", "10",
-       "--eval-every", "1", "--checkpoint-every", "2", "--quiet"]
+       "--eval-every", "1", "--checkpoint-every", "5", "--quiet"]
 COMPARED = ["train_loss", "test_loss", "rho", "damping", "cg_iters", "grad_norm", "step_norm"]
 
 

@@ -29,7 +29,7 @@ def small(**kw):
     return RunConfig.from_dict(base)
 
 
-def test_round_trip_of_every_field(tmp_path):
+def test_round_trip_of_every_field(tmp_path, curvature_profiles):
     store = Store(tmp_path)
     cfg = small(optimizer="hf", name="round trip")
     run_id = store.create_run(cfg)
@@ -184,7 +184,7 @@ def test_killed_cli_run_is_interrupted_and_resumes(tmp_path):
     assert list(m["step"]) == list(range(0, 3001))
 
 
-def test_export_import_round_trip_csv_and_parquet(tmp_path):
+def test_export_import_round_trip_csv_and_parquet(tmp_path, curvature_profiles):
     store = Store(tmp_path / "a")
     cfg = small(optimizer="hf", steps=3)
     rid = store.create_run(cfg)

@@ -15,7 +15,9 @@ helper compiles its product for each call.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -33,29 +35,48 @@ BLOCK_PROBES, BLOCK_STEPS = 8, 16       # each block's trace (8 products) and λ
 KEYS = {k.name: k.symbol for k in KIND_INFO.values() if k.tracked}   # kind → metric symbol
 
 
+@functools.lru_cache(maxsize=64)
+def _programs(apply_fn, loss, kind: str, blocks: tuple | None):
+    """The jitted product and profile of one kind, shared by every tracker (every run) of the
+    same model, loss and blocks: the batch is an argument, so a comparison of several
+    optimisers on one model compiles them once."""
+    def op(params, batch):
+        return CurvatureOperator(apply_fn, loss, params, batch, kind=kind)
+
+    def profile(params, batch, key):
+        o = op(params, batch)
+        k1, k2 = jax.random.split(key)
+        nodes, weights = slq_kernel(o.multiply, o.n, o.flat.dtype, SLQ_PROBES,
+                                    min(SLQ_STEPS, o.n), k1)
+        tops, sums = block_kernel(o.multiply, o.n, o.flat.dtype,
+                                  check_blocks(blocks or [("all", 0, o.n)], o.n), BLOCK_PROBES,
+                                  BLOCK_STEPS, k2)
+        return nodes, weights, tops, sums
+    return jax.jit(lambda p, batch, v: op(p, batch).multiply(v)), jax.jit(profile)
+
+
+def profiles_enabled() -> bool:
+    """``HFLAB_CURVATURE_PROFILE=0`` keeps the extremes but skips the per-checkpoint profile
+    (for a machine too small to spare the measuring)."""
+    return os.environ.get("HFLAB_CURVATURE_PROFILE", "1") != "0"
+
+
 class SpectrumTracker:
     """``tracker(params) -> {"spectrum_G_max": …, "spectrum_G_min": …, …}`` for every tracked
-    curvature kind's symbol (NaN where Lanczos did not converge)."""
+    curvature kind's symbol (NaN where Lanczos did not converge); :meth:`profile` the rest."""
 
     def __init__(self, apply_fn, loss, train: Batch, maxiter: int = 10, tol: float = 1e-3,
                  blocks=None):
         n = min(N_CASES, int(train.x.shape[0]))
         self.batch = Batch(train.x[:n], train.y[:n], train.mask[:n])
         self.maxiter, self.tol = maxiter, tol
-        self.blocks = blocks                 # (name, start, stop); None: the whole vector
-        self._mv = {kind: jax.jit(lambda p, v, kind=kind: CurvatureOperator(
-            apply_fn, loss, p, self.batch, kind=kind).multiply(v)) for kind in KEYS}
-        self._profile = {kind: jax.jit(lambda p, key, kind=kind: self._profile_kernel(
-            CurvatureOperator(apply_fn, loss, p, self.batch, kind=kind), key)) for kind in KEYS}
-
-    def _profile_kernel(self, op, key):
-        blocks = check_blocks(self.blocks or [("all", 0, op.n)], op.n)
-        k1, k2 = jax.random.split(key)
-        nodes, weights = slq_kernel(op.multiply, op.n, op.flat.dtype, SLQ_PROBES,
-                                    min(SLQ_STEPS, op.n), k1)
-        tops, sums = block_kernel(op.multiply, op.n, op.flat.dtype, blocks, BLOCK_PROBES,
-                                  BLOCK_STEPS, k2)
-        return nodes, weights, tops, sums
+        self.blocks = None if blocks is None else tuple(
+            (str(name), int(a), int(b)) for name, a, b in blocks)  # None: the whole vector
+        programs = {kind: _programs(apply_fn, loss, kind, self.blocks) for kind in KEYS}
+        self._mv = {kind: (lambda p, v, f=mv: f(p, self.batch, v))
+                    for kind, (mv, _) in programs.items()}
+        self._profile = {kind: (lambda p, key, f=prof: f(p, self.batch, key))
+                         for kind, (_, prof) in programs.items()}
 
     def profile(self, params, seed: int = 0) -> dict:
         """``{"cases", "probes", "steps", "kinds": {symbol: {"nodes", "weights", "trace",

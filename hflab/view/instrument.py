@@ -115,7 +115,7 @@ def top_eigenvalue_chart(metrics: pd.DataFrame, threshold=None,
 def damping_chart(metrics: pd.DataFrame, profiles, n_params: int,
                   title: str = "HF's λ beside G's spectrum") -> go.Figure:
     fig = go.Figure()
-    series = [("damping", "HF's λ (damping used)", "#d62728")]
+    series = [("damping", "λ (the damping each update used)", "#d62728")]
     series += [("spectrum_G_max", "λ_max(G)", PALETTE[0]), ("spectrum_G_min", "|λ_min(G)|",
                                                             PALETTE[2])]
     for col, name, colour in series:

@@ -14,7 +14,8 @@ from browser import ARGS, CHROMIUM, ROOT, SERVER_HOME, free_port
 def server(tmp_path_factory):
     port = free_port()
     home = tmp_path_factory.mktemp("e2e-home")
-    env = {**os.environ, "HFLAB_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HFLAB_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "HFLAB_CURVATURE_PROFILE": "1"}             # the lab as a person runs it
     # no --server.address: the project's .streamlit/config.toml decides where it listens
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
                              "--server.port", str(port), "--server.headless", "true",

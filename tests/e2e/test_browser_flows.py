@@ -58,3 +58,58 @@ def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chr
     page.get_by_role("button", name="■ Stop").click()
     page.close()
 
+
+
+def _figure_titles(page):
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(
+        g => (g.layout && g.layout.title && g.layout.title.text) || '')""")
+
+
+def _wait_titles(page, wanted, timeout=150):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not all(any(t.startswith(w) for t in _figure_titles(page))
+                                             for w in wanted):
+        time.sleep(1.0)
+    titles = _figure_titles(page)
+    for w in wanted:
+        assert any(t.startswith(w) for t in titles), (w, titles)
+    return titles
+
+
+def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chromium_browser):
+    """An HF run trains while the Curvature page shows its spectral density over training and
+    its loss slices, and the CG inspector the loss along HF's step with the quadratic model."""
+    from browser import SERVER_HOME
+
+    from hflab.store import Store
+    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(server + "/?task=regression&optimizers=hf&steps=3000&layers=8",
+              wait_until="networkidle")
+    wait_app(page)
+    page.get_by_role("button", name="▶ Start").click()
+    page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+    store = Store(SERVER_HOME["home"])
+    runs = store.runs()
+    run_id = int(runs[runs["optimizer"] == "hf"]["id"].max())
+    deadline = time.time() + 120
+    while time.time() < deadline and len(store.spectra(run_id)) < 2:
+        time.sleep(0.5)
+    assert len(store.spectra(run_id)) >= 2, "profiles at update 0 and a checkpoint"
+    view = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})  # a second tab
+    view.goto(server + f"/curvature?run={run_id}", wait_until="networkidle")
+    _wait_titles(view, ["spectral density of G over training", "loss slices at update"])
+    assert store.get_run(run_id)["status"] == "running", "the views follow a run still training"
+    assert view.locator("[data-testid='stException']").count() == 0
+    heat = view.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        (g.layout.title.text || '').startsWith('spectral density of G')).data[0]""")
+    assert heat["type"] == "heatmap" and len(heat["x"]) >= 2      # two checkpoints or more
+    shot(view, "15-curvature-over-training-live")
+    view.goto(server + f"/cg_inspector?run={run_id}", wait_until="networkidle")
+    _wait_titles(view, ["CG trace of update", "loss slices at update"])
+    names = view.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        (g.layout.title.text || '').startsWith('loss slices')).data.map(t => t.name)""")
+    assert "HF's model q(αp) − q(0)" in names and "loss along p" in names
+    shot(view, "16-cg-inspector-loss-slices")
+    view.close()
+    page.get_by_role("button", name="■ Stop").click()
+    page.close()
