@@ -6,8 +6,9 @@ goes straight on with its next update; the monitor's own thread measures them
 density, Hutchinson traces, per-block λ_max and traces) and writes the results to the store: the
 extremes and traces into that update's metrics row, the profile into the ``spectra`` table.
 Checkpoints are measured in order; the extremes of every one, the profile (costlier) of those
-that find the monitor keeping up — when checkpoints come faster than profiles, the waiting ones
-get extremes only, so the monitor never falls far behind.  A run that ends waits for its queued
+that find fewer than :data:`MAX_BACKLOG` checkpoints waiting — when checkpoints come much faster
+than profiles (while the first profile compiles, say), the waiting ones get extremes only, so the
+monitor never falls far behind.  A run that ends waits for its queued
 checkpoints before it reports its final status (its last checkpoint always gets a profile), a
 stopped run does not.
 Why a thread: the first profile of a run compiles for seconds, and neither that nor the
@@ -19,6 +20,8 @@ import collections
 import threading
 
 from .core.spectra import profiles_enabled
+
+MAX_BACKLOG = 8      # checkpoints waiting beyond which a checkpoint gets extremes only
 
 
 class CurvatureMonitor:
@@ -72,7 +75,7 @@ class CurvatureMonitor:
                 return
             traces = {}
             with self._cond:
-                behind = bool(self._queue)
+                behind = len(self._queue) >= MAX_BACKLOG
             if profiles_enabled() and not behind:   # while keeping up (the last one always)
                 profile = tracker.profile(params)
                 traces = {f"trace_{s}": k["trace"] for s, k in profile["kinds"].items()}

@@ -61,8 +61,10 @@ def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chr
 
 
 def _figure_titles(page):
-    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(
-        g => (g.layout && g.layout.title && g.layout.title.text) || '')""")
+    """The Plotly figures' titles as drawn (Streamlit's theme wraps them in <b>)."""
+    return [t.replace("<b>", "").replace("</b>", "") for t in page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].map(
+        g => (g.layout && g.layout.title && g.layout.title.text) || '')""")]
 
 
 def _wait_titles(page, wanted, timeout=150):
@@ -83,7 +85,7 @@ def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chrom
 
     from hflab.store import Store
     page = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(server + "/?task=regression&optimizers=hf&steps=3000&layers=8",
+    page.goto(server + "/?task=regression&optimizers=hf&steps=100000&layers=8",
               wait_until="networkidle")
     wait_app(page)
     page.get_by_role("button", name="▶ Start").click()
@@ -101,13 +103,13 @@ def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chrom
     assert store.get_run(run_id)["status"] == "running", "the views follow a run still training"
     assert view.locator("[data-testid='stException']").count() == 0
     heat = view.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
-        (g.layout.title.text || '').startsWith('spectral density of G')).data[0]""")
+        (g.layout.title.text || '').includes('spectral density of G')).data[0]""")
     assert heat["type"] == "heatmap" and len(heat["x"]) >= 2      # two checkpoints or more
     shot(view, "15-curvature-over-training-live")
     view.goto(server + f"/cg_inspector?run={run_id}", wait_until="networkidle")
     _wait_titles(view, ["CG trace of update", "loss slices at update"])
     names = view.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
-        (g.layout.title.text || '').startsWith('loss slices')).data.map(t => t.name)""")
+        (g.layout.title.text || '').includes('loss slices')).data.map(t => t.name)""")
     assert "HF's model q(αp) − q(0)" in names and "loss along p" in names
     shot(view, "16-cg-inspector-loss-slices")
     view.close()

@@ -1,0 +1,99 @@
+"""The lab-wide scheduler: a concurrency limit, first come first served, positions of the
+waiting, giving up when stopped; and the lab's comparisons going through it."""
+import threading
+import time
+
+import pytest
+
+from hflab.config import preset_config
+from hflab.scheduler import Scheduler, default_limit
+
+
+def test_at_most_limit_run_at_once_and_the_rest_start_in_order():
+    sched = Scheduler(limit=2)
+    started, lock = [], threading.Lock()
+    release = {t: threading.Event() for t in range(5)}
+    peak = [0]
+
+    def work(t):
+        assert sched.acquire(t)
+        with lock:
+            started.append(t)
+            peak[0] = max(peak[0], len(sched.running()))
+        release[t].wait(10)
+        sched.release(t)
+
+    threads = []
+    for t in range(5):                       # arrive in order 0…4
+        threads.append(threading.Thread(target=work, args=(t,)))
+        threads[-1].start()
+        time.sleep(0.05)
+    assert sorted(started) == [0, 1] and sched.waiting() == [2, 3, 4]
+    assert [sched.position(t) for t in (2, 3, 4)] == [0, 1, 2] and sched.position(0) is None
+    for t in (1, 0, 2, 3, 4):                # finish out of order: the queue still drains in order
+        release[t].set()
+        time.sleep(0.2)
+    for th in threads:
+        th.join(5)
+    assert started == [0, 1, 2, 3, 4] and peak[0] == 2
+    assert sched.running() == [] and sched.waiting() == []
+
+
+def test_a_waiting_ticket_gives_up_and_leaves_the_queue():
+    sched = Scheduler(limit=1)
+    assert sched.acquire("a")
+    stop = threading.Event()
+    out = []
+    th = threading.Thread(target=lambda: out.append(sched.acquire("b", give_up=stop.is_set)))
+    th.start()
+    time.sleep(0.2)
+    assert sched.position("b") == 0
+    stop.set()
+    th.join(5)
+    assert out == [False] and sched.waiting() == []
+    sched.release("a")
+    assert sched.acquire("c", give_up=lambda: True)      # free slot: admitted at once
+
+
+def test_no_limit_and_the_limit_from_the_environment(monkeypatch):
+    sched = Scheduler(limit=0)
+    assert all(sched.acquire(t) for t in range(20))
+    monkeypatch.setenv("HFLAB_MAX_CONCURRENT", "3")
+    assert default_limit() == 3
+    monkeypatch.setenv("HFLAB_MAX_CONCURRENT", "-1")
+    with pytest.raises(ValueError, match="HFLAB_MAX_CONCURRENT = -1"):
+        default_limit()
+    monkeypatch.setenv("HFLAB_MAX_CONCURRENT", "two")
+    with pytest.raises(ValueError, match="'two'"):
+        default_limit()
+
+
+def test_lab_queues_comparisons_beyond_the_limit_and_reports_their_position(tmp_path):
+    from hflab.lab import Lab
+    lab = Lab(tmp_path)
+    lab.scheduler = Scheduler(limit=1)
+    slow = preset_config("regression", layers="4", steps=400, checkpoint_every=0, n_train=64,
+                         n_test=16)
+    first = lab.start_many([slow, slow.replace(optimizer="adam")])
+    second = lab.start(slow.replace(optimizer="sgd", steps=3))
+    deadline = time.time() + 60
+    while time.time() < deadline and lab.progress(first[0])["phase"] in ("queued", "preparing",
+                                                                        "compiling"):
+        time.sleep(0.05)
+    p = lab.progress(second)
+    assert p["phase"] == "queued" and p["queue_ahead"] == 0 and p["queue_running"] == 1
+    assert lab.store.metrics(second).empty                 # not started: nothing recorded
+    for i in first:
+        lab.stop(i)
+    assert lab.wait(second, timeout=120)
+    assert lab.store.get_run(second)["status"] == "finished"
+    # a queued comparison stopped before its turn ends without ever training
+    lab.scheduler = Scheduler(limit=1)
+    blocker = lab.start(slow)
+    waiting = lab.start(slow.replace(optimizer="adam"))
+    time.sleep(0.3)
+    lab.stop(waiting)
+    assert lab.wait(waiting, timeout=30)
+    assert lab.store.get_run(waiting)["status"] == "stopped"
+    lab.stop(blocker)
+    lab.wait(blocker, timeout=60)
