@@ -26,8 +26,8 @@ from hflab.core.models import Model
 
 SIZES = {1_000: (32, 24, 8), 10_000: (64, 128, 16), 100_000: (256, 320, 64, 10),
          1_000_000: (784, 1000, 200, 10)}
-EOS_STEPS = {False: 1500, True: 6000}
-EOS_RATES = (0.05, 0.2)
+EOS_STEPS = {False: 4000, True: 12000}
+EOS_RATES = (0.03, 0.06)
 
 
 def _mlp(sizes, cases: int, seed: int = 0):

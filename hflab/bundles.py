@@ -1,7 +1,8 @@
 """Run bundles: export runs to a zip file and import them into another store.
 
-A bundle holds ``manifest.json`` (format, version, table format, run ids) and the runs, metrics
-and CG-trace tables as CSV or Parquet.  Import validates the *whole* bundle before anything is
+A bundle holds ``manifest.json`` (format, version, table format, run ids), the runs, metrics,
+CG-trace and curvature-profile tables as CSV or Parquet, the data sets the runs were trained on
+and each run's newest checkpoint (so an imported run exports its trained model).  Import validates the *whole* bundle before anything is
 written — manifest, member sizes (:data:`MAX_MEMBER_BYTES`), compression method, JSON depth,
 every run's configuration through :func:`hflab.config.validate`, every metric and trace cell by
 type, text lengths and row counts — and then adds every run in one transaction
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import math
+import re
+import sqlite3
 import time
 import zipfile
 from pathlib import Path
@@ -76,7 +78,38 @@ def export(store: Store, run_ids, path, fmt: str = "csv") -> Path:
             zf.writestr(f"{name}.{fmt}", buf.getvalue())
         for ds_id in sorted({json.loads(c).get("data") or "" for c in runs["config"]} - {""}):
             zf.writestr(f"datasets/{ds_id}.npz", datasets.stored_bytes(ds_id))
+        for i in ids:              # the newest checkpoint: an imported run keeps its weights
+            ck = store.latest_checkpoint(i)
+            if ck is not None:
+                buf = io.BytesIO()
+                np.savez(buf, **ck[1])
+                zf.writestr(f"checkpoints/{i}-step{ck[0]}.npz", buf.getvalue())
     return path
+
+
+_CHECKPOINT = re.compile(r"checkpoints/(-?\d+)-step(\d+)\.npz")
+_LEAF = re.compile(r"(leaf_\d{5}|counter_\w{1,40}|curriculum_\w{1,40})")
+
+
+def _checkpoints(zf: zipfile.ZipFile) -> dict[int, tuple[int, dict]]:
+    """Bundled checkpoints by the run id they belong to: ``{id: (step, arrays)}``; plain numeric
+    arrays under the lab's own names only (no pickles)."""
+    out = {}
+    for name in zf.namelist():
+        m = _CHECKPOINT.fullmatch(name)
+        if not m:
+            continue
+        try:
+            with np.load(io.BytesIO(_member(zf, name)), allow_pickle=False) as data:
+                leaves = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise BundleError(f"{name} unreadable ({e})") from None
+        bad = [k for k, a in leaves.items() if not _LEAF.fullmatch(k) or a.dtype.kind not in
+               "fiub"]
+        if bad:
+            raise BundleError(f"{name}: array {bad[0]!r} is not a checkpoint array of HF Lab")
+        out[int(m.group(1))] = (_required_step(int(m.group(2)), name), leaves)
+    return out
 
 
 def _datasets(zf: zipfile.ZipFile) -> list:
@@ -303,6 +336,7 @@ def import_bundle(store: Store, path) -> list[int]:
             with zipfile.ZipFile(path) as zf:
                 tables = _tables(zf, _manifest(zf))
                 carried = _datasets(zf)
+                checkpoints = _checkpoints(zf)
         except (zipfile.BadZipFile, OSError, ValueError, RecursionError) as e:
             if isinstance(e, BundleError):
                 raise
@@ -335,6 +369,15 @@ def import_bundle(store: Store, path) -> list[int]:
     for ds in carried:
         datasets.save(ds, store.home)
     try:
-        return store.insert_runs(rows, metrics, traces, spectra)
+        new_ids = store.insert_runs(rows, metrics, traces, spectra)
     except sqlite3.IntegrityError as e:         # one transaction: nothing was written
         raise BundleError(f"{path.name}: rows conflict ({e})") from None
+    try:
+        for old, new in zip(ids, new_ids):
+            if old in checkpoints:
+                store.save_checkpoint(new, *checkpoints[old])
+    except OSError as e:                        # all or nothing: the runs go again
+        for new in new_ids:
+            store.delete_run(new)
+        raise BundleError(f"{path.name}: a checkpoint could not be written ({e})") from None
+    return new_ids

@@ -26,6 +26,7 @@ from .compiled import enable_compilation_cache
 from .experiment import build, init_params, make_trainer
 from .core.spectra import SpectrumTracker
 from .monitor import CurvatureMonitor
+from .scheduler import Scheduler
 from .store import Store, default_home
 
 COUNTER_KEYS = ("wall_seconds", "compile_seconds", "n_grad", "n_gv", "n_forward", "n_passes")
@@ -208,6 +209,7 @@ def run_to_store(store: Store, run_id: int, config: RunConfig, should_stop=None,
 @dataclass
 class _Handle:
     run: StoredRun
+    ticket: int                       # its comparison's place in the lab's scheduler
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -229,6 +231,7 @@ class Lab:
         datasets.add_folder(self.store.home)
         self._handles: dict[int, _Handle] = {}
         self._lock = threading.Lock()
+        self.scheduler = Scheduler()           # at most `limit` comparisons advance at once
         self._beat: threading.Thread | None = None
 
     def start(self, config: RunConfig) -> int:
@@ -296,16 +299,24 @@ class Lab:
             self.store.delete_run(int(i))
 
     def _launch(self, items):
-        handles = [_Handle(StoredRun(self.store, i, c, resume=r)) for i, c, r in items]
+        ticket = items[0][0]
+        handles = [_Handle(StoredRun(self.store, i, c, resume=r), ticket) for i, c, r in items]
 
         def work():
+            scheduler = self.scheduler
+            # its turn (or all of its runs stopped while queued: each then ends at once)
+            admitted = scheduler.acquire(ticket, lambda: all(h.stop.is_set() for h in handles))
             pending = list(handles)
-            while pending:                     # one update of each run in turn
-                for h in list(pending):
-                    if not h.run.advance(h.stop.is_set):
-                        pending.remove(h)
-                        with self._lock:
-                            self._handles.pop(h.run.run_id, None)
+            try:
+                while pending:                     # one update of each run in turn
+                    for h in list(pending):
+                        if not h.run.advance(h.stop.is_set):
+                            pending.remove(h)
+                            with self._lock:
+                                self._handles.pop(h.run.run_id, None)
+            finally:
+                if admitted:
+                    scheduler.release(ticket)
 
         with self._lock:
             for h in handles:
@@ -373,6 +384,8 @@ class Lab:
                "steps": steps, "fraction": min(1.0, done / max(steps, 1)),
                "active": handle is not None, "error": info["error"],
                "phase_seconds": None if since is None else time.time() - since, "eta": None}
+        if handle is not None and phase == "queued":
+            out.update(self._queue_place(handle.ticket))
         trainer = handle.run.trainer if handle is not None else None
         stage = trainer.where() if trainer is not None else None
         if stage:
@@ -385,6 +398,28 @@ class Lab:
                     left = min(left, max(trainer.config.max_seconds - trainer.active_seconds, 0))
                 out["eta"] = left
         return out
+
+
+    def _queue_place(self, ticket) -> dict:
+        """A waiting comparison's place: comparisons ahead of it in the queue, those running,
+        and the wait when it is known (the time left of the running comparison that frees its
+        slot, from their runs' ETAs)."""
+        ahead = self.scheduler.position(ticket)
+        if ahead is None:
+            return {}
+        running = self.scheduler.running()
+        with self._lock:
+            by_ticket = {}
+            for h in self._handles.values():
+                by_ticket.setdefault(h.ticket, []).append(h.run.run_id)
+        left = []
+        for t in running:
+            etas = [self.progress(i)["eta"] for i in by_ticket.get(t, [])]
+            left.append(max(etas) if etas and None not in etas else None)
+        free = sorted(left, key=lambda v: float("inf") if v is None else v)
+        limit = self.scheduler.limit
+        wait = free[ahead] if limit and ahead < len(free) and len(running) >= limit else None
+        return {"queue_ahead": ahead, "queue_running": len(running), "queue_wait": wait}
 
 
 _LABS: dict[str, Lab] = {}

@@ -295,6 +295,14 @@ class Store:
             df[c] = df[c].astype(float)
         return df
 
+    def final_metrics(self) -> pd.DataFrame:
+        """Every run's newest step: ``run_id``, ``step``, ``train_loss``, ``wall_seconds``."""
+        with self._lock:
+            return pd.read_sql_query(
+                "SELECT m.run_id, m.step, m.train_loss, m.wall_seconds FROM metrics m JOIN "
+                "(SELECT run_id, MAX(step) AS step FROM metrics GROUP BY run_id) last "
+                "ON m.run_id = last.run_id AND m.step = last.step", self._conn)
+
     def cg_traces(self, run_id: int, steps=None) -> pd.DataFrame:
         sql = "SELECT * FROM cg_traces WHERE run_id=?"
         params: list = [run_id]

@@ -45,7 +45,12 @@ if opts:
     view = view[view["optimizer"].isin(opts)]
 if statuses:
     view = view[view["status"].isin(statuses)]
-cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "device", "error"]
+final = lab.store.final_metrics()
+view = view.merge(final, left_on="id", right_on="run_id", how="left").rename(
+    columns={"error": "note", "train_loss": "final train loss",
+             "wall_seconds": "optimisation seconds"})
+cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "final train loss",
+        "optimisation seconds", "device", "note"]
 st.dataframe(view[cols].sort_values("id", ascending=False), hide_index=True, key="runs_table")
 
 chosen = st.multiselect("runs to overlay / export / delete", list(view["id"]),
@@ -68,6 +73,11 @@ if chosen:
             path = bundles.export(lab.store, chosen, Path(tmp) / f"hflab-runs.{fmt}.zip", fmt)
             col.download_button(f"download {fmt.upper()} bundle", path.read_bytes(),
                                 file_name=path.name, mime="application/zip", key=f"dl-{fmt}")
+    resumable = [int(i) for i in chosen if lab.resumable(int(i))]
+    if st.button(f"↻ resume {len(resumable)} of the chosen runs (stopped, interrupted or failed)",
+                 disabled=not resumable, key="runs_resume"):
+        started = lab.resume_many(resumable)
+        st.success(f"resumed runs {started}: follow them on Curvature, the CG inspector or here")
     with st.expander("delete"):
         sure = st.checkbox(f"yes, delete runs {', '.join(map(str, chosen))} and their checkpoints",
                            key="runs_sure")

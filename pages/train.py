@@ -63,11 +63,12 @@ def widget(key: str, label: str, container=st):
         return container.selectbox(label, choices, key=f"f_{key}", help=help_text)
     if kind == "bool":
         return container.checkbox(label, key=f"f_{key}", help=help_text)
+    # no min_value: a value out of range is kept and named by the config's check on Start (a
+    # widget that only turns red would start with the previous value)
     if kind == "int":
-        return container.number_input(label, min_value=0, step=1, key=f"f_{key}", help=help_text)
+        return container.number_input(label, step=1, key=f"f_{key}", help=help_text)
     if kind == "float":
-        return container.number_input(label, min_value=0.0, format="%.4g", key=f"f_{key}",
-                                      help=help_text)
+        return container.number_input(label, format="%.4g", key=f"f_{key}", help=help_text)
     return container.text_input(label, key=f"f_{key}", help=help_text)
 
 
@@ -101,6 +102,8 @@ with st.sidebar:
     st.multiselect("optimisers", optimizers.NAMES, key="f_optimizers",
                    format_func=lambda n: optimizers.REGISTRY[n].label)
     widget("steps", "updates")
+    widget("max_seconds", "time budget per run: seconds of training, compiling left out (0 = "
+                          "none)")
     widget("seed", "seed")
     for name, entry in optimizers.REGISTRY.items():
         if not entry.field_names():
@@ -120,17 +123,22 @@ st.session_state.form = form
 st.query_params.from_dict(formstate.query_from_form(form))
 
 c1, c2, c3 = st.columns([1, 1, 1])
-start = c1.button("▶ Start", type="primary", key="start")
+# one comparison per session at a time: a double click cannot start two that share the cores
+busy = any(lab.is_active(i) for i in st.session_state.get("group", []))
+st.session_state.busy_shown = busy
+start = c1.button("▶ Start", type="primary", key="start", disabled=busy,
+                  help="disabled while this session's comparison trains" if busy else None)
 stop = c2.button("■ Stop", key="stop")
 resume = c3.button("↻ Resume", key="resume")
 
-if start:
+if start and not busy:
     try:
         configs = formstate.configs_from_form(form)
     except ConfigError as e:
         ui.error(f"Cannot start: {e}")
     else:
         st.session_state.group = lab.start_many(configs)
+        st.rerun()                       # drawn again with Start disabled while it trains
 group = st.session_state.get("group", [])
 if stop:
     for run_id in group:
@@ -138,7 +146,14 @@ if stop:
     if any(lab.is_active(i) for i in group):
         st.toast("stopping — each run ends before its next update")
 if resume:
-    lab.resume_many(group)
+    if not group:
+        st.info("This browser session has started no comparison: resume any stored run on the "
+                "**Runs** page.")
+    else:
+        resumed = lab.resume_many(group)
+        if not resumed:
+            st.info("Nothing to resume: this comparison's runs are training or ended on their "
+                    "own (finished or diverged).")
 
 x_axis = st.radio("x axis", list(plots.X_AXES), horizontal=True, key="x_axis",
                   format_func=lambda k: plots.X_AXES[k])
@@ -149,8 +164,14 @@ def progress_text(p: dict) -> str:
     """'compiling… 3 s', 'training 40/300 · about 12 s left', or the final status."""
     phase = p["phase"] if p["active"] else p["status"]
     text = f"{phase} {p['steps_done']}/{p['steps']}"
+    if p.get("queue_ahead") is not None:           # waiting for the lab's scheduler
+        wait = "" if p["queue_wait"] is None else f", about {p['queue_wait']:.0f} s"
+        return (f"queued — {p['queue_ahead']} ahead, {p['queue_running']} running (the lab "
+                f"trains at most {lab.scheduler.limit} comparisons at once){wait}")
     if p["active"] and p["phase_seconds"] is not None and phase != "training":
         text = f"{phase}… {p['phase_seconds']:.0f} s"
+    if not p["active"] and p["status"] == "finished" and "target" in (p["error"] or ""):
+        text = f"solved — {p['error']}"
     if p.get("stage"):
         text += f" · {p['stage']}"
     if p["eta"] is not None:
@@ -164,12 +185,17 @@ def live():
     if not group:
         st.info("Choose a task and optimisers in the sidebar, then press **Start**.")
         return
+    if st.session_state.get("busy_shown") and not any(lab.is_active(i) for i in group):
+        st.session_state.busy_shown = False
+        st.rerun()                       # the comparison is over: Start is enabled again
     runs = lab.store.runs()
     runs = runs[runs["id"].isin(group)]
     labels = {int(r["id"]): r["name"] or f"#{r['id']}" for _, r in runs.iterrows()}
     cols = st.columns(max(len(group), 1))
     for col, (_, r) in zip(cols, runs.iterrows()):
         p = lab.progress(int(r["id"]))
+        if p["status"] == "finished" and p["steps_done"] < p["steps"]:
+            p["fraction"] = 1.0          # stopped at its target: done, not part-way
         col.progress(p["fraction"], text=ui.plain(
             f"#{r['id']} {r['optimizer']}: {progress_text(p)} · {r['device']}"))
         if p["status"] in ("failed", "diverged"):

@@ -50,3 +50,35 @@ def test_export_model_of_an_unknown_run_is_a_clean_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no run with id 7" in err and "Traceback" not in err
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_an_imported_run_exports_its_trained_model_not_the_initial_one(tmp_path):
+    """Bundles carry each run's newest checkpoint: the model exported from the imported run is
+    the trained one (its update and test loss equal the original's)."""
+    from hflab import bundles
+    store = Store(tmp_path / "a")
+    cfg = preset_config(**CASES["mlp"], checkpoint_every=1).validate()
+    run_id = store.create_run(cfg)
+    assert run_to_store(store, run_id, cfg) == "finished"
+    path = bundles.export(store, [run_id], tmp_path / "b.zip")
+    other = Store(tmp_path / "b")
+    (new_id,) = bundles.import_bundle(other, path)
+    assert other.latest_checkpoint(new_id)[0] == CASES["mlp"]["steps"]
+    _, original = model_files(store, run_id, evaluate=True)
+    _, imported = model_files(other, new_id, evaluate=True)
+    assert imported["test_loss"] == pytest.approx(original["test_loss"], rel=1e-12)
+    # a bundle whose checkpoint holds a foreign array is refused whole
+    with zipfile.ZipFile(path) as zf, zipfile.ZipFile(tmp_path / "bad.zip", "w") as out:
+        for name in zf.namelist():
+            data = zf.read(name)
+            if name.startswith("checkpoints/"):
+                import io
+
+                import numpy as np
+                buf = io.BytesIO()
+                np.savez(buf, evil=np.array(["x"]))
+                data = buf.getvalue()
+            out.writestr(name, data)
+    with pytest.raises(bundles.BundleError, match="not a checkpoint array"):
+        bundles.import_bundle(other, tmp_path / "bad.zip")
+    assert len(other.runs()) == 1

@@ -24,8 +24,8 @@ from ..tasks import CUSTOM, TASK_NAMES, TaskSpec, get_spec
 DEFAULT_TASK = "digits-ae"
 DEFAULT_OPTIMIZERS = ["hf", "sgd"]
 # the settings every run of one comparison shares (what the page offers besides optimisers)
-COMMON_FIELDS = ("steps", "seed", "layers", "activation", "loss", "init", "seq_len",
-                 "curriculum", "weight_cost", "dtype", "devices", "data")
+COMMON_FIELDS = ("steps", "max_seconds", "seed", "layers", "activation", "loss", "init",
+                 "seq_len", "curriculum", "weight_cost", "dtype", "devices", "data")
 
 
 # What to look for in each preset's default comparison, and why.  No measured numbers here: what

@@ -60,7 +60,8 @@ def test_widget_changes_go_into_the_url():
 
 
 # one non-default, valid value per form key (the RNN-only keys on an RNN task)
-ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "seed": "3", "layers": "7-5",
+ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "max_seconds": "12.5", "seed": "3",
+              "layers": "7-5",
               "activation": "relu", "loss": "logistic", "init": "glorot", "weight_cost": "0.001",
               "dtype": "float64", "devices": "cpu", "hf.curvature": "hessian",
               "hf.damping": "2.5", "hf.max_cg_iters": "40", "hf.cg_decay": "0.5",

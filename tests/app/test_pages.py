@@ -36,14 +36,44 @@ def test_live_curves_grow_and_stop_works():
     n1 = lab.store.metrics(list(lab.store.runs()["id"])).shape[0]
     time.sleep(0.5)
     assert lab.store.metrics(list(lab.store.runs()["id"])).shape[0] > n1
+    # one comparison per session at a time: Start is disabled (no second click can start one)
+    assert at.button(key="start").disabled
     at.button(key="stop").click().run()
     wait_idle(60)
     assert set(lab.store.runs()["status"]) == {"stopped"}
+    at.run()
+    assert not at.button(key="start").disabled
     at.button(key="resume").click().run()
     assert lab.active()
     for run_id in lab.active():
         lab.stop(run_id)
     wait_idle(60)
+
+
+def test_a_time_budget_in_the_form_ends_every_run_of_the_comparison():
+    """The form's time budget (max_seconds, also in the URL) gives each optimiser the same
+    seconds of optimisation; a new session's Resume says where resuming is."""
+    at = page("train", {"task": "seed-333", "optimizers": "hf,adam", "steps": "1000000",
+                        "max_seconds": "1.5"}).run()
+    assert at.number_input(key="f_max_seconds").value == 1.5
+    at.button(key="start").click().run()
+    wait_idle(180)
+    lab = get_lab()
+    runs = lab.store.runs()
+    assert set(runs["status"]) == {"finished"} and runs["error"].str.contains("budget").all()
+    for run_id in runs["id"]:
+        m = lab.store.metrics(int(run_id))
+        assert m["wall_seconds"].max() < 1.5 + 2.0             # at most one update over
+        assert m["step"].max() < 1_000_000
+    fresh = page("train").run()
+    fresh.button(key="resume").click().run()
+    assert any("Runs" in shown(i.value) for i in fresh.info)
+    # an out-of-range value typed in a field is named on Start, not replaced by the last one
+    at = page("train", {"task": "seed-333", "optimizers": "sgd"}).run()
+    at.number_input(key="f_steps").set_value(-10).run()
+    at.button(key="start").click().run()
+    assert any("steps" in shown(e.value) and "-10" in shown(e.value) for e in at.error)
+    assert len(get_lab().store.runs()) == 2                         # nothing started
 
 
 def test_app_frame_shows_the_device_badge():
@@ -185,6 +215,17 @@ def test_runs_page_overlay_export_delete():
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
     assert len(at.get("download_button")) >= 3
+    table = at.dataframe[0].value
+    assert {"final train loss", "optimisation seconds", "note"} <= set(table.columns)
+    last = lab.store.metrics(ids[1]).iloc[-1]
+    row = table[table["id"] == ids[1]].iloc[0]
+    assert row["final train loss"] == pytest.approx(last["train_loss"])
+    # Resume from the Runs page, whichever session started the run
+    lab.store.set_status(ids[0], "interrupted", "the process running it ended unexpectedly")
+    at.run()
+    at.button(key="runs_resume").click().run()
+    wait_idle(60)
+    assert lab.store.get_run(ids[0])["status"] == "finished"
     at.checkbox(key="runs_sure").check().run()
     at.button(key="runs_delete").click().run()
     assert lab.store.runs().empty
