@@ -7,7 +7,9 @@ import streamlit as st
 import hflab  # noqa: F401
 from hflab.view import ui
 
-st.set_page_config(page_title="HF Lab", layout="wide")
+# an emoji icon is drawn in the page (a data: URL); a page's :material: icon as the favicon
+# would be fetched from an outside font server, and the lab makes no outside request
+st.set_page_config(page_title="HF Lab", page_icon="📉", layout="wide")
 
 PAGES = [
     st.Page("pages/train.py", title="Train & compare", icon=":material/show_chart:", default=True),

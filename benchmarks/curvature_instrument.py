@@ -17,7 +17,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import hflab
 from hflab.core.curvature import CurvatureOperator

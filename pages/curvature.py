@@ -127,11 +127,19 @@ else:
         except (ConfigError, ValueError, KeyError) as e:
             ui.error(e)
         else:
+            @st.cache_resource(max_entries=16, show_spinner="computing the curvature view…")
+            def view_at(_store, run, step, cases, block):
+                """One view per (run, checkpoint): following a live run recomputes it only when
+                a new checkpoint is written, never on the 2-second refresh."""
+                _, built, params, _, step = analysis.checkpoint_state(_store, run, step)
+                return built, analysis.curvature_view(built, params, cases, block), step
+
             @st.fragment(run_every=2.0 if follow and lab.is_active(int(run_id)) else None)
             def live():
                 try:
-                    _, built, params, step = analysis.run_params(lab.store, int(run_id))
-                    snap = analysis.curvature_view(built, params, n_cases, block)
+                    kept = lab.store.checkpoint_steps(int(run_id))
+                    built, snap, step = view_at(lab.store, int(run_id), kept[-1] if kept else 0,
+                                                n_cases, block)
                 except (ConfigError, ValueError) as e:
                     ui.error(e)
                     return

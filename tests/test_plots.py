@@ -118,8 +118,13 @@ def test_spectrum_over_training_shows_the_four_extremes_with_markers():
                       "spectrum_H_max": [6.0, np.nan, 3.5, 2.1],
                       "spectrum_H_min": [-1.0, np.nan, -0.2, -0.01]})
     fig = plots.spectrum_over_training(m)
-    assert [t.name for t in fig.data] == ["λ_max(G)", "λ_min(G)", "λ_max(H)", "λ_min(H)"]
+    assert [t.name for t in fig.data] == ["|λ_max(G)|", "|λ_min(G)|", "|λ_max(H)|",
+                                          "|λ_min(H)|"]
     assert list(fig.data[2].x) == [0, 2, 4]               # steps without a checkpoint left out
+    # magnitudes on a log axis, the signed values kept for the hover
+    assert fig.layout.yaxis.type == "log"
+    assert list(fig.data[3].y) == [1.0, 0.2, 0.01] and list(fig.data[3].customdata) == \
+        [-1.0, -0.2, -0.01]
     assert all("markers" in t.mode for t in fig.data)
     assert plots.spectrum_over_training(pd.DataFrame({"step": [0]})).data == ()
 

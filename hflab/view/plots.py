@@ -150,13 +150,15 @@ def spectrum_over_training(metrics: pd.DataFrame,
     for i, (col, name) in enumerate(cols):
         if col not in have:
             continue
+        # magnitudes on a log axis (the ends span decades; a PSD matrix's floor is rounding
+        # around 0), the signed value in the hover
         fig.add_trace(go.Scatter(
-            x=have["step"], y=have[col], name=name, mode="lines+markers",
+            x=have["step"], y=have[col].abs(), customdata=have[col], name=f"|{name}|",
+            mode="lines+markers",
             line=dict(color=PALETTE[i // 2], dash="solid" if col.endswith("max") else "dot"),
-            hovertemplate=f"{name} at update %{{x}}: %{{y:.6g}}<extra></extra>"))
-    fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
+            hovertemplate=f"{name} at update %{{x}}: %{{customdata:.6g}}<extra></extra>"))
     fig.update_xaxes(title="updates")
-    fig.update_yaxes(title="eigenvalue", exponentformat="power")
+    fig.update_yaxes(title="|eigenvalue|", type="log", exponentformat="power")
     return _layout(fig, title)
 
 

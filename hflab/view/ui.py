@@ -109,8 +109,9 @@ def curvature_over_training(store, run_id: int, config, n_params: int):
     with tabs[len(symbols)]:
         line = instrument.stability_threshold(config.optimizer, config.settings)
         chart(instrument.top_eigenvalue_chart(metrics, line), "top-eig", f"top-eig-{run_id}")
-        if line is None:
-            plain_caption("the edge-of-stability line 2/η is drawn for SGD and momentum runs")
+        plain_caption("λ_max on the tracking batch (the first training cases); the edge of "
+                      "stability concerns the full-batch Hessian of full-batch descent"
+                      + ("" if line else " — the 2/η line is drawn for SGD and momentum runs"))
     with tabs[len(symbols) + 1]:
         chart(instrument.damping_chart(metrics, profiles, n_params), "damping-g",
               f"damping-g-{run_id}")

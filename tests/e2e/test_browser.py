@@ -13,6 +13,8 @@ def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
     """HF, K-FAC and Adam side by side on the digits autoencoder: three runs' curves grow on one
     chart; then the other pages."""
     page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
+    requests = []                      # every request any page makes: the lab's own only
+    page.on("request", lambda r: requests.append(r.url))
     page.goto(server + "/?task=digits-ae&optimizers=hf,kfac,adam&steps=400",
               wait_until="networkidle")
     page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
@@ -63,6 +65,10 @@ def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
     page.get_by_text("runs to overlay").wait_for(timeout=60_000)
     page.wait_for_selector(".js-plotly-plot", timeout=60_000)
     shot(page, "06-runs")
+    from urllib.parse import urlparse
+    outside = sorted({u for u in requests if urlparse(u).scheme not in ("data", "blob")
+                      and urlparse(u).hostname not in ("127.0.0.1", "localhost")})
+    assert len(requests) > 50 and not outside, outside
     page.close()
 
 
