@@ -1,5 +1,6 @@
-"""End-to-end in a real browser: the Curvature page at 610 and ~10,000 parameters, and a length
-curriculum typed into the form training stage by stage."""
+"""End-to-end in a real browser: the Curvature page at 610 and 3,610 parameters (above the dense
+cap), a length curriculum typed into the form training stage by stage, and the curvature
+instrument following a live run."""
 import time
 
 from browser import needs_chromium, shot, wait_app
@@ -7,7 +8,7 @@ from browser import needs_chromium, shot, wait_app
 pytestmark = needs_chromium
 
 
-def test_curvature_page_for_610_and_10000_parameters(server, chromium_browser):
+def test_curvature_page_for_610_and_3610_parameters(server, chromium_browser):
     page = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})
     page.goto(server + "/curvature", wait_until="networkidle")
     page.get_by_text("cases in the curvature batch").wait_for(timeout=60_000)
@@ -18,7 +19,7 @@ def test_curvature_page_for_610_and_10000_parameters(server, chromium_browser):
     assert page.locator("[data-testid='stException']").count() == 0
     shot(page, "09-curvature-610")
     box = page.get_by_role("textbox", name="hidden layers / units")
-    box.fill("128-12")
+    box.fill("48")                     # 3,610 parameters: above the dense cap
     box.press("Enter")
     page.get_by_text("600 sampled parameters").first.wait_for(timeout=180_000)
     page.wait_for_selector(".js-plotly-plot", timeout=180_000)
@@ -28,7 +29,7 @@ def test_curvature_page_for_610_and_10000_parameters(server, chromium_browser):
     page.get_by_text("top/bottom eigenvalues (Lanczos)").first.wait_for(timeout=120_000)
     page.get_by_text("λ_max(H)").first.wait_for(timeout=120_000)
     time.sleep(1.0)
-    shot(page, "10-curvature-9998-block-and-lanczos")
+    shot(page, "10-curvature-3610-sample-and-lanczos")
     page.close()
 
 
@@ -79,32 +80,34 @@ def _wait_titles(page, wanted, timeout=150):
 
 
 def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chromium_browser):
-    """An HF run trains while the Curvature page shows its spectral density over training and
-    its loss slices, and the CG inspector the loss along HF's step with the quadratic model."""
+    """An HF run trains while a second tab's Curvature page follows it: the spectral density
+    over training fills in checkpoint by checkpoint, the loss slices render; the CG inspector
+    shows the loss along HF's step with the quadratic model."""
     from browser import SERVER_HOME
 
     from hflab.store import Store
     page = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(server + "/?task=regression&optimizers=hf&steps=100000&layers=8",
+    page.goto(server + "/?task=regression&optimizers=hf&steps=4000&layers=8",
               wait_until="networkidle")
     wait_app(page)
     page.get_by_role("button", name="▶ Start").click()
-    page.wait_for_selector(".js-plotly-plot", timeout=90_000)
     store = Store(SERVER_HOME["home"])
-    runs = store.runs()
-    run_id = int(runs[runs["optimizer"] == "hf"]["id"].max())
-    deadline = time.time() + 120
-    while time.time() < deadline and len(store.spectra(run_id)) < 2:
-        time.sleep(0.5)
-    assert len(store.spectra(run_id)) >= 2, "profiles at update 0 and a checkpoint"
+    deadline = time.time() + 60
+    while time.time() < deadline and (store.runs().empty or
+                                      store.runs()["status"].iloc[-1] != "running"):
+        time.sleep(0.2)
+    run_id = int(store.runs()["id"].max())
+    assert store.get_run(run_id)["status"] == "running"
     view = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})  # a second tab
     view.goto(server + f"/curvature?run={run_id}", wait_until="networkidle")
     _wait_titles(view, ["spectral density of G over training", "loss slices at update"])
-    assert store.get_run(run_id)["status"] == "running", "the views follow a run still training"
     assert view.locator("[data-testid='stException']").count() == 0
-    heat = view.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
-        (g.layout.title.text || '').includes('spectral density of G')).data[0]""")
-    assert heat["type"] == "heatmap" and len(heat["x"]) >= 2      # two checkpoints or more
+    columns = """() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        (g.layout.title.text || '').includes('spectral density of G')).data[0].x.length"""
+    deadline = time.time() + 120
+    while time.time() < deadline and view.evaluate(columns) < 2:
+        time.sleep(1.0)
+    assert view.evaluate(columns) >= 2, "the density fills in as checkpoints are measured"
     shot(view, "15-curvature-over-training-live")
     view.goto(server + f"/cg_inspector?run={run_id}", wait_until="networkidle")
     _wait_titles(view, ["CG trace of update", "loss slices at update"])
