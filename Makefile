@@ -17,6 +17,9 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)
+	@case "$(ADDRESS)" in 127.*|localhost|::1) ;; *) echo "WARNING: HF Lab has no login —" \
+		"anyone who can reach $(ADDRESS):$(PORT) can start runs and read every stored run;" \
+		"prefer an SSH tunnel to a loopback-bound lab (see README)." >&2 ;; esac
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) \
 		--server.headless true --browser.gatherUsageStats false
 

@@ -49,7 +49,7 @@ def density_cost(full: bool):
             quad = hflab.slq_quadrature(op, num_probes=10, num_steps=50, seed=0)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        trace, err = hflab.hutchinson_trace(op, num_probes=100)
+        trace, err = hflab.hutchinson_trace(op, num_probes=100, return_error=True)
         t_trace = time.perf_counter() - t0
         yield {"benchmark": "density_cost", "n_params": int(model.n_params),
                "target_params": target, "sizes": list(sizes), "cases": 64, "probes": 10,

@@ -204,13 +204,22 @@ def live():
     if metrics.empty:
         st.caption("preparing data and the model…")
         return
+    colours = {int(r["id"]): plots.optimizer_colour(r["optimizer"]) for _, r in runs.iterrows()}
+    spec = formstate.spec_of(runs["task"].iloc[0]) if len(runs) else None
+    # a squared-error loss's error is the summed squared error: twice the loss, not drawn again
+    same = spec is not None and spec.loss == "squared" and spec.metric in ("mse",
+                                                                            "reconstruction")
     left, right = st.columns(2)
     with left:
-        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="loss", log_y=log_y),
-                 "loss", "loss-curves")
-    with right:
-        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="error", log_y=log_y),
-                 "error", "error-curves")
+        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="loss", log_y=log_y,
+                                   colours=colours), "loss", "loss-curves")
+        if same:
+            st.caption("The error (squared error summed over outputs) is twice this loss here, "
+                       "so it is not drawn again.")
+    if not same:
+        with right:
+            ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="error", log_y=log_y,
+                                       colours=colours), "error", "error-curves")
 
 
 live()

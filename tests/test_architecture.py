@@ -106,3 +106,15 @@ def test_the_readme_results_are_the_ones_the_records_give():
     rows = [r for r in block.splitlines() if r.startswith("| ") and "---" not in r][1:]
     assert 1 <= len(rows) <= 15
     assert all("](docs/benchmarks.md#" in r for r in rows)
+
+
+def test_make_run_warns_when_the_lab_is_exposed_beyond_this_machine():
+    """No login: ``make run ADDRESS=<non-loopback>`` says so before starting (``PY=true`` stands
+    in for the interpreter, so nothing starts)."""
+    import subprocess
+    args = ["make", "-s", "run", "PY=true", "STAMP=Makefile"]
+    exposed = subprocess.run(args + ["ADDRESS=0.0.0.0"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert exposed.returncode == 0 and "no login" in exposed.stderr
+    local = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert local.returncode == 0 and local.stderr == ""

@@ -82,14 +82,16 @@ def test_hutchinson_trace_is_within_its_statistical_bound(kind):
     else:
         np.testing.assert_allclose(mat, dense_hessian(), atol=1e-12)
     probes = 400
-    est, sem = hflab.hutchinson_trace(op, num_probes=probes, seed=3)
+    est, sem = hflab.hutchinson_trace(op, num_probes=probes, seed=3, return_error=True)
+    assert hflab.hutchinson_trace(op, num_probes=probes, seed=3) == est       # a plain number
     bound = 4.0 * hutchinson_sd(mat) / np.sqrt(probes)
     assert abs(est - np.trace(mat)) <= bound
     assert sem == pytest.approx(hutchinson_sd(mat) / np.sqrt(probes), rel=0.3)
     # XTrace with n probes sees the whole space: exact
-    exact, _ = density.hutchinson_trace(op, num_probes=N, method="xtrace")
+    exact = density.hutchinson_trace(op, num_probes=N, method="xtrace")
     assert exact == pytest.approx(np.trace(mat), rel=1e-8, abs=1e-10)
-    diag, dsem = density.hutchinson_diagonal(op, num_probes=probes, seed=4)
+    diag, dsem = density.hutchinson_diagonal(op, num_probes=probes, seed=4, return_error=True)
+    assert dsem.shape == diag.shape == (N,)
     row_sd = np.sqrt(np.sum((mat - np.diag(np.diag(mat))) ** 2, axis=1))   # per entry
     assert np.all(np.abs(diag - np.diag(mat)) <= 5.0 * row_sd / np.sqrt(probes) + 1e-12)
 

@@ -1,7 +1,7 @@
-"""Data parallelism on 1, 2 and 4 simulated CPU devices gives the same numbers (float64).
+"""Data parallelism on 1 and 4 simulated CPU devices gives the same numbers (float64).
 
 XLA fixes the number of host devices when it starts, so the checks run in a child process with
-``--xla_force_host_platform_device_count=4``.  Batches of 101 cases do not divide by 2 or 4:
+``--xla_force_host_platform_device_count=4``.  Batches of 101 cases do not divide by 4:
 the placer pads them with zero-mask cases.
 """
 import json
@@ -35,7 +35,7 @@ cases = {
                          checkpoint_every=0, max_cg_iters=30),
     # CG amplifies the rounding of a different summation order roughly by the condition number
     # of G + λI per iteration; a larger λ, a contracting W_rec and 10 CG iterations keep this
-    # RNN's ten updates well enough conditioned that float64 runs on 1, 2 and 4 devices agree to
+    # RNN's ten updates well enough conditioned that float64 runs on 1 and 4 devices agree to
     # 1e-10 (with the addition preset's λ = 1 and 30 iterations they agree to ~1e-8)
     "rnn": preset_config("addition", seq_len=8, n_train=101, n_test=37, dtype="float64", steps=6,
                          checkpoint_every=0, max_cg_iters=10, n_chunks=1, eval_every=1,
@@ -48,7 +48,7 @@ for name, cfg in cases.items():
     opt = built.optimizer
     v = jax.tree_util.tree_map(lambda a: jnp.ones_like(a) * 0.1, params)
     results = {}
-    for n in (1, 2, 4):
+    for n in (1, 4):
         place = parallel.placer(str(n))
         p, s, b = params, opt.init(params), batch
         if place is not None:
@@ -65,7 +65,7 @@ for name, cfg in cases.items():
                       "update": ravel_pytree(p1)[0], "rho": info.rho,
                       "ten": ravel_pytree(final.params)[0],
                       "test_loss": final.last["test_loss"]}
-    for n in (2, 4):
+    for n in (4,):
         for k in ("grad", "gv", "update", "rho", "ten", "test_loss"):
             out[f"{name}/{k}/{n}"] = rel(results[n][k], results[1][k])
 # the store / lab path with a mesh
@@ -79,7 +79,7 @@ print(json.dumps(out))
 """
 
 
-def test_one_two_and_four_devices_agree(tmp_path):
+def test_one_and_four_devices_agree(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], env=env, cwd=ROOT,
@@ -87,7 +87,7 @@ def test_one_two_and_four_devices_agree(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     errors = {k: v for k, v in out.items() if "/" in k}
-    assert len(errors) == 24
+    assert len(errors) == 12                          # 2 cases × 6 quantities × 4 devices
     # Tolerances by what a different all-reduce summation order can do in float64: one product
     # (gradient, Gv) changes by ~1e-16 relative; one HF update runs CG, which amplifies it by up
     # to ~cond(G + λI) per iteration; ten updates compound that.  A real sharding bug (a lost or

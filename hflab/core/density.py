@@ -181,9 +181,10 @@ def spectral_density(op, num_probes: int = 10, num_steps: int = 50, *, grid=None
 
 
 # ----------------------------------------------------------------------------- Hutchinson
-def hutchinson_trace(op, num_probes: int = 100, seed: int = 0,
-                     method: str = "hutchinson") -> tuple[float, float]:
-    """``(estimate of tr C, its standard error)`` from ``num_probes`` products.
+def hutchinson_trace(op, num_probes: int = 100, seed: int = 0, method: str = "hutchinson",
+                     return_error: bool = False):
+    """The estimate of ``tr C`` from ``num_probes`` products (with ``return_error``:
+    ``(estimate, its standard error)``).
 
     ``method="hutchinson"``: Rademacher probes, the plain Monte-Carlo mean.  ``"xtrace"``:
     matfree's XTrace (exact on the span of the probes, the rest by exchangeable Hutchinson;
@@ -204,20 +205,20 @@ def hutchinson_trace(op, num_probes: int = 100, seed: int = 0,
     else:
         raise ValueError(f"method = {method!r}; allowed: 'hutchinson', 'xtrace'")
     mean, sem = jax.jit(lambda key: estimate(matvec, key))(jax.random.PRNGKey(seed))
-    return float(mean), float(sem)
+    return (float(mean), float(sem)) if return_error else float(mean)
 
 
-def hutchinson_diagonal(op, num_probes: int = 100, seed: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """``(estimate of diag C, standard error per entry)`` from Rademacher probes
-    (``v ⊙ Cv`` averaged; Bekas, Kokiopoulou & Saad 2007)."""
+def hutchinson_diagonal(op, num_probes: int = 100, seed: int = 0, return_error: bool = False):
+    """The estimate of ``diag C`` from Rademacher probes (``v ⊙ Cv`` averaged; Bekas,
+    Kokiopoulou & Saad 2007); with ``return_error``: ``(estimate, standard error per entry)``."""
     _check_counts(num_probes)
     matvec, n, dtype = as_matvec(op)
     sampler = stochtrace.sampler_signs(jnp.zeros(n, dtype), num=int(num_probes))
     estimate = stochtrace.estimator_monte_carlo_mean_and_sem(
         stochtrace.monte_carlo_diagonal(), sampler)
     mean, sem = jax.jit(lambda key: estimate(matvec, key))(jax.random.PRNGKey(seed))
-    return np.asarray(mean, np.float64), np.asarray(sem, np.float64)
+    mean, sem = np.asarray(mean, np.float64), np.asarray(sem, np.float64)
+    return (mean, sem) if return_error else mean
 
 
 # ----------------------------------------------------------------------------- blocks

@@ -28,19 +28,26 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     return fig
 
 
+def optimizer_colour(name: str) -> str:
+    """One colour per optimiser, the same on every chart and page (its place in the registry)."""
+    from ..optimizers import NAMES
+    return PALETTE[list(NAMES).index(name) % len(PALETTE)] if name in NAMES else PALETTE[-1]
+
+
 def loss_curves(metrics: pd.DataFrame, labels: dict, x: str = "step", y: str = "loss",
-                log_y: bool = True, title: str | None = None) -> go.Figure:
+                log_y: bool = True, title: str | None = None,
+                colours: dict | None = None) -> go.Figure:
     """Train (solid) and test (dashed) curves of ``y`` ∈ {loss, error} for each run.
 
     ``metrics`` has ``run_id``, the x column and ``train_<y>``/``test_<y>``; ``labels`` maps
-    run ids to legend names.
+    run ids to legend names; ``colours`` run ids to colours (default: by position).
     """
     if x not in X_AXES:
         raise ValueError(f"x axis {x!r}; allowed: {list(X_AXES)}")
     fig = go.Figure()
     for i, (run_id, label) in enumerate(labels.items()):
         df = metrics[metrics["run_id"] == run_id] if not metrics.empty else metrics
-        colour = PALETTE[i % len(PALETTE)]
+        colour = (colours or {}).get(run_id) or PALETTE[i % len(PALETTE)]
         for split, dash in (("train", "solid"), ("test", "dash")):
             col = f"{split}_{y}"
             if df.empty or col not in df:

@@ -24,7 +24,19 @@ def test_each_preset_starts_and_finishes_a_tiny_run(task):
     runs = get_lab().store.runs()
     assert list(runs["status"]) == ["finished", "finished"], runs[["status", "error"]]
     assert set(runs["optimizer"]) == {"hf", "adam"} and set(runs["task"]) == {task}
-    assert len(at.get("plotly_chart")) == 2                  # loss and error curves
+    # loss and error curves; with a squared-error loss the error is twice the loss: one chart
+    twice = SPECS[task].loss == "squared" and SPECS[task].metric in ("mse", "reconstruction")
+    assert len(at.get("plotly_chart")) == (1 if twice else 2)
+    if twice:
+        assert any("twice this loss" in c.value for c in at.caption)
+    # each optimiser keeps its colour wherever it is drawn
+    import json
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    by_name = {t["name"].split(" · ")[1]: t["line"]["color"] for t in fig["data"]
+               if " · " in t["name"]}
+    assert by_name["hf"] != by_name["adam"]
+    from hflab.view.plots import optimizer_colour
+    assert by_name == {"hf": optimizer_colour("hf"), "adam": optimizer_colour("adam")}
 
 
 def test_a_curriculum_run_starts_from_the_form_and_records_its_stage():
