@@ -90,13 +90,18 @@ def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chrom
     page.goto(server + "/?task=regression&optimizers=hf&steps=300&layers=8",
               wait_until="networkidle")
     wait_app(page)
-    page.get_by_role("button", name="▶ Start").click()
     store = Store(SERVER_HOME["home"])
+    before = set(store.runs()["id"])                 # the module's earlier tests' runs
+    page.get_by_role("button", name="▶ Start").click()
+
+    def ours():
+        runs = store.runs()
+        new = runs[~runs["id"].isin(before) & (runs["task"] == "regression")]
+        return new.iloc[0] if len(new) else None
     deadline = time.time() + 60
-    while time.time() < deadline and (store.runs().empty or
-                                      store.runs()["status"].iloc[-1] != "running"):
+    while time.time() < deadline and (ours() is None or ours()["status"] != "running"):
         time.sleep(0.2)
-    run_id = int(store.runs()["id"].max())
+    run_id = int(ours()["id"])
     assert store.get_run(run_id)["status"] == "running"
     view = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})  # a second tab
     view.goto(server + f"/curvature?run={run_id}", wait_until="networkidle")
@@ -108,12 +113,16 @@ def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chrom
     while time.time() < deadline and view.evaluate(columns) < 2:
         time.sleep(1.0)
     assert view.evaluate(columns) >= 2, "the density fills in as checkpoints are measured"
+    view.get_by_text("Curvature over training").first.scroll_into_view_if_needed()
+    view.wait_for_timeout(500)
     shot(view, "15-curvature-over-training-live")
     view.goto(server + f"/cg_inspector?run={run_id}", wait_until="networkidle")
     _wait_titles(view, ["CG trace of update", "loss slices at update"])
     names = view.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
         (g.layout.title.text || '').includes('loss slices')).data.map(t => t.name)""")
     assert "HF's model q(αp) − q(0)" in names and "loss along p" in names
+    view.get_by_text("The loss along HF's step").first.scroll_into_view_if_needed()
+    view.wait_for_timeout(500)
     shot(view, "16-cg-inspector-loss-slices")
     view.close()
     page.close()
