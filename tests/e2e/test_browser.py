@@ -103,7 +103,12 @@ def test_navigation_keeps_the_form_and_the_url(server, chromium_browser):
     for title in ("Curvature", "CG inspector", "Train & compare"):
         nav(page, title)
     wait_app(page)
-    page.wait_for_timeout(1000)                 # (a sleep would leave page.url stale)
+    # the page writes the form into the URL when its script reaches that line (a rerun — the
+    # comparison ending re-enables Start — can delay it under load): poll, page.url stays live
+    for _ in range(30):
+        page.wait_for_timeout(500)
+        if "layers=16-16" in page.url:
+            break
     assert "layers=16-16" in page.url and "steps=1500" in page.url, page.url
     assert "task=regression" in page.url and "optimizers=hf" in page.url
     layers = page.get_by_role("textbox", name="hidden layers (e.g. 400-200-100)")
