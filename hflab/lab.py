@@ -78,7 +78,6 @@ class StoredRun:
         self.spectra = None                # the curvature tracker (hflab.core.spectra)
         self.monitor = CurvatureMonitor(store, run_id)     # runs it off the training path
         self._spectra_of = None            # the Built whose training set ``spectra`` uses
-        self._should_stop = None
         self.notes: list[str] = []         # e.g. checkpoints that could not be read on resume
         self.start_step = 0
         self.status = None                 # the final status once done
@@ -160,7 +159,6 @@ class StoredRun:
 
     def advance(self, should_stop=None) -> bool:
         """Prepare, or run one update; False once the run is over (status stored)."""
-        self._should_stop = should_stop
         try:
             if self.trainer is None:
                 if should_stop is not None and should_stop():
