@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import datasets
 from .config import ConfigError, RunConfig
+from .ownership import IMPORT
 from .store import METRIC_COLUMNS, STATUSES, Store
 
 BUNDLE_FORMAT = "hflab-bundle"
@@ -263,7 +264,8 @@ def _run_row(r: pd.Series, i: int) -> dict:
             "created": _number(r.get("created"), f"run {i} created") or time.time(),
             "started": _number(r.get("started"), f"run {i} started"),
             "finished": _number(r.get("finished"), f"run {i} finished"),
-            "steps_done": _number(r.get("steps_done", 0), f"run {i} steps_done", True) or 0}
+            "steps_done": _number(r.get("steps_done", 0), f"run {i} steps_done", True) or 0,
+            "owner": IMPORT}
 
 
 def _required_step(v, what: str) -> int:

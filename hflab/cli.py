@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jax
 
-from . import bundles, datasets
+from . import bundles, datasets, ownership
 from .bundles import BundleError
 from . import optimizers
 from .config import FIELDS, LEGACY_OPTIMIZER_FIELDS, ConfigError, RunConfig, merge, preset_dict
@@ -291,7 +291,7 @@ def _run_command(args) -> int:
     store.mark_dead_runs_interrupted()
     enable_compilation_cache(store.home)
     datasets.keep([config], store.home)
-    run_id = store.create_run(config, status="queued")
+    run_id = store.create_run(config, status="queued", owner=ownership.CLI)
     print(f"run {run_id} → {store.path} on {where}", flush=True)
     code = _execute(store, run_id, config, args.quiet)
     m = store.metrics(run_id)
@@ -355,6 +355,7 @@ def _runs_command(args) -> int:
             print(f"run {args.run_id} is already finished")
             return 0
         Lab(store.home).check_resumable(args.run_id)
+        store.set_owner(args.run_id, ownership.CLI)      # named on the command line: taken over
         config = RunConfig.from_dict(info["config"])
         return _execute(store, args.run_id, config, args.quiet, resume=True)
     return 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from . import datasets
+from . import datasets, ownership
 from .core import parallel
 from .config import ConfigError, RunConfig
 from .compiled import enable_compilation_cache
@@ -232,16 +232,17 @@ class Lab:
         self.scheduler = Scheduler()           # at most `limit` comparisons advance at once
         self._beat: threading.Thread | None = None
 
-    def start(self, config: RunConfig) -> int:
+    def start(self, config: RunConfig, owner: str = ownership.PYTHON) -> int:
         """Validate (raises ConfigError before anything is stored), record, start a worker."""
-        return self.start_many([config])[0]
+        return self.start_many([config], owner)[0]
 
-    def start_many(self, configs: list[RunConfig]) -> list[int]:
-        """Start a comparison: validate all first (a bad one starts none), then one worker."""
+    def start_many(self, configs: list[RunConfig], owner: str = ownership.PYTHON) -> list[int]:
+        """Start a comparison: validate all first (a bad one starts none), then one worker.
+        ``owner`` (:mod:`hflab.ownership`) is who may stop, resume or delete its runs."""
         for c in configs:
             c.validate()
         datasets.keep(configs, self.store.home)
-        ids = [self.store.create_run(c, status="queued") for c in configs]
+        ids = [self.store.create_run(c, status="queued", owner=owner) for c in configs]
         self._launch([(i, c, False) for i, c in zip(ids, configs)])
         return ids
 
@@ -265,12 +266,15 @@ class Lab:
         self.resume_many([run_id], strict=True)
         return run_id
 
-    def resume_many(self, run_ids, strict: bool = False) -> list[int]:
-        """Resume the resumable runs of ``run_ids`` together (one worker); returns them."""
+    def resume_many(self, run_ids, strict: bool = False, owner: str | None = None,
+                    take_over: bool = False) -> list[int]:
+        """Resume the resumable runs of ``run_ids`` together (one worker); returns them.
+        ``owner``/``take_over``: see :func:`hflab.ownership.claim`."""
         if strict:
             for i in run_ids:
                 self.check_resumable(i)
         chosen = [int(i) for i in run_ids if self.resumable(int(i))]
+        ownership.claim(self.store, chosen, owner, take_over, "resume")
         items = []
         for i in chosen:
             config = RunConfig.from_dict(self.store.get_run(i)["config"])
@@ -286,13 +290,15 @@ class Lab:
         return self.is_active(run_id) or self.store.get_run(run_id)["status"] in ("running",
                                                                                  "queued")
 
-    def delete(self, run_ids):
-        """Delete runs and their checkpoints; refuses (ValueError) while any of them trains."""
+    def delete(self, run_ids, owner: str | None = None, take_over: bool = False):
+        """Delete runs and their checkpoints; refuses (ValueError) while any of them trains, and
+        (:class:`~hflab.ownership.NotYourRun`) another owner's runs unless ``take_over``."""
         for i in run_ids:
             self.store.get_run(int(i))
         active = [int(i) for i in run_ids if self.is_training(int(i))]
         if active:
             raise ValueError(f"runs {active} are still training — stop them first")
+        ownership.claim(self.store, run_ids, owner, take_over, "delete")
         for i in run_ids:
             self.store.delete_run(int(i))
 
@@ -335,14 +341,15 @@ class Lab:
             except Exception:  # noqa: BLE001 — a full disk etc. must not kill the lease thread
                 pass
 
-    def stop(self, run_id: int):
+    def stop(self, run_id: int, owner: str | None = None, take_over: bool = False):
         """Ask a run to stop; honoured before its next update.  A run still preparing or
         compiling (which cannot be interrupted) is marked stopped at once and whatever that
-        phase produces is discarded."""
+        phase produces is discarded.  Another owner's run: see :func:`hflab.ownership.claim`."""
         with self._lock:
             handle = self._handles.get(run_id)
         if handle is None:
             return
+        ownership.claim(self.store, [run_id], owner, take_over, "stop")
         handle.stop.set()
         if handle.run.phase in ("queued", "preparing", "compiling"):
             self.store.set_status(run_id, "stopped", f"stopped by the user while "

@@ -77,6 +77,10 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, step)
     );
     """,
+    # version 3 → 4: who started the run (hflab.ownership): a browser session, the CLI, Python
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

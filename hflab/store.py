@@ -151,17 +151,22 @@ class Store:
                 raise
 
     # -- runs -----------------------------------------------------------------------------
-    def create_run(self, config, status: str = "queued", device: str = "") -> int:
+    def create_run(self, config, status: str = "queued", device: str = "",
+                   owner: str = "") -> int:
         self._writable()
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         with self._lock, _as_store_error(self.path):
             cur = self._conn.execute(
                 "INSERT INTO runs (name, config, task, optimizer, seed, status, device, created, "
-                "pid, host, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "pid, host, heartbeat, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cfg.get("name", ""), json.dumps(cfg, sort_keys=True), cfg["task"],
                  cfg["optimizer"], int(cfg.get("seed", 0)), status, device, time.time(),
-                 os.getpid(), socket.gethostname(), time.time()))
+                 os.getpid(), socket.gethostname(), time.time(), owner))
             return int(cur.lastrowid)
+
+    def set_owner(self, run_id: int, owner: str):
+        """Hand the run to ``owner`` (:mod:`hflab.ownership`: a take-over)."""
+        self._execute("UPDATE runs SET owner=? WHERE id=?", (owner, run_id))
 
     def set_status(self, run_id: int, status: str, error: str = ""):
         if status not in STATUSES:

@@ -7,7 +7,7 @@ import jax  # noqa: F401
 import numpy  # noqa: F401
 import streamlit as st
 
-from hflab import bundles
+from hflab import bundles, ownership
 from hflab.view import plots, ui
 from hflab.export_model import export_model_bytes
 
@@ -49,8 +49,10 @@ final = lab.store.final_metrics()
 view = view.merge(final, left_on="id", right_on="run_id", how="left").rename(
     columns={"error": "note", "train_loss": "final train loss",
              "wall_seconds": "optimisation seconds"})
-cols = ["id", "name", "task", "optimizer", "seed", "status", "steps_done", "final train loss",
-        "optimisation seconds", "device", "note"]
+me = ui.owner()
+view["origin"] = [ownership.origin_label(o, me) for o in view["owner"]]
+cols = ["id", "name", "task", "optimizer", "seed", "status", "origin", "steps_done",
+        "final train loss", "optimisation seconds", "device", "note"]
 st.dataframe(view[cols].sort_values("id", ascending=False), hide_index=True, key="runs_table")
 
 chosen = st.multiselect("runs to overlay / export / delete", list(view["id"]),
@@ -73,17 +75,40 @@ if chosen:
             path = bundles.export(lab.store, chosen, Path(tmp) / f"hflab-runs.{fmt}.zip", fmt)
             col.download_button(f"download {fmt.upper()} bundle", path.read_bytes(),
                                 file_name=path.name, mime="application/zip", key=f"dl-{fmt}")
+    # Stop, Resume and Delete act on this session's runs; another's only once taken over
+    others = ownership.foreign(lab.store, chosen, me)
+    take_over = bool(others) and st.checkbox(
+        "take over " + ", ".join(f"run #{i} (started by {ownership.origin_label(o)})"
+                                 for i, o in sorted(others.items()))
+        + " — this session may then stop, resume or delete them", key="runs_take_over")
+    training = [int(i) for i in chosen if lab.is_active(int(i))]
     resumable = [int(i) for i in chosen if lab.resumable(int(i))]
-    if st.button(f"↻ resume {len(resumable)} of the chosen runs (stopped, interrupted or failed)",
+    c1, c2 = st.columns(2)
+    if c1.button(f"■ stop {len(training)} of the chosen runs (training)", disabled=not training,
+                 key="runs_stop"):
+        try:
+            ownership.claim(lab.store, training, me, take_over, "stop")
+            for i in training:
+                lab.stop(i, owner=me)
+        except ownership.NotYourRun as e:
+            ui.error(e)
+        else:
+            st.success(f"stopping runs {training}: each ends before its next update")
+    if c2.button(f"↻ resume {len(resumable)} of the chosen runs (stopped, interrupted or failed)",
                  disabled=not resumable, key="runs_resume"):
-        started = lab.resume_many(resumable)
-        st.success(f"resumed runs {started}: follow them on Curvature, the CG inspector or here")
+        try:
+            started = lab.resume_many(resumable, owner=me, take_over=take_over)
+        except ownership.NotYourRun as e:
+            ui.error(e)
+        else:
+            st.success(f"resumed runs {started}: follow them on Curvature, the CG inspector or "
+                       "here")
     with st.expander("delete"):
         sure = st.checkbox(f"yes, delete runs {', '.join(map(str, chosen))} and their checkpoints",
                            key="runs_sure")
         if st.button("delete", disabled=not sure, key="runs_delete"):
             try:
-                lab.delete(chosen)
+                lab.delete(chosen, owner=me, take_over=take_over)
             except ValueError as e:
                 ui.error(e)
             else:

@@ -6,6 +6,7 @@ import streamlit as st
 from hflab import datasets, optimizers
 from hflab.view import formstate, plots, ui
 from hflab.config import ConfigError
+from hflab.ownership import NotYourRun
 from hflab.tasks import CUSTOM, TASK_NAMES
 
 st.header("Train & compare")
@@ -137,12 +138,15 @@ if start and not busy:
     except ConfigError as e:
         ui.error(f"Cannot start: {e}")
     else:
-        st.session_state.group = lab.start_many(configs)
+        st.session_state.group = lab.start_many(configs, owner=ui.owner())
         st.rerun()                       # drawn again with Start disabled while it trains
 group = st.session_state.get("group", [])
 if stop:
-    for run_id in group:
-        lab.stop(run_id)
+    try:
+        for run_id in group:
+            lab.stop(run_id, owner=ui.owner())
+    except NotYourRun as e:              # taken over on the Runs page by another session
+        ui.error(e)
     if any(lab.is_active(i) for i in group):
         st.toast("stopping — each run ends before its next update")
 if resume:
@@ -150,8 +154,12 @@ if resume:
         st.info("This browser session has started no comparison: resume any stored run on the "
                 "**Runs** page.")
     else:
-        resumed = lab.resume_many(group)
-        if not resumed:
+        try:
+            resumed = lab.resume_many(group, owner=ui.owner())
+        except NotYourRun as e:
+            ui.error(e)
+            resumed = None
+        if resumed == []:
             st.info("Nothing to resume: this comparison's runs are training or ended on their "
                     "own (finished or diverged).")
 

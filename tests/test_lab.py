@@ -136,3 +136,45 @@ def test_spectrum_extremes_give_way_to_stop():
     assert set(full) == {"spectrum_G_max", "spectrum_G_min", "spectrum_H_max", "spectrum_H_min"}
     assert all(np.isfinite(v) for v in full.values())
     jax.clear_caches()
+
+
+def test_a_session_acts_only_on_its_own_runs_unless_it_takes_them_over(tmp_path):
+    """Stop, resume and delete by another owner are refused (naming the run and where it came
+    from) and change nothing; taken over, they act and the run changes hands; the command line
+    and Python (owner None) act on any run."""
+    from hflab.ownership import NotYourRun, origin_label
+    lab = Lab(tmp_path)
+    alice, bob = "session:alice", "session:bob"
+    a, = lab.start_many([small(optimizer="hf", steps=100_000)], owner=alice)
+    deadline = time.time() + 60
+    while time.time() < deadline and lab.progress(a)["steps_done"] < 2:
+        time.sleep(0.05)
+    with pytest.raises(NotYourRun, match=rf"cannot stop run #{a} \(started by another browser "
+                                         r"session\).*take it over"):
+        lab.stop(a, owner=bob)
+    time.sleep(0.3)
+    assert lab.is_active(a) and lab.store.get_run(a)["status"] == "running"
+    assert origin_label(lab.store.get_run(a)["owner"], alice) == "this session"
+    lab.stop(a, owner=alice)                        # its owner stops it without asking
+    assert lab.wait(a, 60) and lab.store.get_run(a)["status"] == "stopped"
+
+    with pytest.raises(NotYourRun, match="cannot resume"):
+        lab.resume_many([a], owner=bob)
+    assert lab.store.get_run(a)["status"] == "stopped" and not lab.is_active(a)
+    assert lab.resume_many([a], owner=bob, take_over=True) == [a]
+    assert lab.store.get_run(a)["owner"] == bob
+    with pytest.raises(NotYourRun):                 # now bob's: alice must take it back
+        lab.stop(a, owner=alice)
+    lab.stop(a, owner=bob)
+    assert lab.wait(a, 60)
+
+    # delete is all or nothing: one foreign run among the chosen refuses the whole request
+    c = lab.store.create_run(small(optimizer="adam"), status="stopped", owner="cli")
+    with pytest.raises(NotYourRun, match=rf"run #{c} \(started by the command line\)"):
+        lab.delete([a, c], owner=bob)
+    assert set(lab.store.runs()["id"]) == {a, c}
+    lab.delete([a, c], owner=bob, take_over=True)
+    assert lab.store.runs().empty
+    d = lab.store.create_run(small(optimizer="adam"), status="stopped", owner=alice)
+    lab.delete([d])                                 # the command line / Python: any run
+    assert lab.store.runs().empty

@@ -216,10 +216,11 @@ def test_schema_version_and_migration_on_open(tmp_path):
     conn.commit()
     conn.close()
     store = Store(old)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert store._execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store._execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.get_run(1)["status"] == "finished" and store.get_run(1)["heartbeat"] is None
+    assert store.get_run(1)["owner"] == ""            # version 4: started before owners were kept
     store.close()
     Store(old)                             # reopening an up-to-date store changes nothing
 

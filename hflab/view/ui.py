@@ -8,6 +8,7 @@ markdown never turns it into links, images or formatting.
 from __future__ import annotations
 
 import re
+import uuid
 
 import jax
 import pandas as pd
@@ -15,6 +16,7 @@ import streamlit as st
 
 from . import plots
 from ..config import ConfigError, RunConfig
+from .. import ownership
 from ..lab import Lab, device_description, get_lab
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
@@ -45,6 +47,14 @@ def plain_caption(text):
 @st.cache_resource
 def lab() -> Lab:
     return get_lab()
+
+
+def owner() -> str:
+    """This browser session's owner token (:mod:`hflab.ownership`): one per tab, kept in the
+    session's state — a reloaded tab is a new session and takes its earlier runs over."""
+    if "lab_owner" not in st.session_state:
+        st.session_state.lab_owner = ownership.session_owner(uuid.uuid4().hex[:12])
+    return st.session_state.lab_owner
 
 
 def device_badge(devices_spec: str | None = None):

@@ -50,6 +50,40 @@ def test_live_curves_grow_and_stop_works():
     wait_idle(60)
 
 
+def test_two_sessions_cannot_stop_or_delete_each_others_runs_without_taking_them_over():
+    """Alice starts a comparison; Bob's Runs page shows it as another session's and refuses to
+    stop it until he ticks the take-over naming it; then Alice's Stop is refused in turn."""
+    lab = get_lab()
+    alice = page("train", {"task": "seed-333", "optimizers": "hf", "steps": "100000"}).run()
+    alice.button(key="start").click().run()
+    run_id, = alice.session_state["group"]
+    deadline = time.time() + 60
+    while time.time() < deadline and lab.progress(run_id)["steps_done"] < 1:
+        time.sleep(0.1)
+    bob = page("runs").run()
+    assert bob.dataframe[0].value.set_index("id")["origin"][run_id] == "another browser session"
+    bob.button(key="runs_stop").click().run()
+    assert any(f"cannot stop run #{run_id} (started by another browser session)" in
+               shown(e.value) for e in bob.error), [e.value for e in bob.error]
+    time.sleep(0.5)
+    assert lab.is_active(run_id)
+    bob.checkbox(key="runs_sure").check().run()
+    bob.button(key="runs_delete").click().run()         # training: refused, whoever asks
+    assert lab.store.get_run(run_id)
+    bob.checkbox(key="runs_take_over").check().run()
+    bob.button(key="runs_stop").click().run()
+    assert not bob.error, [e.value for e in bob.error]
+    wait_idle(60)
+    assert lab.store.get_run(run_id)["status"] == "stopped"
+    alice.run()
+    alice.button(key="resume").click().run()             # Bob owns it now
+    assert any("take it over" in shown(e.value) for e in alice.error)
+    assert not lab.active()
+    bob.run()
+    bob.button(key="runs_delete").click().run()
+    assert lab.store.runs().empty
+
+
 def test_a_time_budget_in_the_form_ends_every_run_of_the_comparison():
     """The form's time budget (max_seconds, also in the URL) gives each optimiser the same
     seconds of optimisation; a new session's Resume says where resuming is."""
@@ -209,7 +243,7 @@ def test_runs_page_overlay_export_delete():
     ids = []
     for opt in ("hf", "adam"):
         cfg = preset_config("seed-333", optimizer=opt, steps=3, learning_rate=0.01)
-        ids.append(lab.store.create_run(cfg))
+        ids.append(lab.store.create_run(cfg, owner="cli"))
         run_to_store(lab.store, ids[-1], cfg)
     at = page("runs").run()
     assert not at.exception
@@ -220,12 +254,23 @@ def test_runs_page_overlay_export_delete():
     last = lab.store.metrics(ids[1]).iloc[-1]
     row = table[table["id"] == ids[1]].iloc[0]
     assert row["final train loss"] == pytest.approx(last["train_loss"])
-    # Resume from the Runs page, whichever session started the run
+    assert row["origin"] == "the command line"
+    # Resume from the Runs page: a run started elsewhere only once this session takes it over
     lab.store.set_status(ids[0], "interrupted", "the process running it ended unexpectedly")
     at.run()
     at.button(key="runs_resume").click().run()
+    assert any(f"cannot resume run #{ids[0]} (started by the command line)" in shown(e.value)
+               for e in at.error), [e.value for e in at.error]
+    assert lab.store.get_run(ids[0])["status"] == "interrupted" and not lab.active()
+    take = at.checkbox(key="runs_take_over")
+    assert f"run #{ids[0]} (started by the command line)" in take.label
+    take.check().run()
+    at.button(key="runs_resume").click().run()
     wait_idle(60)
     assert lab.store.get_run(ids[0])["status"] == "finished"
+    at.run()
+    origins = at.dataframe[0].value.set_index("id")["origin"]
+    assert origins[ids[0]] == "this session" and origins[ids[1]] == "the command line"
     at.checkbox(key="runs_sure").check().run()
     at.button(key="runs_delete").click().run()
     assert lab.store.runs().empty

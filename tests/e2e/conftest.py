@@ -11,11 +11,13 @@ from browser import ARGS, CHROMIUM, ROOT, SERVER_HOME, free_port
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, request):
     port = free_port()
     home = tmp_path_factory.mktemp("e2e-home")
+    # the per-checkpoint curvature profiles (on for a person) only where the module checks them
+    profiles = getattr(request.module, "CURVATURE_PROFILES", False)
     env = {**os.environ, "HFLAB_HOME": str(home), "PYTHONPATH": str(ROOT),
-           "HFLAB_CURVATURE_PROFILE": "1"}             # the lab as a person runs it
+           "HFLAB_CURVATURE_PROFILE": "1" if profiles else "0"}
     # no --server.address: the project's .streamlit/config.toml decides where it listens
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
                              "--server.port", str(port), "--server.headless", "true",

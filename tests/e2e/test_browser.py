@@ -233,3 +233,30 @@ def test_your_own_csv_uploaded_on_the_train_page_trains_and_a_bad_one_is_named(
     time.sleep(2)
     shot(page, "13-custom-data-trained")
     page.close()
+
+
+def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chromium_browser):
+    """XOR through T = 10 → 20: the field typed as a person would, the run's progress naming the
+    stage, and the curves marked where the second stage begins."""
+    page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.goto(server + "/?task=xor&optimizers=hf&steps=300", wait_until="networkidle")
+    wait_app(page)
+    field = page.get_by_role("textbox", name="length curriculum (e.g. 20,50,100; empty = none)")
+    field.fill("10,20")
+    field.press("Enter")
+    page.get_by_text("each stage trains at its own length").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert "curriculum=10%2C20" in page.url or "curriculum=10,20" in page.url, page.url
+    page.get_by_role("button", name="▶ Start").click()
+    page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+    page.get_by_text("T = 10 (stage 1 of 2)").first.wait_for(timeout=90_000)
+    marked = """() => [...document.querySelectorAll('.js-plotly-plot')].some(g =>
+        (g.layout.annotations || []).some(a => a.text === 'T = 20'))"""
+    deadline = time.time() + 150
+    while time.time() < deadline and not page.evaluate(marked):
+        time.sleep(1.0)
+    assert page.evaluate(marked), "the second stage's start is marked on the curves"
+    page.get_by_text("T = 20 (stage 2 of 2)").first.wait_for(timeout=30_000)
+    shot(page, "14-length-curriculum")
+    page.get_by_role("button", name="■ Stop").click()
+    page.close()
