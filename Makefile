@@ -7,7 +7,7 @@ PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
 .PHONY: setup run test test-long test-core test-research test-bench mutants bench bench-papers bench-autoencoders \
-	bench-rnn-cost bench-curvature research report clean
+	bench-rnn-cost bench-curvature bench-class research report clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,8 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	@case "$(ADDRESS)" in 127.*|localhost|::1) ;; *) echo "WARNING: HF Lab has no login —" \
 		"anyone who can reach $(ADDRESS):$(PORT) can start runs and read every stored run;" \
-		"prefer an SSH tunnel to a loopback-bound lab (see README)." >&2 ;; esac
+		"for a class, keep it on loopback behind the password-asking proxy of" \
+		"examples/class/Caddyfile (README: A lab for a class)." >&2 ;; esac
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS) \
 		--server.headless true --browser.gatherUsageStats false
 
@@ -28,7 +29,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --ignore=tests/long tests
 
-# long checks (minutes each): the lab solving a pathological RNN problem through the CLI
+# long checks (minutes each): the lab solving a pathological RNN problem through the CLI; the
+# class recipe (Caddy in front of the lab; needs Debian's caddy, skipped without it)
 test-long: $(STAMP)
 	$(PY) -m pytest -q tests/long
 
@@ -76,6 +78,10 @@ bench-rnn-cost: $(STAMP)
 # the curvature instrument: SLQ density cost at 10³…10⁶ parameters, and the edge of stability
 bench-curvature: $(STAMP)
 	$(PY) -m benchmarks --only curvature_instrument
+
+# a class on one server: 1, 4, 8, 16 browser sessions starting comparisons at once (chromium)
+bench-class: $(STAMP)
+	$(PY) -m benchmarks --only class_load
 
 # a study: make research STUDY=gradient_signal (records/<study>.jsonl, then the report)
 research: $(STAMP)

@@ -17,7 +17,10 @@ if "HFLAB_TEST_JAX_CACHE" not in os.environ:
     os.environ["HFLAB_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="hflab-test-jax-cache-")
     os.environ["HFLAB_TEST_JAX_CACHE_OWNER"] = str(os.getpid())
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["HFLAB_TEST_JAX_CACHE"]
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+# every program, however small, goes to the shared cache: the suite compiles ~1,000 small ones
+# per module (initialisers, eager float64 ops on new shapes) that other modules and the
+# subprocesses compile again; loading one costs less than compiling it (~25 ms)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 # Tests are compilation-bound (hundreds of small programs, each run a few times): XLA's backend
 # optimisation level 0 compiles them faster; every result is still checked to its tolerance.
@@ -29,7 +32,8 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # the browser tests' server) in the tests that check it.
 os.environ.setdefault("HFLAB_CURVATURE_PROFILE", "0")
 jax.config.update("jax_compilation_cache_dir", os.environ["HFLAB_TEST_JAX_CACHE"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

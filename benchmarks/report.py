@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import summary
+from . import class_load, summary
 from .common import PAPERS_LENGTHS, read_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -399,6 +399,8 @@ def main(mode: str | None = None):
           "ours_loss_at_60", "peer_loss_at_60", "gv_roofline_ms", "ours_over_roofline"]),
         ("Start → first plotted point (seconds)", "start_to_first_point", ["task"],
          ["task", "cold_seconds", "restart_seconds", "warm_seconds"]),
+        ("A class on one server (browser sessions starting HF + Adam at once; seconds, MB)",
+         "class_load", ["sessions", "limit"], class_load.COLUMNS),
         ("Curvature page → first heatmap (seconds)", "curvature_page", ["n_params"],
          ["task", "layers", "n_params", "first_seconds", "again_seconds"]),
         ("Learning-rate sweep (chosen per preset in hflab/learning_rates.py)", "lr_sweep_best",

@@ -1,0 +1,205 @@
+"""A class on one server: N browser sessions open the lab at once and each starts a comparison.
+
+For N = 1, 4, 8, 16 sessions (separate browser contexts, as separate students are), each opens
+``?task=regression&layers=16-16&steps=40&optimizers=hf,adam&seed=i`` on one ``streamlit run``
+server and presses Start within a few seconds of the others.  Recorded per N, with the lab's
+concurrency limit at its default (the cores) and off:
+
+- ``first_point``: seconds from a session's Start to the first point drawn on its loss chart —
+  median and p95 over the sessions whose comparison was admitted at once (never shown queued),
+  and over all sessions;
+- ``queue_shown``: for the sessions shown "queued — k ahead", the seconds from Start until their
+  page said so (the largest);
+- ``all_done``: seconds from the first Start until every run of every session had finished;
+- ``rerun``: a probe session toggles a checkbox on its Train page every few seconds while the
+  runs train and times the rerun until the page is idle again (median, p95);
+- ``rss_peak_mb``: the server's peak resident memory (VmHWM);
+- ``lost``: runs not finished; ``inversions``: comparisons admitted out of order (a comparison
+  ``limit`` or more places later that started training before an earlier one).
+
+Not a timed test: a benchmark with its own target (``make bench-class``, ~6 minutes on 2
+cores).  Needs Debian's chromium and Playwright (the browser tests' setup).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+QUERY = "/?task=regression&layers=16-16&steps=40&optimizers=hf,adam&seed={i}"
+# the report's table of the records
+COLUMNS = ["sessions", "limit", "first_point_median_s", "first_point_p95_s", "first_point_all_p95_s",
+           "queued_sessions", "queue_shown_max_s", "all_done_s", "rerun_median_s", "rerun_p95_s",
+           "rss_peak_mb", "lost", "inversions"]
+POINTS = """() => { const g = document.querySelector('.js-plotly-plot');
+    return g && g._fullData ? g._fullData.reduce((n, t) => n + (t._length || 0), 0) : 0; }"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pct(values, q):
+    """The q-quantile (nearest rank) of ``values``; None when empty."""
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))], 2)
+
+
+def _rss_peak_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+class _Server:
+    """One ``streamlit run`` of the lab with its own store and concurrency limit."""
+
+    def __init__(self, limit: int | None):
+        self.home = tempfile.mkdtemp(prefix="hflab-class-")
+        self.port = _free_port()
+        env = {**os.environ, "HFLAB_HOME": self.home, "PYTHONPATH": str(ROOT)}
+        if limit is not None:
+            env["HFLAB_MAX_CONCURRENT"] = str(limit)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(self.url + "/_stcore/health", timeout=2).read() == b"ok":
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("the lab's server did not become healthy")
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _idle(page, timeout_ms=120_000):
+    page.wait_for_function("() => { const a = document.querySelector('[data-testid=stApp]');"
+                           " return a && a.getAttribute('data-test-script-state') !== 'running'; }",
+                           timeout=timeout_ms)
+
+
+def measure(browser, n: int, limit: int | None) -> dict:
+    """One class of ``n`` sessions on a fresh server (``limit``: HFLAB_MAX_CONCURRENT; None =
+    the lab's default, the cores)."""
+    from hflab.scheduler import default_limit
+    from hflab.store import Store
+    server = _Server(limit)
+    contexts = []
+    try:
+        pages = []
+        for i in range(n):
+            ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+            contexts.append(ctx)
+            page = ctx.new_page()
+            page.goto(server.url + QUERY.format(i=i), wait_until="networkidle")
+            page.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
+            pages.append(page)
+        probe_ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+        contexts.append(probe_ctx)
+        probe = probe_ctx.new_page()
+        probe.goto(server.url + "/?task=regression", wait_until="networkidle")
+        probe.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
+
+        clicked = []
+        for page in pages:                        # Start in every session, a person at a time
+            page.get_by_role("button", name="▶ Start").click(no_wait_after=True)
+            clicked.append(time.time())
+        t0 = clicked[0]
+        first = [None] * n
+        queued = [None] * n
+        store = Store(server.home)
+        reruns, last_probe, done_at = [], 0.0, None
+        deadline = t0 + 600
+        while time.time() < deadline:
+            now = time.time()
+            for i, page in enumerate(pages):
+                if first[i] is None and page.evaluate(POINTS) > 0:
+                    first[i] = time.time() - clicked[i]
+                if queued[i] is None and first[i] is None and \
+                        page.get_by_text("queued —").count() > 0:
+                    queued[i] = time.time() - clicked[i]
+            runs = store.runs()
+            finished = len(runs) == 2 * n and set(runs["status"]) <= {"finished", "failed",
+                                                                     "diverged", "stopped"}
+            if finished and all(f is not None for f in first):
+                done_at = (runs["finished"].max() - t0) if len(runs) else None
+                break
+            if now - last_probe > 3.0 and not finished:          # a rerun while runs train
+                last_probe = now
+                box = probe.get_by_text("log y").first
+                start = time.time()
+                box.click()
+                probe.wait_for_timeout(50)
+                _idle(probe)
+                reruns.append(time.time() - start)
+            time.sleep(0.2)
+        runs = store.runs().sort_values("id")
+        lost = int((runs["status"] != "finished").sum()) + max(0, 2 * n - len(runs))
+        started = runs.groupby(runs["id"].sub(1) // 2)["started"].min().tolist()
+        # comparisons `gap` places apart cannot be admitted together: the later one starting
+        # first is a queue out of order (no limit: nothing to check)
+        effective = default_limit() if limit is None else limit
+        gap = effective if effective else n
+        inversions = sum(1 for a in range(len(started)) for b in range(a + gap, len(started))
+                         if started[b] is not None and started[a] is not None
+                         and started[b] < started[a])
+        admitted = [f for f, q in zip(first, queued) if q is None and f is not None]
+        return {"benchmark": "class_load", "sessions": n,
+                "limit": "off" if effective == 0 else effective,
+                "first_point_median_s": _pct(admitted, 0.5),
+                "first_point_p95_s": _pct(admitted, 0.95),
+                "first_point_all_median_s": _pct([f for f in first if f is not None], 0.5),
+                "first_point_all_p95_s": _pct([f for f in first if f is not None], 0.95),
+                "queued_sessions": sum(q is not None for q in queued),
+                "queue_shown_max_s": max((q for q in queued if q is not None), default=None),
+                "all_done_s": None if done_at is None else round(float(done_at), 1),
+                "rerun_median_s": _pct(reruns, 0.5), "rerun_p95_s": _pct(reruns, 0.95),
+                "reruns_timed": len(reruns), "rss_peak_mb": _rss_peak_mb(server.proc.pid),
+                "lost": lost, "inversions": inversions}
+    finally:
+        for ctx in contexts:
+            ctx.close()
+        server.close()
+
+
+def run(full: bool):
+    from playwright.sync_api import sync_playwright
+    sizes = (1, 4, 8, 16)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu",
+                                          "--disable-dev-shm-usage"])
+        try:
+            for limit in (None, 0):
+                for n in sizes:
+                    yield measure(browser, n, limit)
+        finally:
+            browser.close()
