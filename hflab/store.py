@@ -5,11 +5,10 @@ Location: ``$HFLAB_HOME/hflab.sqlite`` (default ``./runs``); checkpoints are ``.
 in WAL mode, so the app's pages read while worker threads and CLI processes write; every write is
 one short transaction, so a killed process loses at most the step it was writing.
 
-Schema versions are ``PRAGMA user_version``; :data:`MIGRATIONS` lists the scripts that take a
-store from version *i* to *i + 1*, applied in order on open.
-
-Reads return pandas DataFrames.  Bundles (export/import of runs as zip files) live in
-:mod:`hflab.bundles`; :meth:`Store.insert_runs` is the one transaction an import makes.
+Schema versions are ``PRAGMA user_version``; :data:`MIGRATIONS` take a store from version *i* to
+*i + 1*, applied in order on open.  Reads return pandas DataFrames.  Bundles (export/import of
+runs as zip files) live in :mod:`hflab.bundles`; :meth:`Store.insert_runs` is an import's one
+transaction.
 """
 from __future__ import annotations
 
@@ -284,14 +283,17 @@ class Store:
                            ("DELETE FROM spectra WHERE run_id=? AND step>?", (run_id, step)),
                            ("UPDATE runs SET steps_done=? WHERE id=?", (step, run_id))])
 
-    def metrics(self, run_ids) -> pd.DataFrame:
+    def metrics(self, run_ids, after: dict | None = None) -> pd.DataFrame:
+        """Metric rows of ``run_ids``; with ``after`` ({run: step}) only the rows past it."""
         ids = [run_ids] if isinstance(run_ids, (int, np.integer)) else list(run_ids)
         if not ids:
             return pd.DataFrame(columns=["run_id", "step", *METRIC_COLUMNS])
-        sql = ("SELECT * FROM metrics WHERE run_id IN (" + ",".join("?" * len(ids)) +
-               ") ORDER BY run_id, step")
+        after = after or {}
+        sql = ("SELECT * FROM metrics WHERE " + " OR ".join(["(run_id=? AND step>?)"] * len(ids))
+               + " ORDER BY run_id, step")
         with self._lock:
-            df = pd.read_sql_query(sql, self._conn, params=[int(i) for i in ids])
+            df = pd.read_sql_query(sql, self._conn, params=[v for i in ids for v in (
+                int(i), int(after.get(int(i), -1)))])
         if df.empty:
             return df.drop(columns=["extra"])
         extra = pd.DataFrame([json.loads(e) for e in df.pop("extra")], index=df.index)

@@ -69,9 +69,13 @@ def state_view(run_id, m, entry):
 if run_id is None:
     st.info("No runs to inspect yet — start an HF or K-FAC run on **Train & compare**.")
 else:
-    @st.fragment(run_every=1.0 if lab.is_active(int(run_id)) else None)
+    live_now = lab.is_active(int(run_id))
+
+    @st.fragment(run_every=1.0 if live_now else None)
     def live():
-        m = lab.store.metrics(int(run_id))
+        if live_now and not lab.is_active(int(run_id)):
+            st.rerun()              # the run ended: redraw the page (picker label, no refresh)
+        m = ui.live_metrics(lab.store, runs[runs["id"] == int(run_id)], "cg_metrics")
         name = runs.loc[runs["id"] == int(run_id), "optimizer"].iloc[0]
         entry = optimizers.REGISTRY[name]
         if entry.cg_trace:

@@ -134,8 +134,12 @@ else:
                 _, built, params, _, step = analysis.checkpoint_state(_store, run, step)
                 return built, analysis.curvature_view(built, params, cases, block), step
 
-            @st.fragment(run_every=2.0 if follow and lab.is_active(int(run_id)) else None)
+            live_now = follow and lab.is_active(int(run_id))
+
+            @st.fragment(run_every=2.0 if live_now else None)
             def live():
+                if live_now and not lab.is_active(int(run_id)):
+                    st.rerun()      # the run ended: redraw the page (picker label, no refresh)
                 try:
                     kept = lab.store.checkpoint_steps(int(run_id))
                     built, snap, step = view_at(lab.store, int(run_id), kept[-1] if kept else 0,
@@ -144,7 +148,8 @@ else:
                     ui.error(e)
                     return
                 show(snap, f"run #{run_id} at update {step}")
-                metrics = lab.store.metrics(int(run_id))
+                metrics = ui.live_metrics(lab.store, runs[runs["id"] == int(run_id)],
+                                          "curv_metrics")
                 st.subheader("Curvature over training")
                 if any(c.startswith("spectrum_") for c in metrics.columns):
                     ui.chart(plots.spectrum_over_training(metrics), "spectrum-training",

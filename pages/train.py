@@ -187,7 +187,7 @@ def progress_text(p: dict) -> str:
     return text
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=ui.refresh_seconds(lab, 1.0))
 def live():
     group = st.session_state.get("group", [])
     if not group:
@@ -196,8 +196,7 @@ def live():
     if st.session_state.get("busy_shown") and not any(lab.is_active(i) for i in group):
         st.session_state.busy_shown = False
         st.rerun()                       # the comparison is over: Start is enabled again
-    runs = lab.store.runs()
-    runs = runs[runs["id"].isin(group)]
+    runs = ui.runs_of(lab.store, group)
     labels = {int(r["id"]): r["name"] or f"#{r['id']}" for _, r in runs.iterrows()}
     cols = st.columns(max(len(group), 1))
     for col, (_, r) in zip(cols, runs.iterrows()):
@@ -208,7 +207,7 @@ def live():
             f"#{r['id']} {r['optimizer']}: {progress_text(p)} · {r['device']}"))
         if p["status"] in ("failed", "diverged"):
             col.error(ui.plain(p["error"].splitlines()[0] if p["error"] else p["status"]))
-    metrics = lab.store.metrics(list(labels))
+    metrics = ui.live_metrics(lab.store, runs, "train_metrics")
     if metrics.empty:
         st.caption("preparing data and the model…")
         return

@@ -35,10 +35,13 @@ def test_heatmap_is_centred_with_block_lines_and_named_hover():
     fig = plots.matrix_heatmap(m, "H", ["W1[0,0]", "W1[0,1]", "b1[0]"], [("W1", 0, 2), ("b1", 2, 3)])
     hm = fig.data[0]
     assert hm.zmid == 0 and hm.zmin == -3 and hm.zmax == 3
-    assert hm.customdata[0][2][1] == "b1[0]"
+    assert list(hm.x) == list(hm.y) == ["W1[0,0]", "W1[0,1]", "b1[0]"]      # hover names
+    assert "%{x}" in hm.hovertemplate and "%{y}" in hm.hovertemplate
     assert len(fig.layout.shapes) == 2               # one vertical + one horizontal boundary
-    # block labels on both axes, at the blocks' middles
-    assert list(fig.layout.xaxis.tickvals) == [0.5, 2.0] == list(fig.layout.yaxis.tickvals)
+    assert fig.layout.shapes[0].x0 == 1.5            # between W1 (entries 0, 1) and b1 (2)
+    # block labels on both axes, at the blocks' middle entries
+    assert list(fig.layout.xaxis.tickvals) == ["W1[0,0]", "b1[0]"] == \
+        list(fig.layout.yaxis.tickvals)
     assert list(fig.layout.xaxis.ticktext) == ["W1", "b1"]
     df = plots.figure_data(fig)
     assert len(df) == 9 and df["value"].abs().max() == 3

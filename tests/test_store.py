@@ -399,3 +399,23 @@ def test_bundles_and_stores_written_before_namespaced_settings_still_load(tmp_pa
     loaded = RunConfig.from_dict(other.get_run(new_id)["config"])
     assert loaded == cfg and loaded.seq_len == 20
     assert RunConfig.from_dict(_flat_config(cfg)).validate() == cfg      # an old store's row
+
+
+def test_a_live_view_reads_only_the_rows_past_each_runs_newest_step(tmp_path):
+    """``metrics(ids, after={run: step})`` — the incremental read of a refreshing page: the rows
+    read before plus the new ones are exactly the full read, for each run on its own step."""
+    store = Store(tmp_path)
+    a, b = (store.create_run(small(optimizer=o, steps=5)) for o in ("adam", "sgd"))
+    for rid in (a, b):
+        run_to_store(store, rid, small(optimizer="adam" if rid == a else "sgd", steps=5))
+    full = store.metrics([a, b])
+    new = store.metrics([a, b], after={a: 2, b: 4})
+    assert list(zip(new["run_id"], new["step"])) == [(a, 3), (a, 4), (a, 5), (b, 5)]
+    seen = full[((full["run_id"] == a) & (full["step"] <= 2)) |
+                ((full["run_id"] == b) & (full["step"] <= 4))]
+    both = pd.concat([seen, new]).sort_values(["run_id", "step"], ignore_index=True)
+    none_is_nan = {None: float("nan")}    # a batch of rows with a missing value reads None
+    pd.testing.assert_frame_equal(both[full.columns].replace(none_is_nan),
+                                  full.reset_index(drop=True).replace(none_is_nan),
+                                  check_dtype=False)
+    assert store.metrics([a, b], after={a: 5, b: 5}).empty

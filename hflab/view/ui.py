@@ -7,6 +7,7 @@ markdown never turns it into links, images or formatting.
 """
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
@@ -74,9 +75,55 @@ def device_badge(devices_spec: str | None = None):
 def chart(fig, key: str, filename: str):
     """A Plotly chart with a 'download data' button behind it."""
     st.plotly_chart(fig, key=key, width="stretch")
-    data = plots.figure_data(fig)
-    st.download_button("download data (CSV)", data.to_csv(index=False).encode(),
-                       file_name=f"{filename}.csv", mime="text/csv", key=f"dl-{key}")
+    # the CSV is made when the button is clicked, not on every rerun: a 600 × 600 heatmap's
+    # table is 13 MB and 0.75 s, and a live page reruns every second or two
+    st.download_button("download data (CSV)",
+                       lambda: plots.figure_data(fig).to_csv(index=False).encode(),
+                       file_name=f"{filename}.csv", mime="text/csv", key=f"dl-{key}",
+                       on_click="ignore")
+
+
+def runs_of(store, ids) -> pd.DataFrame:
+    """The runs-table rows of ``ids`` that still exist (another session may have deleted one),
+    read one by one: a live view does not re-read the whole history every refresh."""
+    rows = []
+    for i in ids:
+        try:
+            rows.append(store.get_run(int(i)))
+        except KeyError:
+            pass
+    return pd.DataFrame(rows, columns=None if rows else ["id", "name", "task", "optimizer",
+                                                          "status", "device"])
+
+
+def live_metrics(store, runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The metrics of ``runs`` (rows of the runs table) for a view that refreshes while they
+    train, read incrementally: the rows read before stay in the session's state and a refresh
+    fetches only the rows past each run's newest step — its cost follows the new rows, not the
+    runs' whole history.  A change of the runs or of a status (a resume rewrites the rows past
+    its checkpoint) reads everything again."""
+    ids = tuple(int(i) for i in runs["id"])
+    version = (ids, tuple(runs["status"]))
+    cached = st.session_state.get(key)
+    if cached is None or cached[0] != version:
+        df = store.metrics(list(ids))
+    else:
+        old = cached[1]
+        newest = old.groupby("run_id")["step"].max().to_dict() if len(old) else {}
+        new = store.metrics(list(ids), after=newest)
+        df = old if new.empty else pd.concat([old, new], ignore_index=True).sort_values(
+            ["run_id", "step"], kind="stable", ignore_index=True)
+    st.session_state[key] = (version, df)
+    return df
+
+
+def refresh_seconds(lab, base: float) -> float:
+    """A live view's refresh period, longer when the machine is busy: ``base`` while the lab
+    trains no more comparisons than it admits at once, then in proportion to the queue (every
+    refresh of every open page competes with training for the same cores)."""
+    capacity = lab.scheduler.limit or os.cpu_count() or 1       # no limit: the cores
+    busy = len(lab.scheduler.running()) + len(lab.scheduler.waiting())
+    return base * min(4.0, max(1.0, busy / capacity))
 
 
 def run_label(row) -> str:

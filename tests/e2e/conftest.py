@@ -18,6 +18,8 @@ def server(tmp_path_factory, request):
     profiles = getattr(request.module, "CURVATURE_PROFILES", False)
     env = {**os.environ, "HFLAB_HOME": str(home), "PYTHONPATH": str(ROOT),
            "HFLAB_CURVATURE_PROFILE": "1" if profiles else "0"}
+    if getattr(request.module, "MAX_CONCURRENT", None) is not None:
+        env["HFLAB_MAX_CONCURRENT"] = str(request.module.MAX_CONCURRENT)
     # no --server.address: the project's .streamlit/config.toml decides where it listens
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
                              "--server.port", str(port), "--server.headless", "true",
