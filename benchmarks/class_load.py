@@ -36,10 +36,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUERY = "/?task=regression&layers=16-16&steps=40&optimizers=hf,adam&seed={i}"
-# the report's table of the records
-COLUMNS = ["sessions", "limit", "first_point_median_s", "first_point_p95_s", "first_point_all_p95_s",
-           "queued_sessions", "queue_shown_max_s", "all_done_s", "rerun_median_s", "rerun_p95_s",
-           "rss_peak_mb", "lost", "inversions"]
+# the report's sections: (title, benchmark, key columns, shown columns)
+REPORT_SECTIONS = [
+    ("A class on one server (browser sessions starting HF + Adam at once; seconds, MB)",
+     "class_load", ["sessions", "limit"],
+     ["sessions", "limit", "first_point_median_s", "first_point_p95_s", "first_point_all_p95_s",
+      "queued_sessions", "queue_shown_max_s", "all_done_s", "rerun_median_s", "rerun_p95_s",
+      "rss_peak_mb", "lost", "inversions"]),
+    ("Following a live run (the Curvature page and CG inspector open on an HF run)",
+     "follow_live", ["other_sessions"],
+     ["other_sessions", "seconds_per_update_alone", "seconds_per_update_watched", "checkpoints",
+      "checkpoints_seen", "checkpoint_lag_median_s", "checkpoint_lag_max_s", "rss_peak_mb"]),
+]
 POINTS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData ? g._fullData.reduce((n, t) => n + (t._length || 0), 0) : 0; }"""
 
@@ -190,6 +198,78 @@ def measure(browser, n: int, limit: int | None) -> dict:
         server.close()
 
 
+FOLLOW = "/?task=regression&layers=32-32&steps=400&optimizers=hf&seed={i}"
+
+
+def _seconds_per_update(store, run_id) -> float:
+    w = store.metrics(run_id)["wall_seconds"].to_numpy(float)
+    return round(float(statistics.median(w[1:] - w[:-1])), 5)
+
+
+def _checkpoint_times(home, run_id) -> dict[int, float]:
+    import sqlite3
+    with sqlite3.connect(Path(home) / "hflab.sqlite") as conn:
+        return {int(s): float(c) for s, c in conn.execute(
+            "SELECT step, created FROM checkpoints WHERE run_id=?", (run_id,))}
+
+
+def _start(browser, url, contexts):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    contexts.append(ctx)
+    page = ctx.new_page()
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
+    page.get_by_role("button", name="▶ Start").click()
+    return page
+
+
+def follow_live(browser, others: int) -> dict:
+    """HF's seconds per update with nobody watching, then again with the Curvature page and
+    the CG inspector following it (and ``others`` sessions training beside it): how late each
+    new checkpoint reaches the Curvature page, and what watching costs the run."""
+    import re
+    from hflab.store import Store
+    server = _Server(None)
+    contexts = []
+    try:
+        store = Store(server.home)
+        _start(browser, server.url + FOLLOW.format(i=0), contexts)
+        while len(store.runs()) < 1 or store.runs()["status"].iloc[0] != "finished":
+            time.sleep(0.5)
+        alone = _seconds_per_update(store, 1)
+        for i in range(others):                    # the class beside it (regression, 40 updates)
+            _start(browser, server.url + QUERY.format(i=i + 10), contexts)
+        _start(browser, server.url + FOLLOW.format(i=1), contexts)
+        deadline = time.time() + 120
+        while time.time() < deadline and (
+                store.runs()["optimizer"].eq("hf").sum() < 2 + others):
+            time.sleep(0.2)
+        watched = int(store.runs().query("optimizer == 'hf'")["id"].max())
+        curv = contexts[-1].new_page()
+        curv.goto(server.url + f"/curvature?run={watched}", wait_until="networkidle")
+        cg = contexts[-1].new_page()
+        cg.goto(server.url + f"/cg_inspector?run={watched}", wait_until="networkidle")
+        seen: dict[int, float] = {}
+        while store.get_run(watched)["status"] in ("queued", "running"):
+            for step in map(int, re.findall(rf"run #{watched} at update (\d+)",
+                                            curv.inner_text("body"))):
+                seen.setdefault(step, time.time())
+            time.sleep(0.2)
+        created = _checkpoint_times(server.home, watched)
+        lags = [seen[s] - created[s] for s in created if s in seen and s > 0]
+        return {"benchmark": "follow_live", "other_sessions": others,
+                "seconds_per_update_alone": alone,
+                "seconds_per_update_watched": _seconds_per_update(store, watched),
+                "checkpoints": len(created), "checkpoints_seen": len(lags),
+                "checkpoint_lag_median_s": _pct(lags, 0.5), "checkpoint_lag_max_s":
+                    round(max(lags), 2) if lags else None,
+                "rss_peak_mb": _rss_peak_mb(server.proc.pid)}
+    finally:
+        for ctx in contexts:
+            ctx.close()
+        server.close()
+
+
 def run(full: bool):
     from playwright.sync_api import sync_playwright
     sizes = (1, 4, 8, 16)
@@ -201,5 +281,7 @@ def run(full: bool):
             for limit in (None, 0):
                 for n in sizes:
                     yield measure(browser, n, limit)
+            for others in (0, 3):
+                yield follow_live(browser, others)
         finally:
             browser.close()

@@ -351,6 +351,12 @@ class Lab:
             return
         ownership.claim(self.store, [run_id], owner, take_over, "stop")
         handle.stop.set()
+        with self._lock:
+            comparison = [h for h in self._handles.values() if h.ticket == handle.ticket]
+        if all(h.stop.is_set() for h in comparison):
+            # its place goes to the next comparison now, not when a compile that cannot be
+            # interrupted ends (its worker releases it again at the end: a no-op then)
+            self.scheduler.release(handle.ticket)
         if handle.run.phase in ("queued", "preparing", "compiling"):
             self.store.set_status(run_id, "stopped", f"stopped by the user while "
                                                      f"{handle.run.phase}")

@@ -97,3 +97,31 @@ def test_lab_queues_comparisons_beyond_the_limit_and_reports_their_position(tmp_
     assert lab.store.get_run(waiting)["status"] == "stopped"
     lab.stop(blocker)
     lab.wait(blocker, timeout=60)
+
+
+def test_a_comparison_stopped_while_it_compiles_gives_its_place_up_at_once(tmp_path):
+    """Compiling cannot be interrupted; the stopped comparison's slot goes to the next in the
+    queue when Stop is pressed, not when that compile ends."""
+    from hflab.lab import Lab
+    lab = Lab(tmp_path)
+    lab.scheduler = Scheduler(limit=1)
+    big = preset_config("curves", steps=5, checkpoint_every=0)        # seconds to compile
+    small = preset_config("regression", layers="4", steps=3, checkpoint_every=0, n_train=64,
+                          n_test=16, optimizer="adam")
+    doomed = lab.start(big)
+    deadline = time.time() + 60
+    while time.time() < deadline and lab.progress(doomed)["phase"] == "queued":
+        time.sleep(0.01)
+    nxt = lab.start(small)
+    time.sleep(0.2)
+    assert lab.progress(nxt)["phase"] == "queued"
+    assert lab.progress(doomed)["phase"] in ("preparing", "compiling")
+    lab.stop(doomed)
+    deadline = time.time() + 1.5
+    while time.time() < deadline and lab.progress(nxt)["phase"] == "queued":
+        time.sleep(0.02)
+    assert lab.progress(nxt)["phase"] != "queued"
+    assert lab.wait(nxt, timeout=120) and lab.store.get_run(nxt)["status"] == "finished"
+    assert lab.wait(doomed, timeout=120)
+    assert lab.store.get_run(doomed)["status"] == "stopped"
+    assert lab.scheduler.running() == [] and lab.scheduler.waiting() == []

@@ -285,7 +285,7 @@ def test_four_sessions_at_once_the_queued_show_their_place_and_all_finish(server
         for i, ctx in enumerate(contexts):
             page = ctx.new_page()
             page.goto(server + f"/?task=regression&layers=16-16&steps=40&optimizers=hf,adam"
-                               f"&seed={40 + i}", wait_until="networkidle")
+                               f"&seed={40 + i}", wait_until="domcontentloaded", timeout=90_000)
             wait_app(page)
             pages.append(page)
         for page in pages:
