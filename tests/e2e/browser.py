@@ -41,6 +41,22 @@ def trace_points(page):
     }""")
 
 
+def stop_and_wait(page, timeout=60.0):
+    """Press the Train page's Stop and wait until the server's store has no run training: the
+    click is a rerun the server must process before the page goes away, and runs left training
+    take the queue's places and the cores from the module's later tests."""
+    import time
+
+    from hflab.store import Store
+    page.get_by_role("button", name="■ Stop").click()
+    store = Store(SERVER_HOME["home"])
+    deadline = time.time() + timeout
+    while time.time() < deadline and store.runs()["status"].isin(["running", "queued"]).any():
+        time.sleep(0.2)
+    active = store.runs()[store.runs()["status"].isin(["running", "queued"])]
+    assert active.empty, f"runs still training after Stop: {list(active['id'])}"
+
+
 def wait_app(page):
     page.get_by_role("button", name="▶ Start").wait_for(timeout=60_000)
 

@@ -5,7 +5,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from browser import SERVER_HOME, nav, needs_chromium, shot, trace_points, wait_app
+from browser import (SERVER_HOME, nav, needs_chromium, shot, stop_and_wait, trace_points,
+                     wait_app)
 
 pytestmark = needs_chromium
 MAX_CONCURRENT = 2                 # the server trains two comparisons at once, as on 2 cores
@@ -43,7 +44,9 @@ def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
         time.sleep(0.5)
     assert trace_points(page)[1] > grown > first[1]
     shot(page, "02-train-live")
-    page.get_by_role("button", name="■ Stop").click()
+    stop_and_wait(page)
+    from hflab.store import Store
+    store = Store(SERVER_HOME["home"])
 
     page.goto(server + "/curvature", wait_until="networkidle")
     page.wait_for_selector(".js-plotly-plot .heatmaplayer, .js-plotly-plot", timeout=90_000)
@@ -51,8 +54,7 @@ def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
     assert page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].type") == "heatmap"
     shot(page, "03-curvature")
 
-    from hflab.store import Store
-    runs = Store(SERVER_HOME["home"]).runs()
+    runs = store.runs()
     hf_id = int(runs[runs["optimizer"] == "hf"]["id"].max())
     page.goto(server + f"/cg_inspector?run={hf_id}", wait_until="networkidle")
     page.wait_for_selector(".js-plotly-plot", timeout=90_000)
@@ -121,7 +123,7 @@ def test_navigation_keeps_the_form_and_the_url(server, chromium_browser):
     layers = page.get_by_role("textbox", name="hidden layers (e.g. 400-200-100)")
     assert layers.input_value() == "16-16"
     shot(page, "07-navigation-kept-form")
-    page.get_by_role("button", name="■ Stop").click()
+    stop_and_wait(page)
     page.close()
 
 
@@ -265,7 +267,7 @@ def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chr
     assert page.evaluate(marked), "the second stage's start is marked on the curves"
     page.get_by_text("T = 20 (stage 2 of 2)").first.wait_for(timeout=30_000)
     shot(page, "14-length-curriculum")
-    page.get_by_role("button", name="■ Stop").click()
+    stop_and_wait(page)
     page.close()
 
 
@@ -311,8 +313,13 @@ def test_four_sessions_at_once_the_queued_show_their_place_and_all_finish(server
         seeds = {int(i): json.loads(c)["seed"] for i, c in zip(new["id"], new["config"])}
         optimizer = dict(zip(new["id"].astype(int), new["optimizer"]))
         for i, page in enumerate(pages):
-            page.wait_for_function("() => { const g = document.querySelector('.js-plotly-plot');"
-                                   " return g && g.data && g.data.length >= 2; }", timeout=60_000)
+            page.bring_to_front()        # chromium slows the timers of pages in the background
+            try:
+                page.wait_for_function("() => { const g = document.querySelector("
+                                       "'.js-plotly-plot'); return g && g.data && "
+                                       "g.data.length >= 2; }", timeout=60_000)
+            finally:
+                shot(page, f"18-session-{i}")
             page.wait_for_timeout(500)
             text = page.inner_text("body")
             for run_id, seed in seeds.items():     # its own runs' progress, no one else's
