@@ -68,8 +68,10 @@ def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chrom
     view.goto(server + f"/curvature?run={run_id}", wait_until="networkidle")
     _wait_titles(view, ["spectral density of G over training", "loss slices at update"])
     assert view.locator("[data-testid='stException']").count() == 0
-    columns = """() => [...document.querySelectorAll('.js-plotly-plot')].find(g =>
-        (g.layout.title.text || '').includes('spectral density of G')).data[0].x.length"""
+    # 0 while the page redraws (a rerun replaces the figures for a moment)
+    columns = """() => { const f = [...document.querySelectorAll('.js-plotly-plot')].find(g =>
+        g.layout && (g.layout.title.text || '').includes('spectral density of G'));
+        return f && f.data ? f.data[0].x.length : 0; }"""
     deadline = time.time() + 120
     while time.time() < deadline and view.evaluate(columns) < 2:
         time.sleep(1.0)
