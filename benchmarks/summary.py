@@ -132,7 +132,8 @@ def _class_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """The class load benchmark at 8 sessions with the lab's default queue limit."""
     c = df[(df["benchmark"] == "class_load") & (df.get("limit", "") != "off")] \
         if "limit" in df else df.iloc[0:0]
-    c = c[c["sessions"] == 8] if len(c) else c
+    c = c[(c["sessions"] == 8) & (c.get("foreground_tabs") == True)] if len(c) and \
+        "foreground_tabs" in c else c.iloc[0:0]  # noqa: E712 — NaN in older records
     if c.empty:
         return []
     r = c.sort_values("time").iloc[-1]

@@ -2,6 +2,7 @@
 of time (so compilation stays out of the optimisation time curves and budgets use)."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -9,6 +10,8 @@ from typing import Callable
 import jax
 
 COMPILED: dict = {}       # (id(optimizer), argument signature) → (optimizer, compiled update)
+_COMPILING: dict = {}     # the same key → the lock its one compile holds
+_LOCK = threading.Lock()
 
 
 def enable_compilation_cache(folder) -> bool:
@@ -35,9 +38,14 @@ def compiled_update(opt, args) -> tuple[Callable, float]:
     the optimisation time that curves and wall-clock budgets use; compiled programs are shared
     by every run with the same optimiser and shapes."""
     key = (id(opt), signature(args))
-    if key in COMPILED:
-        return COMPILED[key][1], 0.0
-    t0 = time.perf_counter()
-    compiled = opt.update.lower(*args).compile()
-    COMPILED[key] = (opt, compiled)          # keep `opt` alive so its id stays unique
-    return compiled, time.perf_counter() - t0
+    with _LOCK:
+        lock = _COMPILING.setdefault(key, threading.Lock())
+    # one compile per program: a second run of the same shapes (another session's, started at
+    # the same moment) waits for the first's compile instead of compiling it again beside it
+    with lock:
+        if key in COMPILED:
+            return COMPILED[key][1], 0.0
+        t0 = time.perf_counter()
+        compiled = opt.update.lower(*args).compile()
+        COMPILED[key] = (opt, compiled)          # keep `opt` alive so its id stays unique
+        return compiled, time.perf_counter() - t0

@@ -125,3 +125,38 @@ def test_a_comparison_stopped_while_it_compiles_gives_its_place_up_at_once(tmp_p
     assert lab.wait(doomed, timeout=120)
     assert lab.store.get_run(doomed)["status"] == "stopped"
     assert lab.scheduler.running() == [] and lab.scheduler.waiting() == []
+
+
+def test_two_runs_of_one_program_starting_together_compile_it_once():
+    """Two sessions' runs of the same shapes reach the compile at the same moment: one
+    compiles, the other waits and shares the program (counted at ``lower``)."""
+    from hflab import compiled
+
+    calls = []
+
+    class Update:
+        def lower(self, *args):
+            calls.append(args)
+            time.sleep(0.3)                 # a compile long enough for the other to arrive
+
+            class Lowered:
+                def compile(self):
+                    return "program"
+            return Lowered()
+
+    class Opt:
+        update = Update()
+
+    opt = Opt()
+    import numpy as np
+    args = (np.zeros(3, np.float32),)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(compiled.compiled_update(opt, args)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(seconds > 0 for _, seconds in results) == [False, True]
+    assert {program for program, _ in results} == {"program"}
