@@ -53,6 +53,8 @@ def stop_and_wait(page, timeout=60.0):
     from hflab.store import Store
     page.get_by_role("button", name="■ Stop").click()
     store = Store(SERVER_HOME["home"])
+    # the Train page's Stop ends this session's comparison; another test's leftover run is
+    # waited for as well (it would take the cores and the queue's places from the next test)
     deadline = time.time() + timeout
     while time.time() < deadline and store.runs()["status"].isin(["running", "queued"]).any():
         time.sleep(0.2)

@@ -5,6 +5,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from playwright.sync_api import expect
+
 from browser import (SERVER_HOME, nav, needs_chromium, shot, stop_and_wait, trace_points,
                      wait_app)
 
@@ -121,9 +123,11 @@ def test_navigation_keeps_the_form_and_the_url(server, chromium_browser):
     assert "layers=16-16" in page.url and "steps=1500" in page.url, page.url
     assert "task=regression" in page.url and "optimizers=hf" in page.url
     layers = page.get_by_role("textbox", name="hidden layers (e.g. 400-200-100)")
-    assert layers.input_value() == "16-16"
-    shot(page, "07-navigation-kept-form")
-    stop_and_wait(page)
+    try:
+        expect(layers).to_have_value("16-16", timeout=30_000)   # drawn once its rerun ends
+        shot(page, "07-navigation-kept-form")
+    finally:
+        stop_and_wait(page)      # also when a check fails: a run left training slows the rest
     page.close()
 
 
@@ -261,13 +265,15 @@ def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chr
     page.get_by_text("T = 10 (stage 1 of 2)").first.wait_for(timeout=90_000)
     marked = """() => [...document.querySelectorAll('.js-plotly-plot')].some(g =>
         (g.layout.annotations || []).some(a => a.text === 'T = 20'))"""
-    deadline = time.time() + 150
-    while time.time() < deadline and not page.evaluate(marked):
-        time.sleep(1.0)
-    assert page.evaluate(marked), "the second stage's start is marked on the curves"
-    page.get_by_text("T = 20 (stage 2 of 2)").first.wait_for(timeout=30_000)
-    shot(page, "14-length-curriculum")
-    stop_and_wait(page)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and not page.evaluate(marked):
+            time.sleep(1.0)
+        assert page.evaluate(marked), "the second stage's start is marked on the curves"
+        page.get_by_text("T = 20 (stage 2 of 2)").first.wait_for(timeout=30_000)
+        shot(page, "14-length-curriculum")
+    finally:
+        stop_and_wait(page)
     page.close()
 
 
@@ -288,7 +294,7 @@ def test_four_sessions_at_once_the_queued_show_their_place_and_all_finish(server
             page = ctx.new_page()
             page.goto(server + f"/?task=regression&layers=16-16&steps=40&optimizers=hf,adam"
                                f"&seed={40 + i}", wait_until="domcontentloaded", timeout=90_000)
-            wait_app(page)
+            page.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
             pages.append(page)
         for page in pages:
             page.get_by_role("button", name="▶ Start").click()
