@@ -30,7 +30,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --ignore=tests/long tests
 
 # long checks (minutes each): the lab solving a pathological RNN problem through the CLI; the
-# class recipe (Caddy in front of the lab; needs Debian's caddy, skipped without it)
+# class recipe (Caddy in front of the lab; needs Debian's caddy, skipped without it); four browser
+# sessions at once on one server
 test-long: $(STAMP)
 	$(PY) -m pytest -q tests/long
 
