@@ -7,7 +7,7 @@ PORT   ?= 8501
 ADDRESS ?= 127.0.0.1
 
 .PHONY: setup run test test-long test-core test-research test-bench mutants bench bench-papers bench-autoencoders \
-	bench-rnn-cost bench-curvature bench-class research report clean
+	bench-rnn-cost bench-curvature bench-class bench-peers research report clean
 
 setup: $(STAMP)
 
@@ -71,6 +71,11 @@ bench-papers: $(STAMP)
 # 10 minutes a run: 3 hours on 2 cores); HFLAB_AE_TASKS / _SEEDS / _OPTIMIZERS / _BUDGET / _SETTINGS
 bench-autoencoders: $(STAMP)
 	$(PY) -m benchmarks --only autoencoder_papers
+
+# HF Lab against the two HF peers, one core each (~10 minutes): hessianfree from PyPI, and
+# PyTorchHessianFree from a checkout named by HFLAB_PYTORCH_HF_SOURCE (left out without it)
+bench-peers: $(STAMP)
+	$(PY) -m benchmarks --only peer
 
 # where an RNN CG iteration's time goes, against the matmul roofline (T = 20 and 100, ~3 minutes)
 bench-rnn-cost: $(STAMP)

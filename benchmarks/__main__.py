@@ -10,21 +10,22 @@ from types import SimpleNamespace
 
 import hflab  # noqa: F401
 
-from . import (autoencoders, class_load, curvature_instrument, feedback, gv_cost, hf_update,
-               lr_sweep, peer, rnn_cost, rnn_problems, scaling)
+from . import (autoencoders, cg_floor, class_load, curvature_instrument, feedback, gv_cost,
+               hf_update, lr_sweep, peer, rnn_cost, rnn_problems, scaling)
 from .common import emit
 
 SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
           "autoencoders": autoencoders, "scaling": scaling}
 # run only when asked (--only lr_sweep / peer / feedback): the sweep sets the presets' learning
-# rates; the peer comparison installs hessianfree 0.4.0 into its own environment (needs PyPI);
+# rates; the peer comparison installs its peers into environments of their own (needs PyPI);
 # feedback times Start → first point for every preset in fresh processes (~15 minutes);
 # rnn_cost splits an RNN CG iteration's time against the matmul roofline (~3 minutes);
-# curvature_instrument: the density's cost at 10³…10⁶ parameters and the edge of stability
+# cg_floor: λ floors against float32 CG's noise floor on the default run (~5 minutes, --full 3
+# seeds); curvature_instrument: the density's cost at 10³…10⁶ parameters and the edge of stability
 # (~5 minutes); class_load: 1–16 browser sessions on one server (~6 minutes; chromium);
 # rnn_papers / autoencoder_papers are the paper-scale comparisons (hours)
-ON_DEMAND = {"lr_sweep": lr_sweep, "curvature_instrument": curvature_instrument, "peer": peer,
-             "class_load": class_load,
+ON_DEMAND = {"lr_sweep": lr_sweep, "cg_floor": cg_floor,
+             "curvature_instrument": curvature_instrument, "peer": peer, "class_load": class_load,
              "feedback": feedback, "rnn_cost": rnn_cost,
              "lr_check": SimpleNamespace(run=lr_sweep.verify),
              "rnn_papers": SimpleNamespace(run=rnn_problems.run_papers),

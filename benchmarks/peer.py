@@ -1,23 +1,37 @@
-"""The peer in the same run: ``hessianfree`` 0.4.0 (D. Rasmussen; NumPy) against HF Lab.
+"""HF Lab against the two HF peers, in one run, one core each: ``hessianfree`` 0.4.0
+(D. Rasmussen; NumPy) and PyTorchHessianFree (L. Tatzel; PyTorch + BackPACK).
 
-The problem both solve: the digits autoencoder 64-32-16-32-64 (logistic hidden units, linear
-output), the full batch of all 1,797 images / 16, squared error ½·Σ err² averaged over cases,
-λ₀ = 1, at most 250 CG iterations, float32, 60 updates (full batch: one update per epoch; the
-peer uses the same batch for gradient and curvature, so do we).  Both use Martens' CG
-backtracking, Levenberg–Marquardt λ and an Armijo line search.
+The problem all three solve: the digits autoencoder 64-32-16-32-64 (logistic hidden units, linear
+output), the full batch of all 1,797 images / 16, squared error ½·Σ‖y − x‖² averaged over cases,
+λ₀ = 1, at most 250 CG iterations, float32, the same batch for gradient and curvature.  All three
+use Martens' CG stop, warm start, CG backtracking, Levenberg–Marquardt λ and an Armijo line search.
+Every side starts **from the same weights** (our sparse initialisation for the round's seed, handed
+to the peers), so the traces differ only by the algorithms and their constants; the peer
+``hessianfree`` also runs once from its own initialisation, to measure what the draw alone does.
 
-The peer is installed into its own virtual environment (``HFLAB_PEER_ENV``, default
-``.peer-env`` — PyPI's ``hessianfree==0.4.0`` with NumPy and the matplotlib its package imports)
-and run in a subprocess; the runs alternate (ours, peer, ours, peer, …) in one invocation and the
-medians are compared.  Timed for both: the update calls only (no data loading, no compilation —
-ours is compiled once before timing and its compile time reported apart), divided by the CG
-iterations the updates ran: milliseconds per CG iteration.
+Each side runs in its own process pinned to one core (``sched_setaffinity``) with one thread
+(OpenMP/BLAS/MKL variables, XLA's Eigen pool off, ``torch.set_num_threads(1)``); the sides
+alternate within each round.  Timed: the update calls only (ours compiled before timing; its compile
+time is reported apart); the loss after each update is evaluated outside the timing.  Two figures:
 
-Where the time goes is measured against the matmul roofline: one Gauss-Newton product is a
-tangent pass ``Jv`` and a transpose pass ``Jᵀu``, together about ``4·F`` flops for the forward
-pass's ``F = 2·N·Σ fan_in·fan_out``.  Two roofs: the machine's float32 peak (one large square
-matmul) — the arithmetic limit — and the rate of the problem's own matmul shapes dispatched one by
-one (small shapes run far below peak), which a fused CG iteration can beat.
+* **milliseconds per CG iteration** over the first 60 updates (the cost of the inner loop);
+* **seconds to a training-loss target** — the loss ``hessianfree`` reaches after 60 updates, the
+  figure a user feels: every side runs until it reaches the target (at most ``MAX_UPDATES``).
+
+Our side runs in two variants (``OUR_VARIANTS``): the lab's defaults, and the λ floor of 10⁻⁸
+the lab had before this comparison found that float32 CG then runs below its noise floor (λ falls
+to 10⁻⁸, CG runs to its 250-iteration cap every update and the model stops improving; the floor
+is now √ε of the dtype).  Two other differences from the peers were measured once and changed
+nothing: Martens' CG stop with ``hessianfree``'s ε = 5·10⁻⁶ instead of 5·10⁻⁴ (from the 20th
+update every side runs to the cap anyway) and ρ from the damped model (both peers) instead of
+the undamped one (Martens).  Per-update traces (loss, seconds, CG iterations, λ) are recorded for
+each side and seed (``peer_trace``) so the sides can be compared update by update.
+
+Environments: ``hessianfree`` is installed from PyPI into ``HFLAB_PEER_ENV`` (default
+``.peer-env``); PyTorchHessianFree is not on PyPI — set ``HFLAB_PYTORCH_HF_SOURCE`` to a checkout
+of ltatzel/PyTorchHessianFree (the one measured: commit f430d81), and its environment
+(``HFLAB_PYTORCH_HF_ENV``, default ``.peer-torch-env``) gets the CPU build of torch and
+``backpack-for-pytorch``.  Without the source that peer is left out and the record says so.
 """
 from __future__ import annotations
 
@@ -30,159 +44,275 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-from hflab.core import hf
-from hflab import tasks
-from hflab.core.losses import Batch, get_loss
-from hflab.core.models import Model
 
 SIZES = (64, 32, 16, 32, 64)
 UPDATES = 60
+MAX_UPDATES = 400
 MAX_CG = 250
-PEER_ENV = Path(os.environ.get("HFLAB_PEER_ENV") or
-                Path(__file__).resolve().parent.parent / ".peer-env")
-
-PEER_SCRIPT = r'''
-import json, sys, time
-import numpy as np
-import hessianfree as hf
-
-x = np.load(sys.argv[1])["x"].astype(np.float32)
-updates, max_cg, seed = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-net = hf.FFNet([64, 32, 16, 32, 64],
-               layers=[hf.nl.Linear(), hf.nl.Logistic(), hf.nl.Logistic(), hf.nl.Logistic(),
-                       hf.nl.Linear()],
-               loss_type=hf.loss_funcs.SquaredError(), rng=np.random.RandomState(seed))
-opt = hf.opt.HessianFree(CG_iter=max_cg, init_damping=1.0, plotting=False)
-stats = {"seconds": 0.0, "cg_iterations": 0, "cg_seconds": 0.0}
-cg = opt.conjugate_gradient
-def counted_cg(*a, **k):
-    t0 = time.perf_counter()
-    out = cg(*a, **k)
-    stats["cg_seconds"] += time.perf_counter() - t0
-    stats["cg_iterations"] += int(out[-1][0])
-    return out
-opt.conjugate_gradient = counted_cg
-update = opt.compute_update
-def timed_update(*a, **k):
-    t0 = time.perf_counter()
-    out = update(*a, **k)
-    stats["seconds"] += time.perf_counter() - t0
-    return out
-opt.compute_update = timed_update
-net.run_epochs(x, x, optimizer=opt, max_epochs=updates, print_period=None, target_err=-1.0)
-stats["loss"] = float(net.error(inputs=x, targets=x))
-print(json.dumps(stats))
-'''
+# our variants: name → (label, HFConfig fields changed)
+OUR_VARIANTS = {"hflab": ("HF Lab (defaults: λ ≥ √ε)", {}),
+                "hflab_floor_1e-8": ("HF Lab, λ ≥ 1e-8 (its floor before)",
+                                     {"min_damping": 1e-8})}
+ROOT = Path(__file__).resolve().parent.parent
+SIDES_DIR = Path(__file__).resolve().parent / "peer_sides"
+PEER_ENV = Path(os.environ.get("HFLAB_PEER_ENV") or ROOT / ".peer-env")
+TORCH_ENV = Path(os.environ.get("HFLAB_PYTORCH_HF_ENV") or ROOT / ".peer-torch-env")
+TORCH_WHEEL = "torch==2.13.0+cpu"     # the CPU build (the default wheel pulls GBs of CUDA)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+              "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"}
 
 
-def ensure_peer_env() -> Path:
-    """The peer's interpreter, creating its environment on first use."""
-    python = PEER_ENV / "bin" / "python"
+def _venv(path: Path, packages: list[str]) -> Path:
+    python = path / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_ENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "hessianfree==0.4.0", "numpy", "matplotlib"], check=True)
+                        *packages], check=True)
     return python
 
 
-def run_peer(python: Path, data_path: str, seed: int) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(PEER_SCRIPT)
-    try:
-        out = subprocess.run([str(python), f.name, data_path, str(UPDATES), str(MAX_CG),
-                              str(seed)], capture_output=True, text=True, check=True,
-                             env={**os.environ, "MPLBACKEND": "Agg"})
-    finally:
-        os.remove(f.name)
+def ensure_peer_env() -> Path:
+    """``hessianfree``'s interpreter, creating its environment on first use."""
+    return _venv(PEER_ENV, ["hessianfree==0.4.0", "numpy", "matplotlib"])
+
+
+def torch_peer() -> tuple[Path, str] | None:
+    """(interpreter, source folder) of PyTorchHessianFree, or None when no source is given."""
+    source = os.environ.get("HFLAB_PYTORCH_HF_SOURCE")
+    if not source:
+        return None
+    if not (Path(source) / "hessianfree" / "optimizer.py").exists():
+        raise SystemExit(f"HFLAB_PYTORCH_HF_SOURCE={source!r} holds no hessianfree/optimizer.py; "
+                         "point it at a checkout of ltatzel/PyTorchHessianFree")
+    return _venv(TORCH_ENV, [TORCH_WHEEL, "backpack-for-pytorch", "numpy"]), source
+
+
+def pinned_core() -> int:
+    """The core every side is pinned to (``HFLAB_PEER_CORE``; default the last allowed one)."""
+    return int(os.environ.get("HFLAB_PEER_CORE", max(os.sched_getaffinity(0))))
+
+
+def run_side(cmd: list[str], core: int, extra_env: dict | None = None) -> dict:
+    """Run one side pinned to ``core`` with one thread; its last stdout line is its JSON.  The
+    pinning happens in a small launcher that then ``exec``s the side (a ``preexec_fn`` would run
+    in a fork of this multithreaded process, which can deadlock)."""
+    pin = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); os.execv(sys.argv[2], sys.argv[2:])"
+    out = subprocess.run([sys.executable, "-c", pin, str(core), *cmd], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, **ONE_THREAD, **(extra_env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[1]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_ours(x: np.ndarray, seed: int) -> dict:
-    model = Model("mlp", SIZES, ("logistic",) * 3)
-    xb = jnp.asarray(x, jnp.float32)
-    batch = Batch(xb, xb, jnp.ones((x.shape[0],), jnp.float32))
-    opt = hf.hessian_free(model, get_loss("squared"), damping=1.0, max_cg_iters=MAX_CG)
-    params = model.init_params(jax.random.PRNGKey(seed), jnp.float32)
+def _ours_main(argv: list[str]) -> None:
+    """Our side (``python -m benchmarks.peer ours …``), in a process of its own so that its
+    thread settings take effect before JAX starts."""
+    import jax
+    import jax.numpy as jnp
+
+    from hflab.core import hf
+    from hflab.core.losses import Batch, get_loss
+    from hflab.core.models import Model
+
+    path, min_u, max_u, target, max_cg, overrides = argv
+    min_u, max_u, max_cg, target = int(min_u), int(max_u), int(max_cg), float(target)
+    data = np.load(path)
+    xb = jnp.asarray(data["x"], jnp.float32)
+    batch = Batch(xb, xb, jnp.ones((xb.shape[0],), jnp.float32))
+    model, loss = Model("mlp", SIZES, ("logistic",) * 3), get_loss("squared")
+    params = [{"W": jnp.asarray(data[f"W{i}"]), "b": jnp.asarray(data[f"b{i}"])}
+              for i in range(len(SIZES) - 1)]
+    opt = hf.hessian_free(model, loss, damping=1.0, max_cg_iters=max_cg, **json.loads(overrides))
     state = opt.init(params)
+    value = jax.jit(lambda p: loss.value(model.apply(p, xb), xb, batch.mask))
     t0 = time.perf_counter()
     compiled = jax.jit(opt._update).lower(params, state, batch, batch).compile()
     compile_s = time.perf_counter() - t0
-    seconds, cg_iterations = 0.0, 0
-    for _ in range(UPDATES):
+    loss0, trace, seconds = float(value(params)), [], 0.0
+    for u in range(max_u):
         t0 = time.perf_counter()
         params, state, info = compiled(params, state, batch, batch)
         jax.block_until_ready(params)
         seconds += time.perf_counter() - t0
-        cg_iterations += int(info.cg_iters)
-    loss = float(get_loss("squared").value(model.apply(params, xb), xb, batch.mask))
-    return {"seconds": seconds, "cg_iterations": cg_iterations, "loss": loss,
-            "compile_seconds": compile_s}
+        now = float(value(params))
+        trace.append({"seconds": seconds, "loss": now, "cg_iters": int(info.cg_iters),
+                      "damping": float(info.damping)})
+        if u + 1 >= min_u and now <= target:
+            break
+    print(json.dumps({"initial_loss": loss0, "trace": trace, "compile_seconds": compile_s,
+                      "runtime": f"JAX {jax.__version__} (XLA CPU, one thread)"}))
 
 
-def matmul_roofline_ms(n_cases: int) -> tuple[float, float]:
-    """(measured float32 GFLOP/s at the problem's matmul shapes, roofline ms of one Gv)."""
-    rng = np.random.default_rng(0)
-    pairs = list(zip(SIZES[:-1], SIZES[1:]))
-    mats = [(jnp.asarray(rng.normal(size=(n_cases, a)), jnp.float32),
-             jnp.asarray(rng.normal(size=(a, b)), jnp.float32)) for a, b in pairs]
-    forward = jax.jit(lambda ms: [a @ w for a, w in ms])
-    jax.block_until_ready(forward(mats))
-    t0, reps = time.perf_counter(), 200
-    for _ in range(reps):
-        jax.block_until_ready(forward(mats))
-    secs = (time.perf_counter() - t0) / reps
-    flops = 2 * n_cases * sum(a * b for a, b in pairs)
-    gflops = flops / secs / 1e9
-    return gflops, 1e3 * 4 * flops / (gflops * 1e9)
+def _problem(path: str, seed: int) -> None:
+    """The digits (1,797 × 64, /16) and our sparse initial weights for ``seed``, as ``.npz``."""
+    import jax
+
+    from hflab import tasks
+    from hflab.core.models import Model
+    x, _ = tasks._digits_data()
+    params = Model("mlp", SIZES, ("logistic",) * 3).init_params(jax.random.PRNGKey(seed))
+    np.savez(path, x=np.asarray(x, np.float32),
+             **{f"{k}{i}": np.asarray(layer[k], np.float32)
+                for i, layer in enumerate(params) for k in ("W", "b")})
 
 
-def peak_gflops(size: int | None = None) -> float:
-    """float32 matmul rate of one large square product: this machine's arithmetic roof.  On a
-    GPU the product is 4096² (a 1024² one is too short there to hide launch latency); random
-    data, not constants, so the rate is the one real operands get."""
-    size = size or (1024 if jax.devices()[0].platform == "cpu" else 4096)
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    mm = jax.jit(lambda m: m @ m)
-    jax.block_until_ready(mm(a))
-    t0, reps = time.perf_counter(), 20
-    for _ in range(reps):
-        jax.block_until_ready(mm(a))
-    return 2 * size ** 3 / ((time.perf_counter() - t0) / reps) / 1e9
+def seconds_to(trace: list[dict], target: float) -> float | None:
+    """Update seconds at the first update whose training loss is at most ``target``."""
+    return next((t["seconds"] for t in trace if t["loss"] <= target), None)
+
+
+def ms_per_cg_iteration(trace: list[dict]) -> float:
+    first = trace[:UPDATES]
+    return 1e3 * first[-1]["seconds"] / max(sum(t["cg_iters"] for t in first), 1)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def run(full: bool):
-    python = ensure_peer_env()
-    x, _ = tasks._digits_data()
-    x = np.asarray(x, np.float32)
-    rounds = 3 if full else 2
-    ours, peer = [], []
+    core, rounds = pinned_core(), 3
+    hf_python, torch_side = ensure_peer_env(), torch_peer()
+    sides = {**{k: label for k, (label, _) in OUR_VARIANTS.items()},
+             "hessianfree": "hessianfree 0.4.0"}
+    if torch_side:
+        sides["pytorch_hf"] = "PyTorchHessianFree f430d81"
+    results = {name: [] for name in [*sides, "hessianfree_own_init"]}
     with tempfile.TemporaryDirectory() as tmp:
-        data_path = os.path.join(tmp, "digits.npz")
-        np.savez(data_path, x=x)
-        for r in range(rounds):                       # alternate, same machine, same invocation
-            ours.append(run_ours(x, seed=r))
-            peer.append(run_peer(python, data_path, seed=r))
-    ms = {name: statistics.median(1e3 * o["seconds"] / max(o["cg_iterations"], 1) for o in runs)
-          for name, runs in (("ours", ours), ("peer", peer))}
-    gflops, roofline_ms = matmul_roofline_ms(x.shape[0])
-    peak = peak_gflops()
-    gv_flops = 4 * 2 * x.shape[0] * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
-    yield {"benchmark": "peer_hessianfree", "case": "digits-ae 64-32-16-32-64 full batch 1797",
-           "ours_ms_per_cg_iteration": ms["ours"], "peer_ms_per_cg_iteration": ms["peer"],
-           "speedup": ms["peer"] / ms["ours"],
-           "ours_loss_at_60": statistics.median(o["loss"] for o in ours),
-           "peer_loss_at_60": statistics.median(o["loss"] for o in peer),
-           "ours_cg_iterations": [o["cg_iterations"] for o in ours],
-           "peer_cg_iterations": [o["cg_iterations"] for o in peer],
-           "peer_cg_share": statistics.median(o["cg_seconds"] / o["seconds"] for o in peer),
-           "ours_compile_seconds": statistics.median(o["compile_seconds"] for o in ours),
-           "matmul_gflops": gflops, "gv_roofline_ms": roofline_ms,
-           "ours_over_roofline": ms["ours"] / roofline_ms, "peak_gflops": peak,
-           "gv_peak_roofline_ms": 1e3 * gv_flops / (peak * 1e9),
-           "ours_over_peak_roofline": ms["ours"] / (1e3 * gv_flops / (peak * 1e9)),
-           "rounds": rounds,
-           "peer_version": "hessianfree 0.4.0"}
+        for seed in range(rounds):
+            path = os.path.join(tmp, f"digits-{seed}.npz")
+            _problem(path, seed)
+            fixed = [path, str(UPDATES), str(UPDATES), "-inf", str(MAX_CG), str(seed)]
+            peer = run_side([str(hf_python), str(SIDES_DIR / "hessianfree_side.py"), *fixed,
+                             "shared"], core)
+            target = peer["trace"][UPDATES - 1]["loss"]
+            long = [path, str(UPDATES), str(MAX_UPDATES), repr(target), str(MAX_CG)]
+            runs = {"hessianfree": peer}
+            for name, (_, overrides) in OUR_VARIANTS.items():
+                runs[name] = run_side([sys.executable, "-m", "benchmarks.peer", "ours", *long,
+                                       json.dumps(overrides)], core)
+            runs["hessianfree_own_init"] = run_side(
+                [str(hf_python), str(SIDES_DIR / "hessianfree_side.py"), *fixed, "own"], core)
+            if torch_side:
+                runs["pytorch_hf"] = run_side([str(torch_side[0]),
+                                               str(SIDES_DIR / "pytorch_hf_side.py"), *long],
+                                              core, {"PYTHONPATH": torch_side[1]})
+            for name, r in runs.items():
+                if name != "hessianfree_own_init" and \
+                        abs(r["initial_loss"] - peer["initial_loss"]) > 1e-4 * peer["initial_loss"]:
+                    raise RuntimeError(f"{name} starts from loss {r['initial_loss']}, hessianfree "
+                                       f"from {peer['initial_loss']}: not the same problem")
+                r["target"] = target
+                results[name].append(r)
+                tr = r["trace"]
+                yield {"benchmark": "peer_trace", "side": name, "seed": seed, "target": target,
+                       "initial_loss": r["initial_loss"], "runtime": r["runtime"],
+                       "loss": [t["loss"] for t in tr], "seconds": [t["seconds"] for t in tr],
+                       "cg_iters": [t["cg_iters"] for t in tr],
+                       "damping": [t["damping"] for t in tr]}
+    yield summarise(results, sides, core)
+
+
+def summarise(results: dict, sides: dict, core: int) -> dict:
+    """One record: per side the medians over seeds, and our speed-ups over each peer."""
+    row = {"benchmark": "peer_comparison", "case": "digits-ae 64-32-16-32-64 full batch 1797",
+           "core": core, "rounds": len(results["hessianfree"]), "updates": UPDATES,
+           "max_updates": MAX_UPDATES, "peers": ", ".join(v for k, v in sides.items()
+                                                          if not k.startswith("hflab")),
+           "ours_compile_seconds": _median(r["compile_seconds"] for r in results["hflab"])}
+    for name, runs in results.items():
+        row[f"{name}_runtime"] = runs[0]["runtime"]
+        row[f"{name}_loss_at_60"] = _median(r["trace"][UPDATES - 1]["loss"] for r in runs)
+        row[f"{name}_cg_iterations_60"] = _median(sum(t["cg_iters"] for t in r["trace"][:UPDATES])
+                                                  for r in runs)
+        row[f"{name}_ms_per_cg_iteration"] = _median(ms_per_cg_iteration(r["trace"]) for r in runs)
+        if name == "hessianfree_own_init":
+            continue
+        times = [seconds_to(r["trace"], r["target"]) for r in runs]
+        row[f"{name}_seconds_to_target"] = _median(times)
+        row[f"{name}_reached_target"] = sum(t is not None for t in times)
+        row[f"{name}_updates_to_target"] = _median(
+            next((i + 1 for i, t in enumerate(r["trace"]) if t["loss"] <= r["target"]), None)
+            for r in runs)
+    row["target_loss"] = _median(r["target"] for r in results["hessianfree"])
+    for peer in [k for k in sides if not k.startswith("hflab")]:
+        for ours in OUR_VARIANTS:
+            a, b = row[f"{peer}_ms_per_cg_iteration"], row[f"{ours}_ms_per_cg_iteration"]
+            row[f"{ours}_per_cg_speedup_over_{peer}"] = a / b
+            a, b = row[f"{peer}_seconds_to_target"], row[f"{ours}_seconds_to_target"]
+            row[f"{ours}_to_target_speedup_over_{peer}"] = a / b if a and b else None
+    return row
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["ours"]:
+    _ours_main(sys.argv[2:])
+
+
+# ----------------------------------------------------------------------------- the report
+SIDE_LABELS = {**{k: label for k, (label, _) in OUR_VARIANTS.items()},
+               "hflab_strict": "HF Lab, CG stop ε 5e-6 (hessianfree's)",
+               "hessianfree": "hessianfree 0.4.0", "pytorch_hf": "PyTorchHessianFree",
+               "hessianfree_own_init": "hessianfree 0.4.0, its own initial weights"}
+
+
+def sides_table(df):
+    """The newest comparison, one row per side (medians over the seeds)."""
+    import pandas as pd
+    d = df[df["benchmark"] == "peer_comparison"] if "benchmark" in df else df.iloc[0:0]
+    if d.empty:
+        return d
+    r = d.sort_values("time").iloc[-1]
+    rows = []
+    for side, label in SIDE_LABELS.items():
+        if pd.isna(r.get(f"{side}_loss_at_60", float("nan"))):
+            continue
+        reached = r.get(f"{side}_reached_target")
+        rows.append({"side": label, "runtime": r[f"{side}_runtime"], "time": r["time"],
+                     "loss_at_60": r[f"{side}_loss_at_60"],
+                     "cg_iterations_in_60": r[f"{side}_cg_iterations_60"],
+                     "ms_per_cg_iteration": r[f"{side}_ms_per_cg_iteration"],
+                     "seconds_to_target": r.get(f"{side}_seconds_to_target"),
+                     "updates_to_target": r.get(f"{side}_updates_to_target"),
+                     "seeds_reaching_target": "—" if pd.isna(reached) else
+                     f"{int(reached)}/{int(r['rounds'])}"})
+    return pd.DataFrame(rows)
+
+
+REPORT_SECTIONS = [
+    ("HF against its peers (digits autoencoder, one core each, the same initial weights; the "
+     "target is the loss hessianfree reaches after 60 updates)", sides_table, ["side"],
+     ["side", "loss_at_60", "cg_iterations_in_60", "ms_per_cg_iteration", "seconds_to_target",
+      "updates_to_target", "seeds_reaching_target", "runtime"]),
+]
+
+
+def figures(df) -> dict:
+    """Training loss against updates and against seconds, every side, seed 0 of the newest
+    comparison (the target as a dotted line)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    t = df[(df["benchmark"] == "peer_trace") & (df["seed"] == 0)] if "seed" in df else df.iloc[0:0]
+    if t.empty:
+        return {}
+    t = t.sort_values("time").groupby("side").tail(1)
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True)
+    for i, r in enumerate(t.itertuples()):
+        label = SIDE_LABELS.get(r.side, r.side)
+        for col, x in ((1, list(range(1, len(r.loss) + 1))), (2, r.seconds)):
+            fig.add_trace(go.Scatter(x=x, y=r.loss, name=label, legendgroup=r.side,
+                                     showlegend=col == 1, line={"color": _COLOURS[i % 6]}),
+                          row=1, col=col)
+    for col in (1, 2):
+        fig.add_hline(y=t["target"].iloc[0], line_dash="dot", row=1, col=col)
+    fig.update_xaxes(title_text="updates", row=1, col=1)
+    fig.update_xaxes(title_text="update seconds (one core)", type="log", row=1, col=2)
+    fig.update_yaxes(type="log", title_text="training loss", row=1, col=1)
+    fig.update_layout(title="HF against its peers: digits autoencoder, seed 0", width=1000,
+                      height=480)
+    return {"peers": fig}
+
+
+_COLOURS = ("#1f77b4", "#17becf", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import class_load, summary
+from . import cg_floor, class_load, peer, summary
 from .common import PAPERS_LENGTHS, read_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -109,7 +109,7 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
                                                mode="lines+markers"))
         figs["scaling"].update_layout(title="Seconds per HF update vs devices",
                                       xaxis_title="devices", yaxis_title="seconds")
-    return figs
+    return {**figs, **peer.figures(df)}
 
 
 def current_papers_runs(r: pd.DataFrame) -> pd.DataFrame:
@@ -394,9 +394,7 @@ def main(mode: str | None = None):
           "final_ratio_to_threshold", "final_loss", "n_params", "cases"]),
         ("Scaling over devices", "scaling", ["devices"],
          ["devices", "seconds_per_update", "simulated", "case"]),
-        ("The peer in the same run (hessianfree 0.4.0)", "peer_hessianfree", ["case"],
-         ["case", "ours_ms_per_cg_iteration", "peer_ms_per_cg_iteration", "speedup",
-          "ours_loss_at_60", "peer_loss_at_60", "gv_roofline_ms", "ours_over_roofline"]),
+        *peer.REPORT_SECTIONS, *cg_floor.REPORT_SECTIONS,
         ("Start → first plotted point (seconds)", "start_to_first_point", ["task"],
          ["task", "cold_seconds", "restart_seconds", "warm_seconds"]),
         *class_load.REPORT_SECTIONS,

@@ -37,11 +37,24 @@ from hflab.core.models import FULL_UNROLL_MAX_STEPS, Model
 
 from .common import timeit
 from .gv_cost import gv_seconds
-from .peer import peak_gflops
 
 BATCH, HIDDEN = 1000, 64
 CG_SHORT, CG_LONG = 40, 120
 
+
+
+def peak_gflops(size: int | None = None) -> float:
+    """float32 matmul rate of one large square product: this machine's arithmetic roof.  On a
+    GPU the product is 4096² (a 1024² one is too short there to hide launch latency); random
+    data, not constants, so the rate is the one real operands get."""
+    size = size or (1024 if jax.devices()[0].platform == "cpu" else 4096)
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    mm = jax.jit(lambda m: m @ m)
+    jax.block_until_ready(mm(a))
+    t0, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        jax.block_until_ready(mm(a))
+    return 2 * size ** 3 / ((time.perf_counter() - t0) / reps) / 1e9
 
 def cg_iteration_ms(model, batch, structural: float) -> float:
     times = {}

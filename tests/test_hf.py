@@ -25,7 +25,7 @@ def linear_problem(n=40, d=6, seed=0):
 
 def test_one_update_with_tiny_damping_minimises_a_convex_quadratic():
     model, params, x, y = linear_problem()
-    opt = hf.hessian_free(model, get_loss("squared"), damping=1e-12)
+    opt = hf.hessian_free(model, get_loss("squared"), damping=1e-12, min_damping=0.0)
     batch = make_batch(jnp.asarray(x), jnp.asarray(y))
     new, state, info = opt.update(params, opt.init(params), batch, batch)
     xa = np.hstack([x, np.ones((x.shape[0], 1))])
@@ -34,7 +34,7 @@ def test_one_update_with_tiny_damping_minimises_a_convex_quadratic():
     assert rel_err(got, sol) <= 1e-8
     assert bool(info.accepted) and float(info.line_search_rate) == 1.0
     assert abs(float(info.rho) - 1.0) < 1e-8           # the quadratic model is exact
-    assert np.isclose(float(info.new_damping), 1e-12 * 2 / 3)
+    assert np.isclose(float(info.new_damping), 1e-12 * 2 / 3, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("c, expected_factor", [(1.0, 2 / 3), (0.75, 1.0), (0.5, 1.5), (-1.0, 1.5)])
@@ -44,12 +44,12 @@ def test_rho_and_levenberg_marquardt_rule(c, expected_factor):
     model, params, x, y = linear_problem(seed=1)
     params = jax.tree_util.tree_map(jnp.zeros_like, params)
     opt = hf.hessian_free(model, get_loss("squared"), damping=1e-10, line_search=False,
-                          backtracking=False)
+                          backtracking=False, min_damping=0.0)   # no floor: λ·factor exactly
     g_batch = make_batch(jnp.asarray(x), jnp.asarray(y))
     c_batch = make_batch(jnp.asarray(x), jnp.asarray(c * y))
     _, state, info = opt.update(params, opt.init(params), g_batch, c_batch)
     assert abs(float(info.rho) - (2 * c - 1)) < 1e-6
-    assert np.isclose(float(state.damping), 1e-10 * expected_factor, rtol=1e-12)
+    assert np.isclose(float(state.damping), 1e-10 * expected_factor, rtol=1e-12, atol=0)
 
 
 def test_nan_gradient_batch_is_rejected_and_damping_rises():
@@ -313,8 +313,13 @@ def test_levenberg_marquardt_branches_at_martens_thresholds(rho, factor):
                                  jnp.asarray(2.0), cfg)
     assert np.isclose(float(new), 2.0 * factor, rtol=1e-12)
     assert float(hf.levenberg_marquardt(jnp.asarray(0.1), jnp.asarray(1e-9), cfg)) >= 1e-9
-    assert float(hf.levenberg_marquardt(jnp.asarray(0.9), jnp.asarray(1e-8), cfg)) == \
-        pytest.approx(cfg.min_damping)                      # the floor
+    # the floor: √ε of the dtype λ is kept in (float32: 2⁻¹¹·⁵ ≈ 3.45e-4, float64 ≈ 1.49e-8)
+    for dtype, floor in ((jnp.float32, 3.4526698e-4), (jnp.float64, 1.4901161193847656e-8)):
+        low = hf.levenberg_marquardt(jnp.asarray(0.9), jnp.asarray(1e-9, dtype), cfg)
+        assert low.dtype == dtype and float(low) == pytest.approx(floor, rel=1e-6)
+    fixed = hf.HFConfig(min_damping=1e-12)
+    assert float(hf.levenberg_marquardt(jnp.asarray(0.9), jnp.asarray(1e-12, jnp.float32),
+                                        fixed)) == pytest.approx(1e-12)
 
 
 def test_armijo_rejects_a_full_step_that_overshoots_uphill():

@@ -73,9 +73,15 @@ class HFConfig:
     rho_high: float = 0.75
     damping_up: float = 1.5
     damping_down: float = 2.0 / 3.0
-    # λ floor: without one λ shrinks geometrically on easy problems (1e-36, then 0 in float32)
-    # and Levenberg–Marquardt can never raise it again; kfac-jax uses the same 1e-8 default
-    min_damping: float = 1e-8
+    # λ floor (None: √ε of the working dtype, 3.5e-4 in float32, 1.5e-8 in float64).  Without one
+    # λ shrinks geometrically on easy problems (1e-36, then 0 in float32) and Levenberg–Marquardt
+    # can never raise it again.  Why tied to the dtype: below √ε, λ is lost in the rounding of G's
+    # O(1) entries, the damped system's condition is beyond what float32 CG resolves — its residual
+    # goes flat and noisy, and CG spends its whole iteration cap on steps that no longer improve
+    # the model (the lab's default run, digits autoencoder: λ → 1e-8 and 250 iterations an update;
+    # the measurement is the report's "CG noise floor").  In float64 the floor is the 1e-8 kfac-jax
+    # also uses.
+    min_damping: float | None = None
     max_damping: float = 1e10
 
     def __post_init__(self):
@@ -104,6 +110,8 @@ class HFSettings:
     line_search: bool = setting(True, "Armijo line search")
     rho_batch: str = setting("curvature", "batch on which ρ's actual reduction is measured",
                              choices=RHO_BATCHES)
+    min_damping: float = setting(0.0, "floor of λ (0 = √ε of the dtype: 3.5e-4 in float32, "
+                                 "1.5e-8 in float64)", lo=0.0, hi=1e10)
 
     def check_fields(self):
         """λ = 0 only with the Gauss-Newton matrix: H and the empirical Fisher may be singular
@@ -113,8 +121,9 @@ class HFSettings:
                                f"the {self.curvature} curvature (not positive semi-definite)")
 
     def hf_config(self, weight_cost: float = 0.0) -> "HFConfig":
-        return HFConfig(weight_cost=weight_cost, **{f.name: getattr(self, f.name)
-                                                    for f in fields(self) if f.name != "n_chunks"})
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n_chunks"}
+        return HFConfig(weight_cost=weight_cost,
+                        **{**values, "min_damping": self.min_damping or None})
 
 
 class HFState(NamedTuple):
@@ -150,7 +159,14 @@ def levenberg_marquardt(rho, damping, config: HFConfig):
     otherwise λ stays.  The result is clipped to ``[min_damping, max_damping]``."""
     new = jnp.where(rho < config.rho_low, damping * config.damping_up,
                     jnp.where(rho > config.rho_high, damping * config.damping_down, damping))
-    return jnp.clip(new, config.min_damping, config.max_damping)
+    return jnp.clip(new, damping_floor(config, damping.dtype), config.max_damping)
+
+
+def damping_floor(config: HFConfig, dtype) -> float:
+    """The λ floor: ``config.min_damping``, or √ε of ``dtype`` when that is None."""
+    if config.min_damping is not None:
+        return config.min_damping
+    return float(np.sqrt(np.finfo(dtype).eps))
 
 
 def reduction_ratio(f_new, f_old, grad, step, curvature_step):
@@ -310,8 +326,8 @@ class HessianFree:
         # no information about this batch, and re-applying it compounds the last step.
         no_curvature = (cg_info.iterations == 0) & (cg_info.stop_reason == NEGATIVE_CURVATURE)
         ok = ok & jnp.all(jnp.isfinite(p)) & jnp.isfinite(f0) & jnp.any(p != 0) & ~no_curvature
-        new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up, cfg.min_damping,
-                                                  cfg.max_damping))
+        new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up,
+                                                  damping_floor(cfg, lam.dtype), cfg.max_damping))
         step = jnp.where(ok, rate * p, 0.0)
         new_state = HFState(new_lam, jnp.where(ok, p, 0.0).astype(flat.dtype), state.count + 1)
         n_gv = cg_info.n_matvecs + 1

@@ -1,0 +1,86 @@
+"""The peer comparison's arithmetic and our side of its protocol (the peers' own sides need their
+environments and run in ``make bench-peers``)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import peer, summary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _trace(losses, ms_per_update=10.0, cg=5):
+    return [{"seconds": (i + 1) * ms_per_update / 1e3, "loss": l, "cg_iters": cg, "damping": 1.0}
+            for i, l in enumerate(losses)]
+
+
+def test_seconds_to_target_is_the_first_update_at_or_below_it():
+    tr = _trace([5.0, 3.0, 2.0, 2.5, 1.0])
+    assert peer.seconds_to(tr, 2.0) == pytest.approx(0.03)
+    assert peer.seconds_to(tr, 0.5) is None
+
+
+def test_summary_speed_ups_divide_the_peer_by_ours():
+    losses = list(np.linspace(10, 1, peer.UPDATES))
+    slow = _trace(losses, ms_per_update=40.0, cg=10)                  # 4 ms per CG iteration
+    fast = _trace(losses[:30] + [0.5] * 30, ms_per_update=10.0, cg=10)  # 1 ms; target at 31
+    results = {"hessianfree": [{"trace": slow, "target": 1.0, "runtime": "np"}],
+               "hflab": [{"trace": fast, "target": 1.0, "runtime": "jax", "compile_seconds": 2}],
+               "hflab_strict": [{"trace": fast, "target": 1.0, "runtime": "jax",
+                                 "compile_seconds": 2}],
+               "hessianfree_own_init": [{"trace": slow, "runtime": "np"}]}
+    sides = {"hflab": "", "hflab_strict": "", "hessianfree": ""}
+    row = peer.summarise(results, sides, core=1)
+    assert row["hflab_per_cg_speedup_over_hessianfree"] == pytest.approx(4.0)
+    assert row["hessianfree_seconds_to_target"] == pytest.approx(2.4)
+    assert row["hflab_seconds_to_target"] == pytest.approx(0.31)
+    assert row["hflab_to_target_speedup_over_hessianfree"] == pytest.approx(2.4 / 0.31)
+    assert row["hflab_updates_to_target"] == 31
+    row["time"] = "2026-12-05T00:00:00"
+    table = peer.sides_table(pd.DataFrame([{"benchmark": "peer_comparison", "device": "cpu", **row}]))
+    assert list(table["seeds_reaching_target"]) == ["1/1", "1/1", "1/1", "—"]
+    (what, figure, section), = summary._speed_rows(
+        pd.DataFrame([{"benchmark": "peer_comparison", "device": "cpu", **row}]))
+    assert figure == "7.7× faster than hessianfree (4.0× per CG iteration)"
+    assert section == "HF against its peers" and "one core each" in what
+
+
+def test_our_side_starts_from_the_weights_it_is_given(tmp_path):
+    """Its initial loss equals ½·Σ‖y − x‖²/N of the handed weights computed here in NumPy, and it
+    stops at the first update past ``min_updates`` whose loss reaches the target."""
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 64)).astype(np.float32)
+    sizes = peer.SIZES
+    weights = {f"W{i}": (rng.standard_normal((a, b)) * 0.3).astype(np.float32)
+               for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}
+    weights.update({f"b{i}": (rng.standard_normal(b) * 0.1).astype(np.float32)
+                    for i, b in enumerate(sizes[1:])})
+    np.savez(tmp_path / "p.npz", x=x, **weights)
+    a = x
+    for i in range(len(sizes) - 1):
+        a = a @ weights[f"W{i}"] + weights[f"b{i}"]
+        a = 1 / (1 + np.exp(-a)) if i < len(sizes) - 2 else a
+    expected = 0.5 * ((a - x) ** 2).sum() / len(x)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.peer", "ours", str(tmp_path / "p.npz"),
+                          "2", "50", "1e9", "20", "5e-4"], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["initial_loss"] == pytest.approx(expected, rel=1e-5)
+    assert len(r["trace"]) == 2                         # the huge target is met at once
+    assert r["trace"][1]["loss"] < r["trace"][0]["loss"] < expected
+    assert 1 <= r["trace"][0]["cg_iters"] <= 20
+
+
+def test_the_noise_floor_benchmark_applies_each_floor():
+    """λ starts at the preset's value and can only fall to the floor each variant names."""
+    from benchmarks import cg_floor
+    high = cg_floor.run_variant(None, seed=0, steps=40)
+    low = cg_floor.run_variant(1e-8, seed=0, steps=40)
+    assert min(high["damping"]) >= 3.45e-4 * (1 - 1e-6)
+    assert min(low["damping"]) < 3.45e-4           # without the floor λ falls past it
+    assert len(high["train_loss"]) == 40 and high["train_loss"][-1] < high["train_loss"][0]
