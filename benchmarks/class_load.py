@@ -37,6 +37,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .common import env_list
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUERY = "/?task=regression&layers=16-16&steps=40&optimizers=hf,adam&seed={i}"
@@ -276,8 +278,14 @@ def follow_live(browser, others: int) -> dict:
 
 
 def run(full: bool):
+    """Every size with the lab's limit (the cores) and with none, then the follow-live runs;
+    ``HFLAB_CLASS_SIZES``, ``HFLAB_CLASS_LIMITS`` (``cores`` or a number, 0 = none) and
+    ``HFLAB_CLASS_FOLLOW`` (other sessions beside the followed run) pick a subset."""
     from playwright.sync_api import sync_playwright
-    sizes = (1, 4, 8, 16)
+    sizes = env_list("HFLAB_CLASS_SIZES", [1, 4, 8, 16], int)
+    limits = [None if v == "cores" else int(v) for v in env_list("HFLAB_CLASS_LIMITS",
+                                                                  ["cores", "0"])]
+    follows = env_list("HFLAB_CLASS_FOLLOW", [0, 3], int)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--headless", "--no-sandbox", "--disable-gpu",
@@ -288,10 +296,10 @@ def run(full: bool):
                                           "--disable-renderer-backgrounding",
                                           "--disable-backgrounding-occluded-windows"])
         try:
-            for limit in (None, 0):
+            for limit in limits:
                 for n in sizes:
                     yield measure(browser, n, limit)
-            for others in (0, 3):
+            for others in follows:
                 yield follow_live(browser, others)
         finally:
             browser.close()
