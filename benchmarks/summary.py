@@ -78,7 +78,7 @@ def _speed_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         default = f[f["floor"].str.endswith("(default)")]
         if len(default) and default["seconds_to_target"].notna().all():
             old = f[f["floor"] == "1e-8"]
-            rows.append((f"The default run (digits autoencoder, float32, {default['steps'].iloc[0]}"
+            rows.append((f"The default run (digits autoencoder, float32, {default['steps'].iloc[0]:.0f}"
                          f" updates, {len(default)} seeds): update seconds to the loss a 1e-8 λ "
                          "floor ends at, with the √ε floor (median)",
                          f"{old['seconds'].median():.1f} s → "

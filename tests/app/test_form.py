@@ -66,7 +66,7 @@ ROUND_TRIP = {"optimizers": "adam,lbfgs", "steps": "7", "max_seconds": "12.5", "
               "dtype": "float64", "devices": "cpu", "hf.curvature": "hessian",
               "hf.damping": "2.5", "hf.max_cg_iters": "40", "hf.cg_decay": "0.5",
               "hf.n_chunks": "2", "hf.preconditioner": "true", "hf.backtracking": "false",
-              "hf.line_search": "false", "hf.rho_batch": "gradient",
+              "hf.line_search": "false", "hf.rho_batch": "gradient", "hf.min_damping": "1e-06",
               "sgd.learning_rate": "0.002", "momentum.learning_rate": "0.004",
               "adam.learning_rate": "0.006", "lbfgs.learning_rate": "0.5",
               "momentum.momentum": "0.8", "sophia.learning_rate": "0.007", "sophia.b1": "0.9",
