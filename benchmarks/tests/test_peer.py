@@ -31,10 +31,10 @@ def test_summary_speed_ups_divide_the_peer_by_ours():
     fast = _trace(losses[:30] + [0.5] * 30, ms_per_update=10.0, cg=10)  # 1 ms; target at 31
     results = {"hessianfree": [{"trace": slow, "target": 1.0, "runtime": "np"}],
                "hflab": [{"trace": fast, "target": 1.0, "runtime": "jax", "compile_seconds": 2}],
-               "hflab_strict": [{"trace": fast, "target": 1.0, "runtime": "jax",
-                                 "compile_seconds": 2}],
+               "hflab_floor_1e-8": [{"trace": slow, "target": 1.0, "runtime": "jax",
+                                     "compile_seconds": 2}],
                "hessianfree_own_init": [{"trace": slow, "runtime": "np"}]}
-    sides = {"hflab": "", "hflab_strict": "", "hessianfree": ""}
+    sides = {"hflab": "", "hflab_floor_1e-8": "", "hessianfree": ""}
     row = peer.summarise(results, sides, core=1)
     assert row["hflab_per_cg_speedup_over_hessianfree"] == pytest.approx(4.0)
     assert row["hessianfree_seconds_to_target"] == pytest.approx(2.4)
@@ -67,13 +67,14 @@ def test_our_side_starts_from_the_weights_it_is_given(tmp_path):
         a = 1 / (1 + np.exp(-a)) if i < len(sizes) - 2 else a
     expected = 0.5 * ((a - x) ** 2).sum() / len(x)
     out = subprocess.run([sys.executable, "-m", "benchmarks.peer", "ours", str(tmp_path / "p.npz"),
-                          "2", "50", "1e9", "20", "5e-4"], capture_output=True, text=True,
+                          "2", "50", "1e9", "20", '{"min_damping": 1e-3}'], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["initial_loss"] == pytest.approx(expected, rel=1e-5)
     assert len(r["trace"]) == 2                         # the huge target is met at once
     assert r["trace"][1]["loss"] < r["trace"][0]["loss"] < expected
     assert 1 <= r["trace"][0]["cg_iters"] <= 20
+    assert all(t["damping"] >= 1e-3 for t in r["trace"])  # the settings it was handed
 
 
 def test_the_noise_floor_benchmark_applies_each_floor():
