@@ -79,8 +79,8 @@ class HFConfig:
     # O(1) entries, the damped system's condition is beyond what float32 CG resolves — its residual
     # goes flat and noisy, and CG spends its whole iteration cap on steps that no longer improve
     # the model (the lab's default run, digits autoencoder: λ → 1e-8 and 250 iterations an update;
-    # the measurement is the report's "CG noise floor").  In float64 the floor is the 1e-8 kfac-jax
-    # also uses.
+    # the measurement is the report's "CG noise floor").  In float64 the floor is about the 1e-8
+    # kfac-jax uses.
     min_damping: float | None = None
     max_damping: float = 1e10
 

@@ -76,8 +76,6 @@ MUTANTS = [
      "CG-backtracking walks towards worse iterates"),
     ("hflab/core/hf.py", "new_lam = jnp.where(ok, new_lam, jnp.clip(lam * cfg.damping_up,",
      "new_lam = jnp.where(ok, new_lam, jnp.clip(lam,", "a rejected step does not raise λ"),
-    ("hflab/core/hf.py", "return float(np.sqrt(np.finfo(dtype).eps))", "return 1e-8",
-     "the λ floor not tied to the dtype (float32 CG at its noise floor)"),
     # manual (the independent references must themselves be right)
     ("hflab/core/manual.py", "d_a = d_h * (1.0 - hs[:, t] ** 2)", "d_a = d_h * (1.0 - hs[:, t])",
      "hand-written BPTT with the wrong tanh derivative"),
@@ -186,4 +184,6 @@ MUTANTS = [
     ("hflab/core/sophia.py", "refreshed = jnp.equal(count % self.interval, 0)",
      "refreshed = jnp.equal(count % self.interval, 1)",
      "Sophia's Hessian-vector products counted on the wrong updates"),
+    ("hflab/core/hf.py", "return float(np.sqrt(np.finfo(dtype).eps))", "return 1e-8",
+     "the λ floor not tied to the dtype (float32 CG at its noise floor)"),
 ]
