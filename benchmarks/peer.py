@@ -99,7 +99,8 @@ def run_side(cmd: list[str], core: int, extra_env: dict | None = None) -> dict:
     """Run one side pinned to ``core`` with one thread; its last stdout line is its JSON.  The
     pinning happens in a small launcher that then ``exec``s the side (a ``preexec_fn`` would run
     in a fork of this multithreaded process, which can deadlock)."""
-    pin = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); os.execv(sys.argv[2], sys.argv[2:])"
+    pin = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+           "os.execv(sys.argv[2], sys.argv[2:])")
     out = subprocess.run([sys.executable, "-c", pin, str(core), *cmd], capture_output=True,
                          text=True, cwd=ROOT, env={**os.environ, **ONE_THREAD, **(extra_env or {})})
     if out.returncode != 0:
@@ -159,9 +160,15 @@ def _problem(path: str, seed: int) -> None:
                 for i, layer in enumerate(params) for k in ("W", "b")})
 
 
+def first_at(trace: list[dict], target: float) -> int | None:
+    """Index of the first update whose training loss is at most ``target`` (None: never)."""
+    return next((i for i, t in enumerate(trace) if t["loss"] <= target), None)
+
+
 def seconds_to(trace: list[dict], target: float) -> float | None:
     """Update seconds at the first update whose training loss is at most ``target``."""
-    return next((t["seconds"] for t in trace if t["loss"] <= target), None)
+    i = first_at(trace, target)
+    return None if i is None else trace[i]["seconds"]
 
 
 def ms_per_cg_iteration(trace: list[dict]) -> float:
@@ -232,12 +239,11 @@ def summarise(results: dict, sides: dict, core: int) -> dict:
         row[f"{name}_ms_per_cg_iteration"] = _median(ms_per_cg_iteration(r["trace"]) for r in runs)
         if name == "hessianfree_own_init":
             continue
-        times = [seconds_to(r["trace"], r["target"]) for r in runs]
-        row[f"{name}_seconds_to_target"] = _median(times)
-        row[f"{name}_reached_target"] = sum(t is not None for t in times)
-        row[f"{name}_updates_to_target"] = _median(
-            next((i + 1 for i, t in enumerate(r["trace"]) if t["loss"] <= r["target"]), None)
-            for r in runs)
+        row[f"{name}_seconds_to_target"] = _median(seconds_to(r["trace"], r["target"])
+                                                   for r in runs)
+        reached = [first_at(r["trace"], r["target"]) for r in runs]
+        row[f"{name}_reached_target"] = sum(i is not None for i in reached)
+        row[f"{name}_updates_to_target"] = _median(None if i is None else i + 1 for i in reached)
     row["target_loss"] = _median(r["target"] for r in results["hessianfree"])
     for peer in [k for k in sides if not k.startswith("hflab")]:
         for ours in OUR_VARIANTS:
@@ -294,6 +300,7 @@ def figures(df) -> dict:
     """Training loss against updates and against seconds, every side, seed 0 of the newest
     comparison (the target as a dotted line)."""
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
     t = df[(df["benchmark"] == "peer_trace") & (df["seed"] == 0)] if "seed" in df else df.iloc[0:0]
     if t.empty:
@@ -302,9 +309,10 @@ def figures(df) -> dict:
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True)
     for i, r in enumerate(t.itertuples()):
         label = SIDE_LABELS.get(r.side, r.side)
+        colour = qualitative.D3[i % len(qualitative.D3)]    # one per side, in both panels
         for col, x in ((1, list(range(1, len(r.loss) + 1))), (2, r.seconds)):
             fig.add_trace(go.Scatter(x=x, y=r.loss, name=label, legendgroup=r.side,
-                                     showlegend=col == 1, line={"color": _COLOURS[i % 6]}),
+                                     showlegend=col == 1, line={"color": colour}),
                           row=1, col=col)
     for col in (1, 2):
         fig.add_hline(y=t["target"].iloc[0], line_dash="dot", row=1, col=col)
@@ -318,5 +326,3 @@ def figures(df) -> dict:
                       height=480)
     return {"peers": fig}
 
-
-_COLOURS = ("#1f77b4", "#17becf", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
