@@ -15,7 +15,12 @@ concurrency limit at its default (the cores) and off:
   runs train and times the rerun until the page is idle again (median, p95);
 - ``rss_peak_mb``: the server's peak resident memory (VmHWM);
 - ``lost``: runs not finished; ``inversions``: comparisons admitted out of order (a comparison
-  ``limit`` or more places later that started training before an earlier one).
+  ``limit`` or more places later that started training before an earlier one);
+- the breakdown of an admitted session's first point (medians): ``admit`` (Start → the run
+  marked running), ``first_row`` (running → its first metric row in the store: data, model,
+  compilation, update 0), ``draw`` (row stored → point drawn by the page); and the CPU seconds the
+  measurement cost the server process (``server_cpu_s``: pages and training together) and the
+  harness's own browsers (``browser_cpu_s``), which share the same cores.
 
 Each session is a separate browser context kept in the foreground (``foreground_tabs``): records
 without that field were taken while chromium slowed the timers of all but one page, so their
@@ -115,6 +120,31 @@ class _Server:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+def _cpu_seconds(pids) -> float:
+    """utime + stime of ``pids`` (and their finished children), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])        # utime stime cutime cstime
+    return total / tick
+
+
+def _browser_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if "chrom" in (d / "comm").read_text():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
 def _idle(page, timeout_ms=120_000):
     page.wait_for_function("() => { const a = document.querySelector('[data-testid=stApp]');"
                            " return a && a.getAttribute('data-test-script-state') !== 'running'; }",
@@ -132,17 +162,21 @@ def measure(browser, n: int, limit: int | None) -> dict:
         pages = []
         for i in range(n):
             ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+            ctx.set_default_timeout(120_000)      # a loaded server answers late, not never
             contexts.append(ctx)
             page = ctx.new_page()
             page.goto(server.url + QUERY.format(i=i), wait_until="networkidle")
             page.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
             pages.append(page)
         probe_ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+        probe_ctx.set_default_timeout(120_000)
         contexts.append(probe_ctx)
         probe = probe_ctx.new_page()
         probe.goto(server.url + "/?task=regression", wait_until="networkidle")
         probe.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
 
+        cpu0 = {"server": _cpu_seconds([server.proc.pid]),
+                "browser": {p: _cpu_seconds([p]) for p in _browser_pids()}}
         clicked = []
         for page in pages:                        # Start in every session, a person at a time
             page.get_by_role("button", name="▶ Start").click(no_wait_after=True)
@@ -152,9 +186,14 @@ def measure(browser, n: int, limit: int | None) -> dict:
         queued = [None] * n
         store = Store(server.home)
         reruns, last_probe, done_at = [], 0.0, None
+        row_seen: dict[int, float] = {}              # run id → when its first row was seen
         deadline = t0 + 600
         while time.time() < deadline:
             now = time.time()
+            for r in store.runs().itertuples():
+                if r.id not in row_seen and r.steps_done is not None and \
+                        len(store.metrics(int(r.id))):
+                    row_seen[int(r.id)] = now
             for i, page in enumerate(pages):
                 if first[i] is None and page.evaluate(POINTS) > 0:
                     first[i] = time.time() - clicked[i]
@@ -187,6 +226,23 @@ def measure(browser, n: int, limit: int | None) -> dict:
                          if started[b] is not None and started[a] is not None
                          and started[b] < started[a])
         admitted = [f for f, q in zip(first, queued) if q is None and f is not None]
+        browser_now = {p: _cpu_seconds([p]) for p in _browser_pids()}
+        browser_cpu = sum(v - cpu0["browser"].get(p, 0.0) for p, v in browser_now.items())
+        server_cpu = _cpu_seconds([server.proc.pid]) - cpu0["server"]
+        # session i's runs are ids 2i+1, 2i+2 (one comparison of two runs, started in order)
+        admit, first_row, draw = [], [], []
+        by_id = runs.set_index("id")
+        for i in range(n):
+            ids = [2 * i + 1, 2 * i + 2]
+            if queued[i] is not None or first[i] is None or ids[0] not in by_id.index:
+                continue
+            started = by_id.loc[ids, "started"].dropna()
+            seen = [row_seen[j] for j in ids if j in row_seen]
+            if started.empty or not seen:
+                continue
+            admit.append(float(started.min()) - clicked[i])
+            first_row.append(min(seen) - float(started.min()))
+            draw.append(clicked[i] + first[i] - min(seen))
         return {"benchmark": "class_load", "sessions": n, "foreground_tabs": True,
                 "limit": "off" if effective == 0 else effective,
                 "first_point_median_s": _pct(admitted, 0.5),
@@ -198,14 +254,17 @@ def measure(browser, n: int, limit: int | None) -> dict:
                 "all_done_s": None if done_at is None else round(float(done_at), 1),
                 "rerun_median_s": _pct(reruns, 0.5), "rerun_p95_s": _pct(reruns, 0.95),
                 "reruns_timed": len(reruns), "rss_peak_mb": _rss_peak_mb(server.proc.pid),
-                "lost": lost, "inversions": inversions}
+                "lost": lost, "inversions": inversions,
+                "admit_median_s": _pct(admit, 0.5), "first_row_median_s": _pct(first_row, 0.5),
+                "draw_median_s": _pct(draw, 0.5), "server_cpu_s": round(server_cpu, 1),
+                "browser_cpu_s": round(browser_cpu, 1)}
     finally:
         for ctx in contexts:
             ctx.close()
         server.close()
 
 
-FOLLOW = "/?task=regression&layers=32-32&steps=400&optimizers=hf&seed={i}"
+FOLLOW = "/?task=regression&layers=64-64&steps=3000&max_seconds=45&optimizers=hf&seed={i}"
 
 
 def _seconds_per_update(store, run_id) -> float:
