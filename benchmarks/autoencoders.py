@@ -38,11 +38,14 @@ def _papers_case(task, label, opt, seed, budget, extra, settings=None, suffix=""
     (RunConfig fields) override everything else, and the record's label carries ``suffix``."""
     first_order = label not in WHOLE_BATCH
     settings = settings or {}
-    # HF: Martens (2010) — λ₀ = 45, 4 curvature chunks, weight cost 2e-5, ≤ 250 CG iterations
+    # HF: Martens (2010) — λ₀ = 45, 4 curvature chunks, weight cost 2e-5, ≤ 250 CG iterations;
+    # K-FAC keeps its own adaptive defaults (damping, learning rate and momentum by its quadratic
+    # model) on the task's batch
     hf = dict(damping=45.0, n_chunks=4, weight_cost=2e-5, max_cg_iters=250)
     cfg = preset_config(task, steps=1_000_000, max_seconds=budget, checkpoint_every=0,
                         seed=seed, eval_every=50 if first_order else 5,
-                        **{**extra, **opt, **({"grad_batch": 200} if first_order else hf),
+                        **{**extra, **opt, **({"grad_batch": 200} if first_order else
+                                              hf if label == "hf" else {}),
                            **settings})
     curve = {k: [] for k in ("updates", "passes", "seconds", "train_error", "test_error")}
 

@@ -53,12 +53,13 @@ REPORT_SECTIONS = [
      "class_load", ["sessions", "limit", "foreground_tabs"],
      ["sessions", "limit", "foreground_tabs", "first_point_median_s", "first_point_p95_s",
       "first_point_all_p95_s", "queued_sessions", "queue_shown_max_s", "all_done_s",
-      "rerun_median_s", "rerun_p95_s", "rss_peak_mb", "lost", "inversions"]),
+      "rerun_median_s", "rerun_p95_s", "rss_peak_mb", "lost", "inversions", "admit_median_s",
+      "first_row_median_s", "draw_median_s", "server_cpu_s", "browser_cpu_s"]),
     ("Following a live run (the Curvature page and CG inspector open on an HF run)",
      "follow_live", ["other_sessions"],
      ["other_sessions", "foreground_tabs", "seconds_per_update_alone",
       "seconds_per_update_watched", "checkpoints", "checkpoints_seen", "checkpoint_lag_median_s",
-      "checkpoint_lag_max_s", "rss_peak_mb"]),
+      "checkpoint_lag_max_s", "unshown_wait_p95_s", "rss_peak_mb"]),
 ]
 POINTS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData ? g._fullData.reduce((n, t) => n + (t._length || 0), 0) : 0; }"""
@@ -316,12 +317,19 @@ def follow_live(browser, others: int) -> dict:
         cg = contexts[-1].new_page()
         cg.goto(server.url + f"/cg_inspector?run={watched}", wait_until="networkidle")
         seen: dict[int, float] = {}
+        created: dict[int, float] = {}       # polled as the run goes: the store keeps only two
+        ages = []                            # how old the newest checkpoint shown is, each poll
         while store.get_run(watched)["status"] in ("queued", "running"):
-            for step in map(int, re.findall(rf"run #{watched} at update (\d+)",
-                                            curv.inner_text("body"))):
+            for step, at in _checkpoint_times(server.home, watched).items():
+                created.setdefault(step, at)
+            shown = [int(v) for v in re.findall(rf"run #{watched} at update (\d+)",
+                                                curv.inner_text("body"))]
+            for step in shown:
                 seen.setdefault(step, time.time())
+            newer = [at for s, at in created.items() if shown and s > max(shown)]
+            if newer:                        # the oldest checkpoint not shown yet waits since
+                ages.append(time.time() - min(newer))
             time.sleep(0.2)
-        created = _checkpoint_times(server.home, watched)
         lags = [seen[s] - created[s] for s in created if s in seen and s > 0]
         return {"benchmark": "follow_live", "other_sessions": others, "foreground_tabs": True,
                 "seconds_per_update_alone": alone,
@@ -329,6 +337,7 @@ def follow_live(browser, others: int) -> dict:
                 "checkpoints": len(created), "checkpoints_seen": len(lags),
                 "checkpoint_lag_median_s": _pct(lags, 0.5), "checkpoint_lag_max_s":
                     round(max(lags), 2) if lags else None,
+                "unshown_wait_p95_s": _pct(ages, 0.95),
                 "rss_peak_mb": _rss_peak_mb(server.proc.pid)}
     finally:
         for ctx in contexts:

@@ -110,6 +110,9 @@ def env_settings(name: str) -> tuple[dict, str]:
 
 
 def env_list(name: str, default, cast=str):
-    """A comma list from environment variable ``name`` (each item cast), else ``default``."""
+    """A comma list from environment variable ``name`` (each item cast), else ``default``;
+    ``none`` is the empty list."""
     text = os.environ.get(name, "")
+    if text.strip().lower() == "none":
+        return []
     return [cast(t.strip()) for t in text.split(",") if t.strip()] if text.strip() else default

@@ -1,7 +1,10 @@
 """Curvature: Hessian, Gauss-Newton, their difference, Jacobians and spectra — of a fresh model
 or of a run's newest checkpoint (following it live while the run trains), for any model size."""
+import time
+
 import jax  # noqa: F401
 import numpy  # noqa: F401
+
 import streamlit as st
 
 from hflab.view import analysis, plots, ui
@@ -142,8 +145,12 @@ else:
                     st.rerun()      # the run ended: redraw the page (picker label, no refresh)
                 try:
                     kept = lab.store.checkpoint_steps(int(run_id))
-                    built, snap, step = view_at(lab.store, int(run_id), kept[-1] if kept else 0,
-                                                n_cases, block)
+                    step = ui.followed_step(f"curv-follow-{run_id}", kept[-1] if kept else 0,
+                                            live_now)
+                    started = time.perf_counter()
+                    built, snap, step = view_at(lab.store, int(run_id), step, n_cases, block)
+                    ui.followed_cost(f"curv-follow-{run_id}", step,
+                                     time.perf_counter() - started)
                 except (ConfigError, ValueError) as e:
                     ui.error(e)
                     return
@@ -158,5 +165,5 @@ else:
                                      "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
                 ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params)
                 st.subheader("Loss slices")
-                ui.loss_slices(lab.store, int(run_id), "curv-slices")
+                ui.loss_slices(lab.store, int(run_id), "curv-slices", newest=step)
             live()

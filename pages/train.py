@@ -126,20 +126,22 @@ st.query_params.from_dict(formstate.query_from_form(form))
 c1, c2, c3 = st.columns([1, 1, 1])
 # one comparison per session at a time: a double click cannot start two that share the cores
 busy = any(lab.is_active(i) for i in st.session_state.get("group", []))
-st.session_state.busy_shown = busy
-start = c1.button("▶ Start", type="primary", key="start", disabled=busy,
-                  help="disabled while this session's comparison trains" if busy else None)
-stop = c2.button("■ Stop", key="stop")
-resume = c3.button("↻ Resume", key="resume")
-
-if start and not busy:
+# the click is handled before the button is drawn, so this same run draws Start disabled and the
+# new comparison's progress (its place in the queue): no second full run of the page, which a
+# loaded server would make the user wait for
+if st.session_state.get("start") and not busy:
     try:
         configs = formstate.configs_from_form(form)
     except ConfigError as e:
         ui.error(f"Cannot start: {e}")
     else:
         st.session_state.group = lab.start_many(configs, owner=ui.owner())
-        st.rerun()                       # drawn again with Start disabled while it trains
+        busy = True
+st.session_state.busy_shown = busy
+c1.button("▶ Start", type="primary", key="start", disabled=busy,
+          help="disabled while this session's comparison trains" if busy else None)
+stop = c2.button("■ Stop", key="stop")
+resume = c3.button("↻ Resume", key="resume")
 group = st.session_state.get("group", [])
 if stop:
     try:

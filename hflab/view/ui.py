@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 
 import jax
@@ -178,10 +179,37 @@ def curvature_over_training(store, run_id: int, config, n_params: int):
               f"blocks-{s}-{run_id}")
 
 
-def loss_slices(store, run_id: int, key: str):
-    """Loss slices of one of the run's kept checkpoints (HF: along its step with q(αp))."""
+# A live view follows the newest checkpoint, but spends at most 1 / (1 + FOLLOW_DUTY) of the time
+# computing: after a view that took c seconds it shows that view for FOLLOW_DUTY × c more
+# seconds before computing the next one.  A cheap view (a small model's dense matrices) follows
+# every refresh; a costly one (Lanczos on thousands of parameters) cannot take the cores from the
+# run it watches.
+FOLLOW_DUTY = 4.0
+
+
+def followed_step(key: str, newest: int, live: bool) -> int:
+    """The checkpoint a live view shows now: ``newest``, or the one it showed last while that
+    view's rest period (FOLLOW_DUTY × its cost) lasts."""
+    last = st.session_state.get(key)            # (step, computed at, seconds it took)
+    if live and last is not None and newest != last[0] and \
+            time.time() - last[1] < FOLLOW_DUTY * last[2]:
+        return last[0]
+    return newest
+
+
+def followed_cost(key: str, step: int, seconds: float):
+    """Note what showing ``step`` cost (a new step only: a cached view costs nothing)."""
+    last = st.session_state.get(key)
+    if last is None or last[0] != step:
+        st.session_state[key] = (step, time.time(), seconds)
+
+
+def loss_slices(store, run_id: int, key: str, newest: int | None = None):
+    """Loss slices of one of the run's kept checkpoints (HF: along its step with q(αp)); a live
+    view passes the checkpoint it follows as ``newest`` (later ones wait for its next view)."""
     from . import instrument
-    steps = [0] + [s for s in store.checkpoint_steps(run_id) if s]
+    steps = [0] + [s for s in store.checkpoint_steps(run_id) if s and
+                   (newest is None or s <= newest)]
     c1, c2, c3 = st.columns(3)
     step = c1.selectbox("checkpoint (update)", steps, index=len(steps) - 1, key=f"{key}-step")
     k = c2.number_input("Hessian eigenvectors", 0, 4, 2, key=f"{key}-k")
