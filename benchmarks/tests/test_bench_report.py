@@ -266,3 +266,22 @@ def test_rnn_comparisons_leave_out_optimisers_that_refuse_rnn_tasks():
     assert "kfac" not in rnn_problems.variants(True)
     assert {"sophia", "muon"} <= set(rnn_problems.variants(True))
     assert "kfac" in autoencoders.variants(True)
+
+
+def test_class_row_gives_8_and_the_most_sessions_with_the_queue_on_and_foreground_tabs():
+    from benchmarks import summary
+
+    def rec(n, p95, limit=2, foreground=True, time="2026-12-06T01:00:00"):
+        return {"benchmark": "class_load", "sessions": n, "limit": limit, "time": time,
+                "foreground_tabs": foreground, "first_point_p95_s": p95,
+                "first_point_all_p95_s": 10 * p95, "queue_shown_max_s": 1.5,
+                "all_done_s": 90.0, "rss_peak_mb": 1800.0, "lost": 0,
+                "machine": "x86_64 · 2 cores"}
+    df = pd.DataFrame([rec(1, 3.0), rec(8, 99.0, time="2026-12-05T01:00:00"), rec(8, 8.5),
+                       rec(16, 20.6), rec(32, 1.0, limit="off"), rec(24, 1.0, foreground=False)])
+    [(measure, figure, section)] = summary._class_rows(df)
+    assert "at most 2 comparisons" in measure and section == "A class on one server"
+    # the newest 8-session record and the 16-session one; not the queue-off or throttled ones
+    assert figure.startswith("8 sessions: first point p95 8.5 s") and "16 sessions: first " \
+        "point p95 20.6 s" in figure, figure
+    assert "99.0" not in figure and "32 sessions" not in figure and "24 sessions" not in figure
