@@ -171,13 +171,13 @@ def _class_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         r = c[c["sessions"] == n].sort_values("time").iloc[-1]
         done = "not all done within 10 min" if pd.isna(r["all_done_s"]) else \
             f"all done {r['all_done_s']:.0f} s"
-        parts.append(f"{n} sessions: first point p95 {r['first_point_p95_s']:.1f} s (admitted) / "
-                     f"{r['first_point_all_p95_s']:.0f} s (all), queue shown ≤ "
+        parts.append(f"{n} sessions: first point p95 {r['first_point_p95_s']:.1f} s admitted / "
+                     f"{r['first_point_all_p95_s']:.0f} s all, queue shown ≤ "
                      f"{r['queue_shown_max_s'] or 0:.1f} s, {done}, {r['rss_peak_mb']:.0f} MB, "
                      f"{r['lost']:.0f} lost")
-    return [(f"A class on one server: browser sessions each starting HF + Adam at once, "
-             f"{r['machine'].split(' · ')[-1]}, at most {r['limit']:.0f} comparisons training",
-             "; ".join(parts), "A class on one server")]
+    return [(f"A class on one server ({r['machine'].split(' · ')[-1]}, ≤ {r['limit']:.0f} "
+             "comparisons training): sessions starting HF + Adam at once", "; ".join(parts),
+             "A class on one server")]
 
 
 def summary_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:

@@ -280,8 +280,9 @@ def test_class_row_gives_8_and_the_most_sessions_with_the_queue_on_and_foregroun
     df = pd.DataFrame([rec(1, 3.0), rec(8, 99.0, time="2026-12-05T01:00:00"), rec(8, 8.5),
                        rec(16, 20.6), rec(32, 1.0, limit="off"), rec(24, 1.0, foreground=False)])
     [(measure, figure, section)] = summary._class_rows(df)
-    assert "at most 2 comparisons" in measure and section == "A class on one server"
+    assert "≤ 2 comparisons" in measure and section == "A class on one server"
     # the newest 8-session record and the 16-session one; not the queue-off or throttled ones
     assert figure.startswith("8 sessions: first point p95 8.5 s") and "16 sessions: first " \
         "point p95 20.6 s" in figure, figure
+    assert len(measure) + len(figure) < 330, "a README line stays under 400 characters"
     assert "99.0" not in figure and "32 sessions" not in figure and "24 sessions" not in figure
