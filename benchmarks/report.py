@@ -286,35 +286,40 @@ AXES = (("updates", "updates"), ("passes", "forward+backward passes"),
 
 
 def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
-    """Test reconstruction error of the long autoencoder runs against all three cost axes
-    (updates, forward+backward passes, optimisation seconds): a row per task, a line per
-    optimiser and seed, the same colour for an optimiser throughout (settings variants dashed,
-    any number of them: :func:`label_styles`)."""
+    """Training and test reconstruction error of the long autoencoder runs against all three
+    cost axes (updates, forward+backward passes, optimisation seconds): for each task a row of
+    training error (what an optimiser is for, and what the papers' tables report) above a row of
+    test error, a line per optimiser and seed, the same colour for an optimiser throughout
+    (settings variants dashed, any number of them: :func:`label_styles`)."""
     from plotly.subplots import make_subplots
     a = latest(a, ["task", "optimizer", "seed", "budget_seconds"])
     tasks = sorted(a["task"].unique())
-    fig = make_subplots(rows=len(tasks), cols=len(AXES), shared_yaxes="rows",
-                        subplot_titles=[f"{t}: against {label}" for t in tasks
-                                        for _, label in AXES])
+    panels = [(t, err) for t in tasks for err in ("train", "test")]
+    fig = make_subplots(rows=len(panels), cols=len(AXES), shared_yaxes="rows",
+                        subplot_titles=[f"{t}: {err} error / {axis}"
+                                        for t, err in panels for axis, _ in AXES])
     colours, dashes = label_styles(sorted(a["optimizer"].unique()))
     first = legend_once()
-    for row, task in enumerate(tasks, start=1):
+    for row, (task, err) in enumerate(panels, start=1):
         for _, r in a[a["task"] == task].sort_values(["optimizer", "seed"]).iterrows():
+            ys = r.get(f"curve_{err}_error")
+            if not isinstance(ys, list):
+                continue                        # a record from before that curve was kept
             new_label = first(r["optimizer"])
             for col, (axis, _) in enumerate(AXES, start=1):
                 xs = list(r[f"curve_{axis}"])
                 fig.add_trace(go.Scatter(
-                    x=xs[1:], y=list(r["curve_test_error"])[1:], mode="lines",
+                    x=xs[1:], y=list(ys)[1:], mode="lines",
                     line=dict(color=colours[r["optimizer"]], dash=dashes[r["optimizer"]]),
                     name=r["optimizer"],
                     legendgroup=r["optimizer"], showlegend=bool(new_label and col == 1),
-                    hovertemplate=f"{r['optimizer']} seed {r['seed']}: %{{y:.3g}} at "
-                                  f"%{{x:.4g}}<extra></extra>"), row=row, col=col)
+                    hovertemplate=f"{r['optimizer']} seed {r['seed']}: {err} error %{{y:.3g}} "
+                                  f"at %{{x:.4g}}<extra></extra>"), row=row, col=col)
                 fig.update_xaxes(type="log", title_text=AXES[col - 1][1], row=row, col=col)
-        fig.update_yaxes(type="log", title_text="test error", row=row, col=1)
-    fig.update_layout(title="Deep autoencoders at real budgets: test squared error (summed over "
-                            "pixels, mean over cases) against three costs; a line per seed",
-                      height=360 * len(tasks), width=1200)
+        fig.update_yaxes(type="log", title_text=f"{err} error", row=row, col=1)
+    fig.update_layout(title="Deep autoencoders at real budgets: training and test squared error "
+                            "(summed over pixels, mean over cases) against three costs; a line "
+                            "per seed", height=330 * len(panels), width=1200)
     return fig
 
 

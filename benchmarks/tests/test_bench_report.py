@@ -46,7 +46,7 @@ def _ae_row(task, optimizer):
     return {"benchmark": "autoencoder", "task": task, "optimizer": optimizer, "seed": 0,
             "budget_seconds": 600.0, "curve_updates": [0, 1, 2], "curve_passes": [0, 5, 9],
             "curve_seconds": [0, 1.0, 2.0], "curve_test_error": [9.0, 8.0, 7.0],
-            "time": "2026-12-02T10"}
+            "curve_train_error": [9.0, 6.0, 5.0], "time": "2026-12-02T10"}
 
 
 def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
@@ -61,13 +61,20 @@ def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
                          "curve_train_error": [50.0, 20.0, 10.0 + seed],
                          "curve_test_error": [51.0, 21.0, 11.0 + seed]})
     fig = report.autoencoder_cost_curves(pd.DataFrame(rows))
-    assert len(fig.data) == 2 * 2 * 3                      # optimisers × seeds × cost axes
+    # optimisers × seeds × cost axes × (training error, test error)
+    assert len(fig.data) == 2 * 2 * 3 * 2
     by_axis = {}
     for trace in fig.data:
         by_axis.setdefault(trace.xaxis, []).append(list(trace.x))
     # the initial point (cost 0) is left out: the axes are logarithmic
     assert {tuple(v[0]) for v in by_axis.values()} == {(5, 10), (300, 600), (1.5, 3.0)}
-    assert all(list(t.y) in ([21.0, 11.0], [21.0, 12.0]) for t in fig.data)
+    # training error on the first row's three axes, test error on the second's
+    first_row = {"x", "x2", "x3"}
+    train = [list(t.y) for t in fig.data if t.xaxis in first_row]
+    test = [list(t.y) for t in fig.data if t.xaxis not in first_row]
+    assert len(train) == len(test) == 12
+    assert all(y in ([20.0, 10.0], [20.0, 11.0]) for y in train)
+    assert all(y in ([21.0, 11.0], [21.0, 12.0]) for y in test)
     assert sum(t.showlegend for t in fig.data) == 2         # one legend entry per optimiser
 
 
@@ -75,7 +82,7 @@ def test_autoencoder_cost_curves_draw_any_number_of_settings_variants():
     """Six labels once broke a five-colour list (KeyError on the sixth)."""
     labels = ["adam", "hf", "momentum"] + [f"hf (grad_batch {b})" for b in (500, 1000, 2500)]
     fig = report.autoencoder_cost_curves(pd.DataFrame([_ae_row("curves", lab) for lab in labels]))
-    assert len(fig.data) == 6 * 3
+    assert len(fig.data) == 6 * 3 * 2
     style = {t.name: (t.line.color, t.line.dash) for t in fig.data}
     assert len({c for c, _ in style.values()}) == 6         # no two labels share a colour
     assert {lab for lab, (_, d) in style.items() if d == "dash"} == set(labels[3:])
@@ -286,3 +293,20 @@ def test_class_row_gives_8_and_the_most_sessions_with_the_queue_on_and_foregroun
         "point p95 20.6 s" in figure, figure
     assert len(measure) + len(figure) < 330, "a README line stays under 400 characters"
     assert "99.0" not in figure and "32 sessions" not in figure and "24 sessions" not in figure
+
+
+def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
+    from benchmarks import summary
+    rows = []
+    for opt, train, test in (("hf", [3.0, 2.0, 4.0], [5.0, 4.0, 6.0]),
+                             ("kfac", [0.01, 0.03, 0.02], [20.0, 19.0, 21.0]),
+                             ("adam", [0.1, 0.2, 0.3], [1.0, 2.0, 3.0]),
+                             ("hf (grad_batch 500)", [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])):
+        for seed, (tr, te) in enumerate(zip(train, test)):
+            rows.append({"benchmark": "autoencoder", "mode": "papers", "task": "curves",
+                         "optimizer": opt, "seed": seed, "budget_seconds": 600.0,
+                         "train_error": tr, "test_error": te, "time": f"2026-12-06T0{seed}:00"})
+    [(measure, figure, _)] = summary._autoencoder_rows(pd.DataFrame(rows))
+    assert "HF behind kfac" in measure and "3 seeds" in measure
+    # ordered by median training error, each with its median test error; variants left out
+    assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5)", figure
