@@ -145,10 +145,17 @@ else:
                     st.rerun()      # the run ended: redraw the page (picker label, no refresh)
                 try:
                     kept = lab.store.checkpoint_steps(int(run_id))
-                    step = ui.followed_step(f"curv-follow-{run_id}", kept[-1] if kept else 0,
-                                            live_now)
+                    newest = kept[-1] if kept else 0
+                    step = ui.followed_step(f"curv-follow-{run_id}", newest, live_now)
                     started = time.perf_counter()
-                    built, snap, step = view_at(lab.store, int(run_id), step, n_cases, block)
+                    try:
+                        built, snap, step = view_at(lab.store, int(run_id), step, n_cases, block)
+                    except ValueError:
+                        if step == newest:
+                            raise
+                        # the resting view left the cache and its checkpoint was pruned since
+                        built, snap, step = view_at(lab.store, int(run_id), newest, n_cases,
+                                                    block)
                     ui.followed_cost(f"curv-follow-{run_id}", step,
                                      time.perf_counter() - started)
                 except (ConfigError, ValueError) as e:
