@@ -121,17 +121,13 @@ class _Server:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def _cpu_seconds(pids) -> float:
-    """utime + stime of ``pids`` (and their finished children), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15])        # utime stime cutime cstime
-    return total / tick
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` and its finished children, from /proc (0 once gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # u, s, cu, cs time
 
 
 def _browser_pids() -> list[int]:
@@ -176,8 +172,8 @@ def measure(browser, n: int, limit: int | None) -> dict:
         probe.goto(server.url + "/?task=regression", wait_until="networkidle")
         probe.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
 
-        cpu0 = {"server": _cpu_seconds([server.proc.pid]),
-                "browser": {p: _cpu_seconds([p]) for p in _browser_pids()}}
+        cpu0 = {"server": _cpu_seconds(server.proc.pid),
+                "browser": {p: _cpu_seconds(p) for p in _browser_pids()}}
         clicked = []
         for page in pages:                        # Start in every session, a person at a time
             page.get_by_role("button", name="▶ Start").click(no_wait_after=True)
@@ -191,17 +187,16 @@ def measure(browser, n: int, limit: int | None) -> dict:
         deadline = t0 + 600
         while time.time() < deadline:
             now = time.time()
-            for r in store.runs().itertuples():
-                if r.id not in row_seen and r.steps_done is not None and \
-                        len(store.metrics(int(r.id))):
-                    row_seen[int(r.id)] = now
+            runs = store.runs()                    # one read of the runs table per poll
+            for run_id in runs["id"]:
+                if run_id not in row_seen and len(store.metrics(int(run_id))):
+                    row_seen[int(run_id)] = now
             for i, page in enumerate(pages):
                 if first[i] is None and page.evaluate(POINTS) > 0:
                     first[i] = time.time() - clicked[i]
                 if queued[i] is None and first[i] is None and \
                         page.get_by_text("queued —").count() > 0:
                     queued[i] = time.time() - clicked[i]
-            runs = store.runs()
             finished = len(runs) == 2 * n and set(runs["status"]) <= {"finished", "failed",
                                                                      "diverged", "stopped"}
             if finished and all(f is not None for f in first):
@@ -227,9 +222,9 @@ def measure(browser, n: int, limit: int | None) -> dict:
                          if started[b] is not None and started[a] is not None
                          and started[b] < started[a])
         admitted = [f for f, q in zip(first, queued) if q is None and f is not None]
-        browser_now = {p: _cpu_seconds([p]) for p in _browser_pids()}
+        browser_now = {p: _cpu_seconds(p) for p in _browser_pids()}
         browser_cpu = sum(v - cpu0["browser"].get(p, 0.0) for p, v in browser_now.items())
-        server_cpu = _cpu_seconds([server.proc.pid]) - cpu0["server"]
+        server_cpu = _cpu_seconds(server.proc.pid) - cpu0["server"]
         # session i's runs are ids 2i+1, 2i+2 (one comparison of two runs, started in order)
         admit, first_row, draw = [], [], []
         by_id = runs.set_index("id")
