@@ -195,3 +195,49 @@ def test_the_kronecker_heatmap_blocks_are_the_factors_kronecker_products():
     # hidden layer's is not (its output gradients depend on its inputs)
     assert built.loss.name == "squared"
     assert view["kron_errors"][-1][1] < 1e-12 and view["kron_errors"][0][1] > 1e-3
+
+
+def test_the_view_above_the_dense_cap_equals_dense_references_at_every_checkpoint(monkeypatch):
+    """Above the dense cap the page's H, G, J and Lanczos extremes come from programs compiled
+    once per model and fed each checkpoint's parameters: at two different parameter vectors every
+    shown entry equals the dense float64 reference built here from plain jax.hessian / jacfwd of
+    the model's output and loss (a stale program, a wrong column order or a parameter baked into
+    the program would fail it)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from hflab.core import curvature
+    monkeypatch.setattr(curvature, "DENSE_PARAM_CAP", 20)
+    built, params = analysis.fresh_model("regression", "4-3", seed=2)
+    x, y, mask = (np.asarray(a[:16], np.float64) for a in built.task.train)
+    flat0, unravel = ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                                         params))
+    n = flat0.size
+    assert n > 20
+    for scale, block, shown in ((1.0, None, range(n)), (1.7, "W2", range(8, 20))):
+        flat = flat0 * scale
+        view = analysis.curvature_view(built, unravel(flat), n_cases=16, block=block)
+        idx = view["indices"]
+        assert list(idx) == list(shown) and not view["full_spectrum"]
+
+        def outputs(p):
+            return built.model.apply(unravel(p), x)
+
+        def objective(p):
+            return built.loss.value(outputs(p), y, mask)
+        H = np.asarray(jax.hessian(objective)(flat))
+        J = np.asarray(jax.jacfwd(lambda p: jnp.ravel(outputs(p)))(flat))
+        z = outputs(flat)
+        HL = np.asarray(jax.hessian(lambda zz: built.loss.value(zz.reshape(z.shape), y, mask))(
+            jnp.ravel(z)))
+        G = J.T @ HL @ J
+        sub = np.ix_(idx, idx)
+        np.testing.assert_allclose(view["H"], H[sub], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(view["G"], G[sub], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(view["J"], J[:, idx], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(view["H-G"], (H - G)[sub], rtol=1e-10, atol=1e-12)
+        for sym, full in (("H", H), ("G", G)):
+            w = np.linalg.eigvalsh(full)
+            shown = np.sort(view[f"eig_{sym}"])
+            np.testing.assert_allclose(shown[-3:], w[-3:], rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(shown[:3], w[:3], rtol=1e-6, atol=1e-9)

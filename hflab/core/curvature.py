@@ -381,8 +381,8 @@ def _order(w: np.ndarray, which: str, k: int) -> np.ndarray:
 
 def extreme_eigenpairs(matvec: Callable, n: int, k: int = 6, which: str = "LA",
                        dtype=np.float64, tol: float = 1e-8, seed: int = 0,
-                       maxiter: int | None = None, ncv: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       maxiter: int | None = None, ncv: int | None = None,
+                       compiled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """k eigenpairs ``(w, V)`` of a symmetric operator given by ``matvec`` on flat vectors of
     length n: ``V[:, i]`` is the unit eigenvector of ``w[i]``.
 
@@ -390,11 +390,13 @@ def extreme_eigenpairs(matvec: Callable, n: int, k: int = 6, which: str = "LA",
     ``"SA"`` smallest algebraic (ascending), ``"LM"`` largest magnitude (by |λ|, descending).
     ARPACK's implicitly restarted Lanczos; for ``k >= n − 1`` (ARPACK's limit) the operator is
     materialised and ``numpy.linalg.eigh`` is used.  When ARPACK does not converge, the pairs it
-    did converge are returned (possibly fewer than k); none at all raises.
+    did converge are returned (possibly fewer than k); none at all raises.  ``compiled=True``
+    calls ``matvec`` as given (a jitted function whose arguments carry the parameters: jitting a
+    closure again would compile it once per call).
     """
     if which not in ("LA", "SA", "LM"):
         raise ValueError(f"which={which!r}; allowed: 'LA', 'SA', 'LM'")
-    mv = jax.jit(matvec)
+    mv = matvec if compiled else jax.jit(matvec)
     if k >= n - 1:
         mat = np.asarray(jax.vmap(mv)(jnp.eye(n, dtype=dtype)), np.float64).T
         w, v = np.linalg.eigh(0.5 * (mat + mat.T))

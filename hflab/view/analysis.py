@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,35 @@ def fresh_model(task: str, layers: str, seed: int = 0):
     return built, init_params(built)
 
 
+class _Static:
+    """A model or loss as a jit static argument: by value when it hashes (the lab's frozen
+    models and losses — a new checkpoint of the same model reuses the compiled program), by
+    identity otherwise (a hook's function view)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        try:
+            self._key = (0, hash(obj))
+        except TypeError:
+            self._key = (1, id(obj))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key == other._key and (
+            self.obj == other.obj if self._key[0] == 0 else self.obj is other.obj)
+
+
+@partial(jax.jit, static_argnames=("model", "loss"))
+def _dense(model, loss, params, batch):
+    """Every kind's dense matrix and the parameter Jacobian: one program per model and batch
+    shape, fed each checkpoint's parameters."""
+    mats = {k.symbol: curvature.CurvatureOperator(model.obj.apply, loss.obj, params, batch,
+                                                  kind=k.name).to_dense() for k in KINDS}
+    return mats, curvature.jacobian_matrix(lambda q: model.obj.apply(q, batch.x), params)
+
+
 def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
     """Dense H, G, H − G and Jacobians of ``params`` on the first ``n_cases`` training cases
     (float64), from the lab's curvature operator, with their full spectra."""
@@ -74,12 +105,7 @@ def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
     data = built.task.train
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in data))
 
-    @jax.jit
-    def dense(p):
-        mats = {k.symbol: curvature.CurvatureOperator(model.apply, built.loss, p, batch,
-                                                      kind=k.name).to_dense() for k in KINDS}
-        return mats, curvature.jacobian_matrix(lambda q: model.apply(q, batch.x), p)
-    mats, jac = dense(params)
+    mats, jac = _dense(_Static(model), _Static(built.loss), params, batch)
     mats = {s: np.asarray(m) for s, m in mats.items()}
     # Jacobian of the outputs of the first case with respect to its inputs
     x0 = batch.x[:1]
@@ -116,18 +142,45 @@ def view_indices(model: Model, block: str | None = None, max_view: int = MAX_VIE
     return np.sort(rng.choice(n, size=min(max_view, n), replace=False))
 
 
-def _sub_matrix(multiply, n: int, idx: np.ndarray, dtype) -> np.ndarray:
-    """``C[idx, idx]`` from products with unit vectors, a chunk at a time (memory: one chunk of
-    n-vectors, never the n × n matrix)."""
-    idx_j = jnp.asarray(idx)
-    pad = (-len(idx)) % _CHUNK
-    cols = jnp.concatenate([idx_j, jnp.full((pad,), idx_j[0])]).reshape(-1, _CHUNK)
+# Above the dense cap the views are built from programs that take the parameters and the batch
+# as arguments: compiled once per (model, loss, kind, shapes), not once per checkpoint (a
+# closure over the parameters would bake them into the program as constants — 7 compilations,
+# ~5 s, on every view of a followed run).
+def _operator(model, loss, kind, params, batch):
+    return curvature.CurvatureOperator(model.obj.apply, loss.obj, params, batch, kind=kind)
+
+
+@partial(jax.jit, static_argnames=("model", "loss", "kind"))
+def _product(model, loss, kind, params, batch, v):
+    """``C v`` of one kind at ``params`` (linearised inside: one compiled program per model)."""
+    return _operator(model, loss, kind, params, batch).multiply(v)
+
+
+@partial(jax.jit, static_argnames=("model", "loss", "kind"))
+def _sub_matrix(model, loss, kind, params, batch, cols, idx):
+    """``C[idx, idx]`` from products with unit vectors, a chunk (a row of ``cols``) at a time
+    (memory: one chunk of n-vectors, never the n × n matrix); the operator is linearised once."""
+    op = _operator(model, loss, kind, params, batch)
 
     def chunk(c):
-        basis = jnp.zeros((_CHUNK, n), dtype).at[jnp.arange(_CHUNK), c].set(1.0)
-        return jax.vmap(multiply)(basis)[:, idx_j]            # (chunk, |idx|)
-    out = jax.lax.map(chunk, cols).reshape(-1, len(idx))[:len(idx)]
-    return np.asarray(out).T
+        basis = jnp.zeros((cols.shape[1], op.n), op.flat.dtype).at[
+            jnp.arange(cols.shape[1]), c].set(1.0)
+        return jax.vmap(op.multiply)(basis)[:, idx]            # (chunk, |idx|)
+    return jax.lax.map(chunk, cols).reshape(-1, idx.shape[0])
+
+
+@partial(jax.jit, static_argnames=("model",))
+def _jacobian_columns(model, params, x, idx):
+    """∂ vec(outputs) / ∂ θ[idx] by forward mode (|idx| tangents)."""
+    flat, unravel = ravel_pytree(params)
+    return jax.jacfwd(lambda t: jnp.ravel(model.obj.apply(unravel(flat.at[idx].add(t)), x)))(
+        jnp.zeros(idx.shape[0], flat.dtype))
+
+
+def _chunked(idx: np.ndarray) -> jnp.ndarray:
+    """``idx`` padded (with its first entry) to whole chunks of ``_CHUNK`` columns."""
+    pad = (-len(idx)) % _CHUNK
+    return jnp.asarray(np.concatenate([idx, np.full(pad, idx[0])]).reshape(-1, _CHUNK))
 
 
 def _shown_blocks(model, idx: np.ndarray) -> list[tuple[str, int, int]]:
@@ -141,23 +194,25 @@ def _shown_blocks(model, idx: np.ndarray) -> list[tuple[str, int, int]]:
     return out
 
 
-def lanczos_extremes(op, k: int = 6) -> tuple[np.ndarray, str]:
-    """Top and bottom ``k`` eigenvalues of an operator by Lanczos, with a note.  ARPACK
-    convergence failures give fewer eigenvalues; a second try uses a looser tolerance."""
+def lanczos_extremes(matvec, n: int, k: int = 6) -> tuple[np.ndarray, str]:
+    """Top and bottom ``k`` eigenvalues by Lanczos of the operator ``matvec`` (already compiled:
+    called as given) on flat vectors of length ``n``, with a note.  ARPACK convergence failures
+    give fewer eigenvalues; a second try uses a looser tolerance."""
     found, notes = [], []
     for which in ("LA", "SA"):
         for tol in (1e-8, 1e-4):
             try:
                 # a wider Krylov space and a bounded number of restarts: the smallest
                 # eigenvalues of an indefinite H converge slowly, and the page must answer
-                w = op.eigenvalues(k=min(k, op.n - 2), which=which, tol=tol, maxiter=60,
-                                   ncv=min(op.n - 1, max(4 * k, 40)))
+                w = curvature.extreme_eigenvalues(matvec, n, k=min(k, n - 2), which=which,
+                                                  tol=tol, maxiter=60,
+                                                  ncv=min(n - 1, max(4 * k, 40)), compiled=True)
             except Exception as e:  # noqa: BLE001 — ARPACK failures become a note, never a crash
                 notes.append(f"{which} at tol {tol:g}: {type(e).__name__}")
                 continue
             if tol > 1e-8:
                 notes.append(f"{which}: converged only at tolerance {tol:g}")
-            if len(w) < min(k, op.n - 2):
+            if len(w) < min(k, n - 2):
                 notes.append(f"{'largest' if which == 'LA' else 'smallest'}: only {len(w)} of "
                              f"{k} eigenvalues converged (the ones shown are exact; the extreme "
                              "ones may lie beyond them)")
@@ -195,20 +250,19 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
                 "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
-    ops = {k.symbol: curvature.CurvatureOperator(model.apply, built.loss, params, batch,
-                                                 kind=k.name) for k in KINDS}
+    static_model, static_loss = _Static(model), _Static(built.loss)
+    n = model.n_params
     idx = view_indices(model, block)
-    flat, unravel = ops["H"].flat, ops["H"].unravel
-    mats = {s: _sub_matrix(jax.jit(op.multiply), op.n, idx, jnp.float64) for s, op in ops.items()}
-    sel = jnp.asarray(idx)
-    jac = jax.jacfwd(lambda t: jnp.ravel(model.apply(unravel(flat.at[sel].add(t)), batch.x)))(
-        jnp.zeros(len(idx), jnp.float64))
+    cols, sel = _chunked(idx), jnp.asarray(idx)
+    mats = {kd.symbol: np.asarray(_sub_matrix(static_model, static_loss, kd.name, params, batch,
+                                              cols, sel))[:len(idx)].T for kd in KINDS}
+    jac = _jacobian_columns(static_model, params, batch.x, sel)
     names = model.parameter_names()
     # Lanczos for the kinds whose spectrum the lab tracks (H, G); above the cap the others are
     # shown as heatmaps only (another few hundred products each on every view)
-    tracked = {kd.symbol for kd in KINDS if kd.tracked}
-    spectra = {s: lanczos_extremes(op, k) if s in tracked else
-               (np.array([]), "not computed above the dense cap") for s, op in ops.items()}
+    spectra = {kd.symbol: lanczos_extremes(partial(_product, static_model, static_loss, kd.name,
+                                                   params, batch), n, k) if kd.tracked else
+               (np.array([]), "not computed above the dense cap") for kd in KINDS}
     return {**mats, "H-G": mats["H"] - mats["G"], "J": np.asarray(jac), "J_inputs": None,
             **kronecker_view(built, params, idx, mats["G"], n_cases),
             **{f"eig_{s}": eig for s, (eig, _) in spectra.items()},
