@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from hflab.view import analysis, formstate, plots
-from hflab.config import ConfigError, preset_config
+from hflab.config import preset_config
 from hflab.experiment import build, init_params
 
 
