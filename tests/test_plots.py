@@ -241,3 +241,40 @@ def test_the_view_above_the_dense_cap_equals_dense_references_at_every_checkpoin
             shown = np.sort(view[f"eig_{sym}"])
             np.testing.assert_allclose(shown[-3:], w[-3:], rtol=1e-6, atol=1e-9)
             np.testing.assert_allclose(shown[:3], w[:3], rtol=1e-6, atol=1e-9)
+
+
+def test_loss_slices_of_two_checkpoints_equal_the_loss_at_the_moved_parameters():
+    """The slices' programs are compiled once per model and fed each checkpoint: at two
+    parameter vectors the −g slice, the plane and the top eigenvalue equal references computed
+    here from the plain loss (a program holding the first checkpoint's parameters would fail)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from hflab.view import instrument
+    cfg = preset_config("regression", layers="4-3", optimizer="hf", dtype="float64",
+                        weight_cost=1e-3).validate()
+    built = build(cfg)
+    params = init_params(built)
+    flat0, unravel = ravel_pytree(params)
+    x, y, mask = (jnp.asarray(a[:32]) for a in built.task.train)
+
+    def f(v):
+        z = built.model.apply(unravel(v), x)
+        return 0.5 * jnp.sum(mask[:, None] * (z - y) ** 2) / jnp.sum(mask) + \
+            0.5e-3 * jnp.vdot(v, v)
+    for scale in (1.0, 1.6):
+        flat = flat0 * scale
+        data = instrument.slice_data(built, unravel(flat), 32, 2, built.optimizer.init(
+            unravel(flat)), points=5, plane_points=3)
+        g = np.asarray(jax.grad(f)(flat))
+        d = -g / np.linalg.norm(g)
+        want = [float(f(flat + a * d)) for a in data["alphas"]]
+        assert data["loss"] == pytest.approx(float(f(flat)), rel=1e-12)
+        np.testing.assert_allclose(data["curves"]["−gradient"], want, rtol=1e-10)
+        top = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(flat)))[-1]
+        assert data["eigenvalues"]["eigenvector 1"] == pytest.approx(top, rel=1e-6)
+        d1 = data["plane"]["names"][0]
+        assert d1 == "eigenvector 1"
+        u = np.asarray(data["curves"][d1])            # f along the eigenvector at α
+        np.testing.assert_allclose(data["plane"]["values"][1], u[[0, 2, 4]], rtol=1e-10)
+        assert "step" in data and np.isfinite(data["step"]["rho"])

@@ -10,6 +10,7 @@ step p as given (HF's, unnormalised, so α = 1 is the step).  HF's model along p
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import jax
@@ -29,26 +30,40 @@ def _flat(tree_or_flat, like: jax.Array) -> jax.Array:
     return flat
 
 
-def loss_slice(loss_fn: Callable, params, direction, alphas) -> np.ndarray:
-    """``f(θ + α d)`` for each α: ``loss_fn(params_pytree) -> scalar``, ``direction`` a pytree
-    like the parameters or a flat vector in ``ravel_pytree`` order."""
-    flat, unravel = ravel_pytree(params)
+def loss_slice(loss_fn: Callable, params, direction, alphas, *args) -> np.ndarray:
+    """``f(θ + α d)`` for each α: ``loss_fn(params_pytree, *args) -> scalar``, ``direction`` a
+    pytree like the parameters or a flat vector in ``ravel_pytree`` order.  ``loss_fn`` is a jit
+    static argument: one that hashes equal across calls (a module-level function, a frozen
+    dataclass) with the data in ``args`` is compiled once for every parameter vector."""
+    flat = ravel_pytree(params)[0]
     d = _flat(direction, flat)
-    alphas = jnp.asarray(alphas, flat.dtype)
-    values = jax.jit(jax.vmap(lambda a: loss_fn(unravel(flat + a * d))))(alphas)
-    return np.asarray(values, np.float64)
+    return np.asarray(_along(loss_fn, params, d, jnp.asarray(alphas, flat.dtype), args),
+                      np.float64)
 
 
-def loss_plane(loss_fn: Callable, params, d1, d2, alphas, betas) -> np.ndarray:
-    """``f(θ + α d₁ + β d₂)`` as a ``(len(betas), len(alphas))`` array (rows: β)."""
-    flat, unravel = ravel_pytree(params)
+def loss_plane(loss_fn: Callable, params, d1, d2, alphas, betas, *args) -> np.ndarray:
+    """``f(θ + α d₁ + β d₂)`` as a ``(len(betas), len(alphas))`` array (rows: β); ``loss_fn`` and
+    ``args`` as in :func:`loss_slice`."""
+    flat = ravel_pytree(params)[0]
     u, v = _flat(d1, flat), _flat(d2, flat)
-    a = jnp.asarray(alphas, flat.dtype)
-    b = jnp.asarray(betas, flat.dtype)
+    return np.asarray(_plane(loss_fn, params, u, v, jnp.asarray(alphas, flat.dtype),
+                             jnp.asarray(betas, flat.dtype), args), np.float64)
+
+
+@partial(jax.jit, static_argnums=0)
+def _along(loss_fn, params, d, alphas, args):
+    flat, unravel = ravel_pytree(params)
+    return jax.vmap(lambda a: loss_fn(unravel(flat + a * d), *args))(alphas)
+
+
+@partial(jax.jit, static_argnums=0)
+def _plane(loss_fn, params, u, v, alphas, betas, args):
+    flat, unravel = ravel_pytree(params)
 
     def row(beta):
-        return jax.vmap(lambda alpha: loss_fn(unravel(flat + alpha * u + beta * v)))(a)
-    return np.asarray(jax.jit(lambda bs: jax.lax.map(row, bs))(b), np.float64)
+        return jax.vmap(lambda alpha: loss_fn(unravel(flat + alpha * u + beta * v), *args))(
+            alphas)
+    return jax.lax.map(row, betas)
 
 
 def quadratic_model(grad, step, curvature_step, alphas) -> np.ndarray:
@@ -58,17 +73,19 @@ def quadratic_model(grad, step, curvature_step, alphas) -> np.ndarray:
     return alphas * float(g @ p) + 0.5 * alphas ** 2 * float(p @ cp)
 
 
-def slice_directions(hessian_matvec: Callable, grad, k: int = 2, seed: int = 0
-                     ) -> dict[str, tuple[np.ndarray, float | None]]:
+def slice_directions(hessian_matvec: Callable, grad, k: int = 2, seed: int = 0,
+                     compiled: bool = False) -> dict[str, tuple[np.ndarray, float | None]]:
     """Unit directions ``{name: (d, eigenvalue or None)}``: the top-k Hessian eigenvectors
-    (largest algebraic, signs fixed so that gᵀd ≤ 0: the slice starts downhill) and −g/‖g‖."""
+    (largest algebraic, signs fixed so that gᵀd ≤ 0: the slice starts downhill) and −g/‖g‖.
+    ``compiled`` as in :func:`hflab.core.curvature.extreme_eigenpairs`."""
     g = np.asarray(grad, np.float64).ravel()
     n = g.size
     out: dict[str, tuple[np.ndarray, float | None]] = {}
     k = min(int(k), max(n - 1, 1))
     if k > 0:
         w, vecs = extreme_eigenpairs(hessian_matvec, n, k=k, which="LA",
-                                     dtype=np.asarray(grad).dtype, tol=1e-6, seed=seed)
+                                     dtype=np.asarray(grad).dtype, tol=1e-6, seed=seed,
+                                     compiled=compiled)
         for i, (lam, v) in enumerate(zip(w, vecs.T)):
             v = v / np.linalg.norm(v)
             out[f"eigenvector {i + 1}"] = (-v if v @ g > 0 else v, float(lam))

@@ -15,7 +15,11 @@ checkpoint (:mod:`hflab.core.slices`), with HF's quadratic model along its step.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -165,6 +169,35 @@ def slice_batch(built, n_cases: int) -> Batch:
     return Batch(data.x[:n], data.y[:n], data.mask[:n])
 
 
+@dataclass(frozen=True)
+class _Objective:
+    """``f(θ) = L(model(θ; x), y) + ½ c‖θ‖²`` on a batch given with each call: hashable by value,
+    so the slices' programs compile once per model and batch shape, not once per checkpoint."""
+    model: object
+    loss: object
+
+    def __call__(self, params, batch: Batch, weight_cost):
+        flat = jax.flatten_util.ravel_pytree(params)[0]
+        return self.loss.value(self.model.apply(params, batch.x), batch.y, batch.mask) + \
+            0.5 * weight_cost * jnp.vdot(flat, flat)
+
+
+@partial(jax.jit, static_argnums=0)
+def _gradient(objective, params, batch, weight_cost):
+    return jax.flatten_util.ravel_pytree(jax.grad(objective)(params, batch, weight_cost))[0]
+
+
+@partial(jax.jit, static_argnums=0)
+def _hessian_product(objective, params, batch, weight_cost, v):
+    return CurvatureOperator(objective.model.apply, objective.loss, params, batch,
+                             kind="hessian", weight_cost=weight_cost).multiply(v)
+
+
+@partial(jax.jit, static_argnums=0)
+def _proposal(optimizer, params, opt_state, batch):
+    return optimizer.proposal(params, opt_state, batch)
+
+
 def slice_data(built, params, n_cases: int = 64, k: int = 2, opt_state=None,
                span: float = 1.0, points: int = 41, plane_points: int = 21) -> dict:
     """Loss slices of ``params`` on the first ``n_cases`` training cases: along the top-k
@@ -172,29 +205,25 @@ def slice_data(built, params, n_cases: int = 64, k: int = 2, opt_state=None,
     ``built.optimizer`` is HF and ``opt_state`` its state (α ∈ [−0.5, 2], with
     ``q(αp) − q(0)``), and over the plane of the first two directions."""
     batch = slice_batch(built, n_cases)
-    optimizer, model, loss = built.optimizer, built.model, built.loss
-    weight_cost = built.config.weight_cost
-
-    def objective(p):
-        flat = jax.flatten_util.ravel_pytree(p)[0]
-        return loss.value(model.apply(p, batch.x), batch.y, batch.mask) + \
-            0.5 * weight_cost * jnp.vdot(flat, flat)
-    grad = np.asarray(jax.flatten_util.ravel_pytree(jax.grad(objective)(params))[0])
-    hvp = jax.jit(lambda v: CurvatureOperator(model.apply, loss, params, batch, kind="hessian",
-                                              weight_cost=weight_cost).multiply(v))
-    dirs = slices.slice_directions(hvp, grad, k=k)
+    optimizer = built.optimizer
+    objective = _Objective(built.model, built.loss)
+    data = (batch, built.config.weight_cost)
+    grad = np.asarray(_gradient(objective, params, *data))
+    dirs = slices.slice_directions(partial(_hessian_product, objective, params, *data), grad,
+                                   k=k, compiled=True)
     alphas = np.linspace(-span, span, points)
-    out = {"alphas": alphas, "loss": float(objective(params)), "curves": {}, "eigenvalues": {},
-           "n_cases": int(batch.x.shape[0])}
+    out = {"alphas": alphas, "loss": float(objective(params, *data)), "curves": {},
+           "eigenvalues": {}, "n_cases": int(batch.x.shape[0])}
     for name, (d, lam) in dirs.items():
-        out["curves"][name] = slices.loss_slice(objective, params, d, alphas)
+        out["curves"][name] = slices.loss_slice(objective, params, d, alphas, *data)
         out["eigenvalues"][name] = lam
     if isinstance(optimizer, HessianFree) and opt_state is not None:
-        prop = jax.jit(optimizer.proposal)(params, opt_state, batch)
+        prop = _proposal(optimizer, params, opt_state, batch)
         step_alphas = np.linspace(-0.5, 2.0, points)
         out["step"] = {"alphas": step_alphas, "rho": float(prop["rho"]),
                        "damping": float(prop["damping"]),
-                       "curve": slices.loss_slice(objective, params, prop["step"], step_alphas),
+                       "curve": slices.loss_slice(objective, params, prop["step"], step_alphas,
+                                                  *data),
                        "model": slices.quadratic_model(prop["grad"], prop["step"],
                                                        prop["curvature_step"], step_alphas)}
     names = list(dirs)[:2]
@@ -202,7 +231,7 @@ def slice_data(built, params, n_cases: int = 64, k: int = 2, opt_state=None,
         grid = np.linspace(-span, span, plane_points)
         out["plane"] = {"names": names, "alphas": grid, "betas": grid,
                         "values": slices.loss_plane(objective, params, dirs[names[0]][0],
-                                                    dirs[names[1]][0], grid, grid)}
+                                                    dirs[names[1]][0], grid, grid, *data)}
     return out
 
 
