@@ -13,7 +13,11 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q --no-compile -r requirements.txt
+	@# uv installs the pinned set in parallel (~10 s against pip's ~30 s on 2 cores); pip when uv
+	@# cannot be installed or cannot reach the index
+	($(PY) -m pip install --disable-pip-version-check -q --no-compile uv && \
+		$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt) || \
+		$(PY) -m pip install --disable-pip-version-check -q --no-compile -r requirements.txt
 	@# bytecode compiled on every core (pip compiles on one: 54 s against 28 + 16 s on 2 cores);
 	@# a few files the packages ship as examples do not compile, which changes nothing
 	-$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1
