@@ -280,9 +280,11 @@ def derivation_quadratic(x=None) -> dict:
     a, b = manual.SEED_A, manual.SEED_B
     f = lambda v: 0.5 * v @ jnp.asarray(a) @ v + jnp.asarray(b) @ v + manual.SEED_C  # noqa: E731
     grad_fn = lambda v: jnp.asarray(a) @ v + jnp.asarray(b)  # noqa: E731
-    return {"f": float(f(jnp.asarray(x))), "grad_autodiff": np.asarray(jax.grad(f)(jnp.asarray(x))),
+    value, grad, hess = jax.jit(lambda v: (f(v), jax.grad(f)(v), jax.hessian(f)(v)))(
+        jnp.asarray(x))
+    return {"f": float(value), "grad_autodiff": np.asarray(grad),
             "grad_analytic": manual.quadratic_gradient(x),
-            "hessian_autodiff": np.asarray(jax.hessian(f)(jnp.asarray(x))),
+            "hessian_autodiff": np.asarray(hess),
             "hessian_analytic": manual.quadratic_hessian(),
             "naive_reverse_mode": manual.reverse_mode_of_vector(grad_fn, x)}
 
@@ -331,7 +333,7 @@ def derivation_mlp_hessian(sizes=(3, 3, 3), activation="logistic", seed: int = 0
     params = [{"W": jnp.asarray(w.T), "b": jnp.asarray(b)} for w, b in zip(ws, bs)]
     out = ACTIVATIONS[activation]
     fun = lambda p: jnp.sum(out(mlp_apply(p, jnp.asarray(x), acts[:-1])))  # noqa: E731
-    auto = np.asarray(curvature.hessian_matrix(fun, params))
+    auto = np.asarray(jax.jit(lambda p: curvature.hessian_matrix(fun, p))(params))
     bishop = manual.bishop_param_hessian(ws, bs, acts, x)
     fd = np.asarray(curvature.fd_hessian_matrix(fun, params, 1e-5))
     model = Model("mlp", tuple(sizes), tuple(acts[:-1]))
@@ -375,8 +377,12 @@ def derivation_gv(sizes=(3, 4, 2), activation="tanh", loss_name="softmax", seed:
     f = lambda p: model.apply(p, x)  # noqa: E731
     v = jax.random.normal(jax.random.fold_in(key, 3), (model.n_params,), jnp.float64)
     _, unravel = ravel_pytree(params)
-    gv = np.asarray(ravel_pytree(curvature.gauss_newton_vp(f, loss, params, unravel(v)))[0])
-    g = np.asarray(curvature.gauss_newton_matrix(f, loss, params))
+
+    @jax.jit        # one program, not hundreds of eagerly compiled operations
+    def both(params, v):
+        return (ravel_pytree(curvature.gauss_newton_vp(f, loss, params, unravel(v)))[0],
+                curvature.gauss_newton_matrix(f, loss, params))
+    gv, g = (np.asarray(a) for a in both(params, v))
     dense = g @ np.asarray(v)
     return {"Gv": gv, "dense": dense, "G": g,
             "max_abs_difference": float(np.abs(gv - dense).max()),
