@@ -70,7 +70,12 @@ def _speed_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
                          for k, name in (("hessianfree", "hessianfree"),
                                          ("pytorch_hf", "PyTorchHessianFree"))
                          if f"hflab_per_cg_speedup_over_{k}" in r
-                         and pd.notna(r[f"hflab_per_cg_speedup_over_{k}"])),
+                         and pd.notna(r[f"hflab_per_cg_speedup_over_{k}"])) + "".join(
+                         f"; with Martens' ¼ curvature batch {_ratio(r.get(key))} {name}"
+                         for k, name in (("hessianfree", "hessianfree"),
+                                         ("pytorch_hf", "PyTorchHessianFree"))
+                         if (key := f"hflab_chunks4_to_target_speedup_over_{k}") in r
+                         and pd.notna(r[key])),
                      "HF against its peers"))
     f = df[df["benchmark"] == "cg_floor"]
     if len(f):

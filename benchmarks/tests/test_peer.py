@@ -33,8 +33,11 @@ def test_summary_speed_ups_divide_the_peer_by_ours():
                "hflab": [{"trace": fast, "target": 1.0, "runtime": "jax", "compile_seconds": 2}],
                "hflab_floor_1e-8": [{"trace": slow, "target": 1.0, "runtime": "jax",
                                      "compile_seconds": 2}],
+               "hflab_chunks4": [{"trace": _trace(losses[:10] + [0.5] * 50, ms_per_update=5.0,
+                                                  cg=10), "target": 1.0, "runtime": "jax",
+                                  "compile_seconds": 2}],
                "hessianfree_own_init": [{"trace": slow, "runtime": "np"}]}
-    sides = {"hflab": "", "hflab_floor_1e-8": "", "hessianfree": ""}
+    sides = {"hflab": "", "hflab_floor_1e-8": "", "hflab_chunks4": "", "hessianfree": ""}
     row = peer.summarise(results, sides, core=1)
     assert row["hflab_per_cg_speedup_over_hessianfree"] == pytest.approx(4.0)
     assert row["hessianfree_seconds_to_target"] == pytest.approx(2.4)
@@ -43,10 +46,12 @@ def test_summary_speed_ups_divide_the_peer_by_ours():
     assert row["hflab_updates_to_target"] == 31
     row["time"] = "2026-12-05T00:00:00"
     table = peer.sides_table(pd.DataFrame([{"benchmark": "peer_comparison", "device": "cpu", **row}]))
-    assert list(table["seeds_reaching_target"]) == ["1/1", "1/1", "1/1", "—"]
+    assert row["hflab_chunks4_to_target_speedup_over_hessianfree"] == pytest.approx(2.4 / 0.055)
+    assert list(table["seeds_reaching_target"]) == ["1/1", "1/1", "1/1", "1/1", "—"]
     (what, figure, section), = summary._speed_rows(
         pd.DataFrame([{"benchmark": "peer_comparison", "device": "cpu", **row}]))
-    assert figure == "7.7× faster than hessianfree (4.0× per CG iteration)"
+    assert figure == ("7.7× faster than hessianfree (4.0× per CG iteration); with Martens' ¼ "
+                      "curvature batch 43.6× faster than hessianfree")
     assert section == "HF against its peers" and "one core each" in what
 
 
@@ -75,6 +80,14 @@ def test_our_side_starts_from_the_weights_it_is_given(tmp_path):
     assert r["trace"][1]["loss"] < r["trace"][0]["loss"] < expected
     assert 1 <= r["trace"][0]["cg_iters"] <= 20
     assert all(t["damping"] >= 1e-3 for t in r["trace"])  # the settings it was handed
+    # Martens' curvature mini-batch: the same start, its own (different) steps on half-batches
+    out = subprocess.run([sys.executable, "-m", "benchmarks.peer", "ours", str(tmp_path / "p.npz"),
+                          "2", "50", "1e9", "20", '{"min_damping": 1e-3, "curvature_chunks": 2}'],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    half = json.loads(out.stdout.strip().splitlines()[-1])
+    assert half["initial_loss"] == r["initial_loss"] and len(half["trace"]) == 2
+    assert half["trace"][0]["loss"] < expected
+    assert half["trace"][0]["loss"] != pytest.approx(r["trace"][0]["loss"], rel=1e-6)
 
 
 def test_the_noise_floor_benchmark_applies_each_floor():
