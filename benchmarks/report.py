@@ -316,7 +316,11 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
                     hovertemplate=f"{r['optimizer']} seed {r['seed']}: {err} error %{{y:.3g}} "
                                   f"at %{{x:.4g}}<extra></extra>"), row=row, col=col)
                 fig.update_xaxes(type="log", title_text=AXES[col - 1][1], row=row, col=col)
-        fig.update_yaxes(type="log", title_text=f"{err} error", row=row, col=1)
+        # every column of the row on the log scale: the columns share the row's range, and a
+        # linear axis would read col 1's log range as plain numbers (every line off the chart)
+        for col in range(1, len(AXES) + 1):
+            fig.update_yaxes(type="log", row=row, col=col)
+        fig.update_yaxes(title_text=f"{err} error", row=row, col=1)
     fig.update_layout(title="Deep autoencoders at real budgets: training and test squared error "
                             "(summed over pixels, mean over cases) against three costs; a line "
                             "per seed", height=330 * len(panels), width=1200)

@@ -76,6 +76,11 @@ def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
     assert all(y in ([20.0, 10.0], [20.0, 11.0]) for y in train)
     assert all(y in ([21.0, 11.0], [21.0, 12.0]) for y in test)
     assert sum(t.showlegend for t in fig.data) == 2         # one legend entry per optimiser
+    # every panel's error axis is logarithmic (a row shares one range: a linear axis beside a
+    # log one reads the log range as plain numbers and draws every line off its place)
+    layout = fig.to_plotly_json()["layout"]
+    y_axes = [k for k in layout if k.startswith("yaxis")]
+    assert len(y_axes) == 6 and all(layout[k]["type"] == "log" for k in y_axes)
 
 
 def test_autoencoder_cost_curves_draw_any_number_of_settings_variants():
