@@ -189,9 +189,10 @@ FOLLOW_DUTY = 4.0
 
 def followed_step(key: str, newest: int, live: bool) -> int:
     """The checkpoint a live view shows now: ``newest``, or the one it showed last while that
-    view's rest period (FOLLOW_DUTY × its cost) lasts."""
-    last = st.session_state.get(key)            # (step, computed at, seconds it took)
-    if live and last is not None and newest != last[0] and \
+    view's rest period (FOLLOW_DUTY × its cost) lasts.  The first view never rests: its cost
+    includes compiling the view's programs, which later checkpoints of the model reuse."""
+    last = st.session_state.get(key)            # (step, computed at, seconds it took, views)
+    if live and last is not None and last[3] > 1 and newest != last[0] and \
             time.time() - last[1] < FOLLOW_DUTY * last[2]:
         return last[0]
     return newest
@@ -201,7 +202,7 @@ def followed_cost(key: str, step: int, seconds: float):
     """Note what showing ``step`` cost (a new step only: a cached view costs nothing)."""
     last = st.session_state.get(key)
     if last is None or last[0] != step:
-        st.session_state[key] = (step, time.time(), seconds)
+        st.session_state[key] = (step, time.time(), seconds, 1 + (last[3] if last else 0))
 
 
 def loss_slices(store, run_id: int, key: str, newest: int | None = None):
