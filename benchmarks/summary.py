@@ -70,12 +70,11 @@ def _speed_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
                          for k, name in (("hessianfree", "hessianfree"),
                                          ("pytorch_hf", "PyTorchHessianFree"))
                          if f"hflab_per_cg_speedup_over_{k}" in r
-                         and pd.notna(r[f"hflab_per_cg_speedup_over_{k}"])) + "".join(
-                         f"; with Martens' ¼ curvature batch {_ratio(r.get(key))} {name}"
-                         for k, name in (("hessianfree", "hessianfree"),
-                                         ("pytorch_hf", "PyTorchHessianFree"))
-                         if (key := f"hflab_chunks4_to_target_speedup_over_{k}") in r
-                         and pd.notna(r[key])),
+                         and pd.notna(r[f"hflab_per_cg_speedup_over_{k}"])) + (
+                         "; with Martens' ¼ curvature batch " + " · ".join(quarter)
+                         if (quarter := [f"{r[key]:.1f}×" for k in ("hessianfree", "pytorch_hf")
+                                         if (key := f"hflab_chunks4_to_target_speedup_over_{k}")
+                                         in r and pd.notna(r[key])]) else ""),
                      "HF against its peers"))
     f = df[df["benchmark"] == "cg_floor"]
     if len(f):
