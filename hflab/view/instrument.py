@@ -183,8 +183,9 @@ class _Objective:
 
 
 @partial(jax.jit, static_argnums=0)
-def _gradient(objective, params, batch, weight_cost):
-    return jax.flatten_util.ravel_pytree(jax.grad(objective)(params, batch, weight_cost))[0]
+def _value_and_gradient(objective, params, batch, weight_cost):
+    value, grad = jax.value_and_grad(objective)(params, batch, weight_cost)
+    return value, jax.flatten_util.ravel_pytree(grad)[0]
 
 
 @partial(jax.jit, static_argnums=0)
@@ -208,11 +209,12 @@ def slice_data(built, params, n_cases: int = 64, k: int = 2, opt_state=None,
     optimizer = built.optimizer
     objective = _Objective(built.model, built.loss)
     data = (batch, built.config.weight_cost)
-    grad = np.asarray(_gradient(objective, params, *data))
+    value, grad = _value_and_gradient(objective, params, *data)
+    grad = np.asarray(grad)
     dirs = slices.slice_directions(partial(_hessian_product, objective, params, *data), grad,
                                    k=k, compiled=True)
     alphas = np.linspace(-span, span, points)
-    out = {"alphas": alphas, "loss": float(objective(params, *data)), "curves": {},
+    out = {"alphas": alphas, "loss": float(value), "curves": {},
            "eigenvalues": {}, "n_cases": int(batch.x.shape[0])}
     for name, (d, lam) in dirs.items():
         out["curves"][name] = slices.loss_slice(objective, params, d, alphas, *data)
