@@ -81,7 +81,7 @@ else:
         if entry.cg_trace:
             cg_view(run_id, m)
             st.subheader("The loss along HF's step and the quadratic model")
-            ui.loss_slices(lab.store, int(run_id), "cg-slices")
+            ui.loss_slices(lab.store, int(run_id), "cg-slices", live=live_now)
         else:
             state_view(run_id, m, entry)
     live()

@@ -1,7 +1,5 @@
 """Curvature: Hessian, Gauss-Newton, their difference, Jacobians and spectra — of a fresh model
 or of a run's newest checkpoint (following it live while the run trains), for any model size."""
-import time
-
 import jax  # noqa: F401
 import numpy  # noqa: F401
 
@@ -130,38 +128,23 @@ else:
         except (ConfigError, ValueError, KeyError) as e:
             ui.error(e)
         else:
-            @st.cache_resource(max_entries=16, show_spinner="computing the curvature view…")
-            def view_at(_store, run, step, cases, block):
-                """One view per (run, checkpoint): following a live run recomputes it only when
-                a new checkpoint is written, never on the 2-second refresh."""
-                _, built, params, _, step = analysis.checkpoint_state(_store, run, step)
-                return built, analysis.curvature_view(built, params, cases, block), step
-
             live_now = follow and lab.is_active(int(run_id))
 
             @st.fragment(run_every=2.0 if live_now else None)
             def live():
+                """The newest checkpoint's view, computed off the training path (a background
+                process at the lowest priority, one view per run and update): while a run
+                trains the page shows the newest view ready and never waits for one."""
                 if live_now and not lab.is_active(int(run_id)):
                     st.rerun()      # the run ended: redraw the page (picker label, no refresh)
-                try:
-                    kept = lab.store.checkpoint_steps(int(run_id))
-                    newest = kept[-1] if kept else 0
-                    step = ui.followed_step(f"curv-follow-{run_id}", newest, live_now)
-                    started = time.perf_counter()
-                    try:
-                        built, snap, step = view_at(lab.store, int(run_id), step, n_cases, block)
-                    except ValueError:
-                        if step == newest:
-                            raise
-                        # the resting view left the cache and its checkpoint was pruned since
-                        built, snap, step = view_at(lab.store, int(run_id), newest, n_cases,
-                                                    block)
-                    ui.followed_cost(f"curv-follow-{run_id}", step,
-                                     time.perf_counter() - started)
-                except (ConfigError, ValueError) as e:
-                    ui.error(e)
-                    return
-                show(snap, f"run #{run_id} at update {step}")
+                kept = lab.store.checkpoint_steps(int(run_id))
+                newest = kept[-1] if kept else 0
+                shown = ui.background_view("curvature_view", int(run_id), newest, n_cases,
+                                           block, live=live_now, label="the curvature view")
+                step = newest
+                if shown is not None:          # else: the spectra and profiles the run stored
+                    step, snap = shown
+                    show(snap, f"run #{run_id} at update {step}")
                 metrics = ui.live_metrics(lab.store, runs[runs["id"] == int(run_id)],
                                           "curv_metrics")
                 st.subheader("Curvature over training")
@@ -172,5 +155,5 @@ else:
                                      "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
                 ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params)
                 st.subheader("Loss slices")
-                ui.loss_slices(lab.store, int(run_id), "curv-slices", newest=step)
+                ui.loss_slices(lab.store, int(run_id), "curv-slices", newest=step, live=live_now)
             live()

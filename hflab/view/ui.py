@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import uuid
 
 import jax
@@ -20,6 +19,7 @@ from . import plots
 from ..config import ConfigError, RunConfig
 from .. import ownership
 from ..lab import Lab, device_description, get_lab
+from . import worker
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
 
@@ -179,33 +179,45 @@ def curvature_over_training(store, run_id: int, config, n_params: int):
               f"blocks-{s}-{run_id}")
 
 
-# A live view follows the newest checkpoint, but spends at most 1 / (1 + FOLLOW_DUTY) of the time
-# computing: after a view that took c seconds it shows that view for FOLLOW_DUTY × c more
-# seconds before computing the next one.  A cheap view (a small model's dense matrices) follows
-# every refresh; a costly one (Lanczos on thousands of parameters) cannot take the cores from the
-# run it watches.
-FOLLOW_DUTY = 4.0
+def view_worker() -> worker.ViewWorker:
+    """The server's background view process (one per store, shared by every session)."""
+    return worker.for_home(lab().store.home)
 
 
-def followed_step(key: str, newest: int, live: bool) -> int:
-    """The checkpoint a live view shows now: ``newest``, or the one it showed last while that
-    view's rest period (FOLLOW_DUTY × its cost) lasts.  The first view never rests: its cost
-    includes compiling the view's programs, which later checkpoints of the model reuse."""
-    last = st.session_state.get(key)            # (step, computed at, seconds it took, views)
-    if live and last is not None and last[3] > 1 and newest != last[0] and \
-            time.time() - last[1] < FOLLOW_DUTY * last[2]:
-        return last[0]
-    return newest
+def background_view(job: str, run_id: int, step: int, *options, live: bool, label: str,
+                    stand_in: bool = True):
+    """(step shown, value) of ``job``'s view of the run's checkpoint ``step``, computed off the
+    training path (:mod:`hflab.view.worker`), or None with a message when nothing can be shown.
+
+    A page that follows a live run never waits: it asks for ``step``'s view and shows it on a
+    later refresh, meanwhile (``stand_in``) the newest view of the run that is ready.  Any other
+    page waits for its view behind a spinner."""
+    views = view_worker()
+    if live:
+        state, value = views.get(job, run_id, step, *options)
+        if state == "pending":
+            older = views.ready(job, run_id, *options) if stand_in else None
+            if older is None:
+                st.info(f"Computing {label} of update {step} in the background view process "
+                        "(lowest priority, off the training path)…")
+                return None
+            plain_caption(f"{label} of update {step} is being computed in the background; "
+                          f"showing update {older[0]} meanwhile")
+            return older
+    else:
+        with st.spinner(f"computing {label}…"):
+            state, value = views.wait(job, run_id, step, *options)
+        if state == "pending":
+            error(f"{label} of update {step} is still being computed — open the page again "
+                  "in a little while")
+            return None
+    if state == "error":
+        error(value)
+        return None
+    return step, value
 
 
-def followed_cost(key: str, step: int, seconds: float):
-    """Note what showing ``step`` cost (a new step only: a cached view costs nothing)."""
-    last = st.session_state.get(key)
-    if last is None or last[0] != step:
-        st.session_state[key] = (step, time.time(), seconds, 1 + (last[3] if last else 0))
-
-
-def loss_slices(store, run_id: int, key: str, newest: int | None = None):
+def loss_slices(store, run_id: int, key: str, newest: int | None = None, live: bool = False):
     """Loss slices of one of the run's kept checkpoints (HF: along its step with q(αp)); a live
     view passes the checkpoint it follows as ``newest`` (later ones wait for its next view)."""
     from . import instrument
@@ -215,11 +227,11 @@ def loss_slices(store, run_id: int, key: str, newest: int | None = None):
     step = c1.selectbox("checkpoint (update)", steps, index=len(steps) - 1, key=f"{key}-step")
     k = c2.number_input("Hessian eigenvectors", 0, 4, 2, key=f"{key}-k")
     cases = c3.number_input("cases", 1, 512, 64, key=f"{key}-cases")
-    try:
-        data = _slice_data(store, int(run_id), int(step), int(k), int(cases))
-    except (ConfigError, ValueError) as e:
-        error(e)
+    shown = background_view("loss_slices", int(run_id), int(step), int(k), int(cases),
+                            live=live, label="the loss slices", stand_in=step == steps[-1])
+    if shown is None:
         return
+    step, data = shown
     chart(instrument.slice_chart(data, f"loss slices at update {step} ({data['n_cases']} "
                                  "cases)"), f"{key}-slices", f"slices-{run_id}-{step}")
     if "step" in data:
@@ -230,13 +242,6 @@ def loss_slices(store, run_id: int, key: str, newest: int | None = None):
     if "plane" in data:
         chart(instrument.plane_chart(data, "the loss over the plane of the first two "
                                      "directions"), f"{key}-plane", f"plane-{run_id}-{step}")
-
-
-@st.cache_data(max_entries=32, show_spinner="computing loss slices…")
-def _slice_data(_store, run_id: int, step: int, k: int, cases: int) -> dict:
-    from . import analysis, instrument
-    _, built, params, opt_state, _ = analysis.checkpoint_state(_store, run_id, step)
-    return instrument.slice_data(built, params, cases, k, opt_state)
 
 
 def query_run_id() -> int | None:

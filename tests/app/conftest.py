@@ -14,3 +14,5 @@ def _fresh_lab():
             lab.wait(run_id, timeout=60)
     lab_module._LABS.clear()
     st.cache_resource.clear()
+    from hflab.view import worker
+    worker.close_all()

@@ -66,7 +66,9 @@ def test_curvature_over_training_and_loss_slices_follow_a_live_run(server, chrom
     assert store.get_run(run_id)["status"] == "running"
     view = chromium_browser.new_page(viewport={"width": 1500, "height": 1100})  # a second tab
     view.goto(server + f"/curvature?run={run_id}", wait_until="networkidle")
-    _wait_titles(view, ["spectral density of G over training", "loss slices at update"])
+    # the heatmaps come from the background view process, the profiles from the run itself
+    _wait_titles(view, ["spectral density of G over training", "loss slices at update",
+                        f"G (run #{run_id} at update"])
     assert view.locator("[data-testid='stException']").count() == 0
     # 0 while the page redraws (a rerun replaces the figures for a moment)
     columns = """() => { const f = [...document.querySelectorAll('.js-plotly-plot')].find(g =>

@@ -1,0 +1,204 @@
+"""Views of stored checkpoints computed off the training path, in a low-priority process.
+
+The lab trains in the server's own process, so a view computed there (a curvature view is ~1 s
+of XLA work, its first one per model 10–30 s of compiling) takes the cores from the updates it
+watches, and their recorded seconds grow.  A :class:`ViewWorker` computes such views in one child
+process of its own, started on first use and run at the lowest CPU priority (``nice 19``): the
+kernel gives it only the cycles the runs leave, so following a run costs the run (almost)
+nothing, and the page never blocks — it shows the newest view that is ready and asks for the
+newest checkpoint's.
+
+A job is a named function of the store and ``(run_id, step, *options)``.  Requests are served
+newest first: a request for a later checkpoint of the same (job, run, options) supersedes the
+earlier ones still waiting (a live view wants the newest, not a backlog), and those are answered
+"superseded" so that whoever still wants one asks again.  Results are kept in memory (least
+recently used, :data:`KEEP` of them), shared by every browser session of the server.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
+import time
+from collections import OrderedDict
+
+KEEP = 64                  # results kept in memory (a curvature view is ≤ a few MB)
+NICENESS = 19
+
+
+def _curvature_view(store, run_id: int, step: int, cases: int, block):
+    from . import analysis
+    _, built, params, _, step = analysis.checkpoint_state(store, run_id, step)
+    return analysis.curvature_view(built, params, cases, block)
+
+
+def _loss_slices(store, run_id: int, step: int, k: int, cases: int):
+    from . import analysis, instrument
+    _, built, params, opt_state, _ = analysis.checkpoint_state(store, run_id, step)
+    return instrument.slice_data(built, params, cases, k, opt_state)
+
+
+def _niceness(store, run_id: int, step: int):
+    """The worker's own priority (what the tests check it runs at)."""
+    return os.nice(0)
+
+
+JOBS = {"curvature_view": _curvature_view, "loss_slices": _loss_slices, "niceness": _niceness}
+
+
+def _group(key):
+    """What a later step supersedes: the same job, run and options."""
+    name, run_id, _step, *options = key
+    return (name, run_id, *options)
+
+
+def newest_first(keys: list) -> tuple[list, list]:
+    """(to compute, superseded): per group only its latest step, the groups in order of arrival."""
+    latest: dict = {}
+    for key in keys:
+        group = _group(key)
+        if group not in latest or key[2] >= latest[group][2]:
+            latest[group] = key
+    keep = list(latest.values())
+    return keep, [k for k in keys if k not in keep]
+
+
+def _serve(home: str, requests, results):
+    """The child process: lowest priority first (before JAX makes its threads, which inherit
+    it), then the store and the programs' cache the server uses, then jobs until ``None``."""
+    os.nice(NICENESS - os.nice(0))
+    from .. import datasets
+    from ..compiled import enable_compilation_cache
+    from ..store import Store
+    store = Store(home)
+    enable_compilation_cache(store.home)
+    datasets.add_folder(store.home)
+    while True:
+        waiting = [requests.get()]
+        while True:
+            try:
+                waiting.append(requests.get_nowait())
+            except queue.Empty:
+                break
+        if None in waiting:
+            return
+        todo, dropped = newest_first(list(dict.fromkeys(waiting)))
+        for key in dropped:
+            results.put((key, "superseded", None))
+        for key in todo:
+            # pickled here, not by the queue's feeder thread (which drops what it cannot pickle,
+            # leaving the page waiting for ever)
+            try:
+                results.put((key, "ready", pickle.dumps(JOBS[key[0]](store, *key[1:]))))
+            except (ValueError, KeyError) as e:     # what the lab says of bad runs and steps
+                results.put((key, "error", str(e).strip("'\"")))
+            except Exception as e:             # a job's failure is its answer, not the worker's
+                results.put((key, "error", f"{type(e).__name__}: {e}"))
+
+
+class ViewWorker:
+    """The server's background view process (see the module docstring).
+
+    ``get(job, run_id, step, *options)`` returns ``("ready", value)``, ``("pending", None)``
+    (asked now or before; ask again later) or ``("error", message)``.
+    """
+
+    def __init__(self, home):
+        self.home = str(home)
+        self._lock = threading.Lock()
+        self._done: OrderedDict = OrderedDict()      # key → (state, value), newest last
+        self._pending: set = set()
+        self._process = None
+
+    def _start(self):
+        ctx = multiprocessing.get_context("spawn")     # JAX's threads do not survive a fork
+        self._requests, self._results = ctx.Queue(), ctx.Queue()
+        self._process = ctx.Process(target=_serve, args=(self.home, self._requests,
+                                                         self._results),
+                                    name="hflab-views", daemon=True)
+        self._process.start()
+        threading.Thread(target=self._receive, args=(self._results,), daemon=True,
+                         name="hflab-views-receiver").start()
+
+    def _receive(self, results):
+        while True:
+            try:
+                key, state, value = results.get()
+            except (EOFError, OSError):
+                return
+            if state == "ready":
+                value = pickle.loads(value)
+            with self._lock:
+                self._pending.discard(key)
+                if state != "superseded":
+                    self._done[key] = (state, value)
+                    self._done.move_to_end(key)
+                    while len(self._done) > KEEP:
+                        self._done.popitem(last=False)
+
+    def get(self, job: str, run_id: int, step: int, *options):
+        if job not in JOBS:
+            raise ValueError(f"unknown view job {job!r}; one of {sorted(JOBS)}")
+        key = (job, int(run_id), int(step), *options)
+        with self._lock:
+            if key in self._done:
+                self._done.move_to_end(key)
+                return self._done[key]
+            if self._process is None or not self._process.is_alive():
+                if self._process is not None:
+                    self._pending.clear()          # its requests died with it
+                self._start()
+            if key not in self._pending:
+                self._pending.add(key)
+                self._requests.put(key)
+        return "pending", None
+
+    def wait(self, job: str, run_id: int, step: int, *options, timeout: float = 600.0):
+        """:meth:`get`, waiting up to ``timeout`` seconds while it is pending (asking again if
+        a later request superseded this one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state, value = self.get(job, run_id, step, *options)
+            if state != "pending" or time.monotonic() > deadline:
+                return state, value
+            time.sleep(0.05)
+
+    def ready(self, job: str, run_id: int, *options) -> tuple[int, object] | None:
+        """The latest-step view of (job, run, options) that is ready: (step, value), or None."""
+        with self._lock:
+            steps = [k[2] for k, (state, _) in self._done.items()
+                     if state == "ready" and _group(k) == (job, int(run_id), *options)]
+            if not steps:
+                return None
+            best = max(steps)
+            return best, self._done[(job, int(run_id), best, *options)][1]
+
+    def close(self):
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                self._requests.put(None)
+                self._process.join(timeout=5)
+                if self._process.is_alive():
+                    self._process.kill()
+            self._process = None
+
+
+_WORKERS: dict[str, ViewWorker] = {}
+_WORKERS_LOCK = threading.Lock()
+
+
+def for_home(home) -> ViewWorker:
+    """The process-wide view worker of a store (every session of a server shares it)."""
+    with _WORKERS_LOCK:
+        return _WORKERS.setdefault(str(home), ViewWorker(home))
+
+
+def close_all():
+    """Stop every view process (a test's teardown; the server's exit kills them anyway)."""
+    with _WORKERS_LOCK:
+        workers = list(_WORKERS.values())
+        _WORKERS.clear()
+    for w in workers:
+        w.close()

@@ -1,0 +1,69 @@
+"""Views computed off the training path (:mod:`hflab.view.worker`): the background process
+computes what the page would have computed itself, of the checkpoint asked for, at the lowest
+priority; a later checkpoint supersedes an earlier one still waiting; a bad request is an
+answer, not a hang."""
+import numpy as np
+import pytest
+
+from hflab.config import preset_config
+from hflab.lab import run_to_store
+from hflab.store import Store
+from hflab.view import analysis, worker
+
+
+def test_newest_first_keeps_the_latest_step_of_each_job_run_and_options():
+    keys = [("curvature_view", 1, 2, 16, None), ("loss_slices", 1, 2, 2, 64),
+            ("curvature_view", 1, 6, 16, None), ("curvature_view", 1, 4, 16, None),
+            ("curvature_view", 1, 4, 8, None), ("curvature_view", 2, 1, 16, None)]
+    todo, dropped = worker.newest_first(keys)
+    assert todo == [("curvature_view", 1, 6, 16, None), ("loss_slices", 1, 2, 2, 64),
+                    ("curvature_view", 1, 4, 8, None), ("curvature_view", 2, 1, 16, None)]
+    assert dropped == [("curvature_view", 1, 2, 16, None), ("curvature_view", 1, 4, 16, None)]
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("views"))
+    cfg = preset_config("seed-333", steps=4, checkpoint_every=2).validate()
+    run_id = store.create_run(cfg)
+    assert run_to_store(store, run_id, cfg) == "finished"
+    views = worker.ViewWorker(store.home)
+    yield store, run_id, views
+    views.close()
+
+
+def test_the_background_view_is_the_view_of_the_checkpoint_asked_for(stored_run):
+    store, run_id, views = stored_run
+    assert views.get("niceness", run_id, 0)[0] == "pending"         # never blocks the page
+    assert views.wait("niceness", run_id, 0) == ("ready", worker.NICENESS)
+    state, snap = views.wait("curvature_view", run_id, 4, 16, None)
+    assert state == "ready"
+    _, built, params, _, _ = analysis.checkpoint_state(store, run_id, 4)
+    here = analysis.curvature_view(built, params, 16, None)
+    for key in ("G", "H", "J", "eig_G", "eig_H"):
+        np.testing.assert_allclose(snap[key], here[key], rtol=1e-10, atol=1e-12)
+    # another checkpoint, another view (a worker that showed the newest for every step fails)
+    assert not np.allclose(views.wait("curvature_view", run_id, 2, 16, None)[1]["G"], snap["G"])
+    assert views.ready("curvature_view", run_id, 16, None)[0] == 4
+    assert views.ready("curvature_view", run_id, 8, None) is None   # other options: none ready
+    slices = views.wait("loss_slices", run_id, 4, 1, 32)[1]
+    assert slices["n_cases"] == 32 and "step" in slices              # HF's step with q(αp)
+
+
+def test_a_bad_request_is_answered_with_its_reason(stored_run):
+    _, run_id, views = stored_run
+    state, message = views.wait("curvature_view", run_id, 3, 16, None)
+    assert state == "error" and "no checkpoint of update 3" in message
+    assert views.wait("curvature_view", 10_000, 2, 16, None)[0] == "error"
+    with pytest.raises(ValueError, match="unknown view job"):
+        views.get("density", run_id, 2)
+
+
+def test_a_later_checkpoint_supersedes_an_earlier_one_still_waiting(stored_run):
+    """Asked for 2 then 4 while busy: 4 is computed; 2, dropped unseen, is computed when asked
+    for again (a page that still wants it is not left waiting)."""
+    _, run_id, views = stored_run
+    views.get("curvature_view", run_id, 2, 12, None)
+    views.get("curvature_view", run_id, 4, 12, None)
+    assert views.wait("curvature_view", run_id, 4, 12, None)[0] == "ready"
+    assert views.wait("curvature_view", run_id, 2, 12, None, timeout=120)[0] == "ready"
