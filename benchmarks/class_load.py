@@ -89,6 +89,16 @@ def _rss_peak_mb(pid: int) -> float | None:
     return None
 
 
+def _children_rss_peak_mb(pid: int) -> float | None:
+    """The peak memory of the server's child processes (the background view process), summed."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    peaks = [_rss_peak_mb(int(k)) for k in kids]
+    return round(sum(p for p in peaks if p), 1)
+
+
 class _Server:
     """One ``streamlit run`` of the lab with its own store and concurrency limit."""
 
@@ -333,7 +343,8 @@ def follow_live(browser, others: int) -> dict:
                 "checkpoint_lag_median_s": _pct(lags, 0.5), "checkpoint_lag_max_s":
                     round(max(lags), 2) if lags else None,
                 "unshown_wait_p95_s": _pct(ages, 0.95),
-                "rss_peak_mb": _rss_peak_mb(server.proc.pid)}
+                "rss_peak_mb": _rss_peak_mb(server.proc.pid),
+                "views_rss_peak_mb": _children_rss_peak_mb(server.proc.pid)}
     finally:
         for ctx in contexts:
             ctx.close()
