@@ -89,10 +89,10 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
             figs["rnn-readout"] = readout_curves(traced)
     a = df[df["benchmark"] == "autoencoder"]
     if not a.empty:
-        a = latest(a, ["task", "optimizer"])
+        a = latest(summary.autoencoder_cases(a), ["case", "optimizer"])
         fig = go.Figure()
         for opt, d in a.groupby("optimizer"):
-            fig.add_trace(go.Bar(x=d["task"], y=d["train_error"], name=opt))
+            fig.add_trace(go.Bar(x=d["case"], y=d["train_error"], name=opt))
         # training error: what an optimiser minimises, and what Martens (2010) reports
         fig.update_layout(title="Autoencoders: training reconstruction error at equal wall time",
                           yaxis_title="squared error summed over pixels", yaxis_type="log",
@@ -292,8 +292,8 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
     test error, a line per optimiser and seed, the same colour for an optimiser throughout
     (settings variants dashed, any number of them: :func:`label_styles`)."""
     from plotly.subplots import make_subplots
-    a = latest(a, ["task", "optimizer", "seed", "budget_seconds"])
-    tasks = sorted(a["task"].unique())
+    a = latest(summary.autoencoder_cases(a), ["case", "optimizer", "seed", "budget_seconds"])
+    tasks = sorted(a["case"].unique())
     panels = [(t, err) for t in tasks for err in ("train", "test")]
     fig = make_subplots(rows=len(panels), cols=len(AXES), shared_yaxes="rows",
                         subplot_titles=[f"{t}: {err} error / {axis}"
@@ -301,7 +301,7 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
     colours, dashes = label_styles(sorted(a["optimizer"].unique()))
     first = legend_once()
     for row, (task, err) in enumerate(panels, start=1):
-        for _, r in a[a["task"] == task].sort_values(["optimizer", "seed"]).iterrows():
+        for _, r in a[a["case"] == task].sort_values(["optimizer", "seed"]).iterrows():
             ys = r.get(f"curve_{err}_error")
             if not isinstance(ys, list):
                 continue                        # a record from before that curve was kept
@@ -390,8 +390,9 @@ def main(mode: str | None = None):
          ["problem", "T", "seed", "updates", "n_sequences", "test_error", "hessian_min",
           "gauss_newton_max", "best_test_error_along", "best_change_along_eigenvectors",
           "best_change_along_random", "best_change_along_steepest_descent"]),
-        ("Deep autoencoders", "autoencoder", ["task", "optimizer", "seed", "budget_seconds"],
-         ["task", "optimizer", "seed", "budget_seconds", "learning_rate", "updates",
+        ("Deep autoencoders", lambda df: summary.autoencoder_cases(
+            df[df["benchmark"] == "autoencoder"]), ["case", "optimizer", "seed", "budget_seconds"],
+         ["case", "optimizer", "seed", "budget_seconds", "learning_rate", "updates",
           "train_error", "test_error", "device"]),
         ("Spectral density cost (SLQ, 10 probes × 50 Lanczos steps, Hessian on 64 cases)",
          "density_cost", ["target_params", "device"],

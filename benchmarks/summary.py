@@ -138,15 +138,23 @@ def _curriculum_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     return rows
 
 
+def autoencoder_cases(a: pd.DataFrame) -> pd.DataFrame:
+    """The autoencoder rows with ``case``: the task, and its training-set size where a run set
+    one (the papers' 20,000-image CURVES-like set beside the default 2,000)."""
+    sizes = a["n_train"] if "n_train" in a else pd.Series(float("nan"), index=a.index)
+    return a.assign(case=[t if not (n == n and n) else f"{t} ({int(n):,} images)"
+                          for t, n in zip(a["task"], sizes)])
+
+
 def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     a = df[(df["benchmark"] == "autoencoder") & (df["mode"] == "papers")]
     if a.empty:
         return []
-    a = _newest(a, ["task", "optimizer", "seed", "budget_seconds"])
+    a = _newest(autoencoder_cases(a), ["case", "optimizer", "seed", "budget_seconds"])
     # each optimiser at its defaults (labelled variants are in the report, not the summary)
     a = a[a["optimizer"].isin(["hf", "kfac", "adam", "momentum", "sophia", "muon"])]
     rows = []
-    for (task, budget), d in a.groupby(["task", "budget_seconds"]):
+    for (task, budget), d in a.groupby(["case", "budget_seconds"]):
         med = d.groupby("optimizer")["train_error"].median().sort_values()
         test = d.groupby("optimizer")["test_error"].median()
         n = d.groupby("optimizer").size()

@@ -315,3 +315,31 @@ def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
     assert "HF behind kfac" in measure and "3 seeds" in measure
     # ordered by median training error, each with its median test error; variants left out
     assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5)", figure
+
+
+def test_the_papers_size_curves_set_is_a_case_of_its_own():
+    """The 20,000-image CURVES-like runs neither replace nor mix with the 2,000-image ones (same
+    task, optimiser, seed and budget): their own summary row, their own rows of panels."""
+    from benchmarks import summary
+    rows = []
+    for n_train, (hf, adam) in ((None, (3.0, 0.1)), (20000, (11.0, 2.8))):
+        for opt, err in (("hf", hf), ("adam", adam)):
+            rows.append({**_ae_row("curves", opt), "mode": "papers", "n_train": n_train,
+                         "train_error": err, "test_error": err + 1})
+    df = pd.DataFrame(rows)
+    measures = {m: f for m, f, _ in summary._autoencoder_rows(df)}
+    assert len(measures) == 2
+    (small,) = [f for m, f in measures.items() if "(20,000 images)" not in m]
+    (large,) = [f for m, f in measures.items() if m.startswith("curves (20,000 images)")]
+    assert small == "adam 0.1 (test 1.1), hf 3 (test 4)"
+    assert large == "adam 2.8 (test 3.8), hf 11 (test 12)"
+    fig = report.autoencoder_cost_curves(df)
+    titles = {a.text.split(":")[0] for a in fig.layout.annotations}
+    assert titles == {"curves", "curves (20,000 images)"}
+    assert len(fig.data) == 2 * 2 * 3 * 2          # cases × optimisers × axes × (train, test)
+
+
+def test_long_autoencoder_runs_reject_an_unknown_case(monkeypatch):
+    monkeypatch.setenv("HFLAB_AE_TASKS", "curves-60k")
+    with pytest.raises(SystemExit, match="'curves-60k' is not one of"):
+        next(autoencoders.run_papers())
