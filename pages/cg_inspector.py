@@ -71,7 +71,9 @@ if run_id is None:
 else:
     live_now = lab.is_active(int(run_id))
 
-    @st.fragment(run_every=1.0 if live_now else None)
+    # every 2 s: a new CG trace per update is more than a reader can follow, and each refresh
+    # is server time taken from the run being watched
+    @st.fragment(run_every=ui.refresh_seconds(lab, 2.0) if live_now else None)
     def live():
         if live_now and not lab.is_active(int(run_id)):
             st.rerun()              # the run ended: redraw the page (picker label, no refresh)

@@ -139,7 +139,7 @@ else:
         else:
             live_now = follow and lab.is_active(int(run_id))
 
-            @st.fragment(run_every=2.0 if live_now else None)
+            @st.fragment(run_every=ui.refresh_seconds(lab, 2.0) if live_now else None)
             def live():
                 """The newest checkpoint's view, computed off the training path (a background
                 process at the lowest priority, one view per run and update): while a run
@@ -162,7 +162,8 @@ else:
                              "spectrum-over-training")
                     ui.plain_caption("λ_max and λ_min of G and H at update 0 and every "
                                      "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
-                ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params)
+                ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params,
+                                           metrics)
                 st.subheader("Loss slices")
                 ui.loss_slices(lab.store, int(run_id), "curv-slices", newest=step, live=live_now)
             live()

@@ -143,15 +143,18 @@ def run_picker(label: str, runs: pd.DataFrame, key: str, default_id: int | None 
     return st.selectbox(label, ids, index=index, format_func=lambda i: labels[int(i)], key=key)
 
 
-def curvature_over_training(store, run_id: int, config, n_params: int):
-    """The curvature instrument's over-training views of a run (stored per checkpoint)."""
+def curvature_over_training(store, run_id: int, config, n_params: int,
+                            metrics: pd.DataFrame | None = None):
+    """The curvature instrument's over-training views of a run (stored per checkpoint);
+    ``metrics``: the run's metrics when the page has read them (a live page reads only the new
+    rows, :func:`live_metrics`)."""
     from . import instrument
     profiles = store.spectra(run_id)
     if not profiles:
         plain_caption("No curvature profiles stored for this run yet (they are taken at update 0 "
                       "and every checkpoint; checkpoint_every = 0 keeps only the end).")
         return
-    metrics = store.metrics(run_id)
+    metrics = store.metrics(run_id) if metrics is None else metrics
     first = profiles[-1][1]
     plain_caption(f"{len(profiles)} checkpoints · on the first {first['cases']} training cases · "
                   f"density by SLQ ({first['probes']} probes × {first['steps']} Lanczos steps), "
