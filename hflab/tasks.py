@@ -188,13 +188,18 @@ def curves_images(rng, n, size=28, points=64, width=1.0):
     s = np.linspace(0, 1, points)[:, None]
     basis = np.stack([(1 - s) ** 3, 3 * s * (1 - s) ** 2, 3 * s ** 2 * (1 - s), s ** 3], 1)[..., 0]
     curve = np.einsum("pk,nkd->npd", basis, ctrl)                  # (n, points, 2)
-    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1)
-    grid = grid.reshape(-1, 2).astype(np.float64) + 0.5
+    centres = np.arange(size, dtype=np.float64) + 0.5
     out = np.empty((n, size * size))
+    # the squared distance is separable — (row − y)² + (column − x)² — so it is one sum of a
+    # row term and a column term per sample (the same floating-point operations, in the same
+    # order, as the sum over the two coordinates: the images are bit-for-bit those of the direct
+    # form, made ~4× faster)
     for start in range(0, n, 256):                                 # bounded memory
         c = curve[start:start + 256]
-        d2 = ((grid[None, :, None, :] - c[:, None, :, :]) ** 2).sum(-1)
-        out[start:start + 256] = np.exp(-d2.min(-1) / (2 * width ** 2))
+        rows = (centres[None, :, None] - c[:, None, :, 0]) ** 2      # (chunk, size, points)
+        cols = (centres[None, :, None] - c[:, None, :, 1]) ** 2
+        d2 = rows[:, :, None, :] + cols[:, None, :, :]              # (chunk, size, size, points)
+        out[start:start + 256] = np.exp(-d2.min(-1).reshape(len(c), -1) / (2 * width ** 2))
     return out
 
 

