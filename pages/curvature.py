@@ -41,21 +41,19 @@ def show(snapshot, title):
                      f"{snapshot['n_cases']} cases · black lines separate weight blocks · "
                      "colour scale centred at 0, clipped at the 99th percentile")
     kinds = snapshot["kinds"]                     # (symbol, label, psd) of every curvature kind
-    names, blocks = snapshot["names"], snapshot["blocks"]
-    figures = {f"{label} {symbol}": (lambda s=symbol: ui.chart(plots.matrix_heatmap(
-        snapshot[s], f"{s} ({title})", names, blocks), f"heat-{s}", f"matrix-{s}"))
-        for symbol, label, _ in kinds}
-    figures["H − G"] = lambda: ui.chart(plots.matrix_heatmap(snapshot["H-G"], f"H-G ({title})",
-                                                             names, blocks), "heat-H-G",
-                                        "matrix-H-G")
+
+    def heatmap(entry, name, chart_key, filename):
+        return lambda: ui.chart(plots.matrix_heatmap(snapshot[entry], f"{name} ({title})",
+                                                     snapshot["names"], snapshot["blocks"]),
+                                chart_key, filename)
+    figures = {f"{label} {s}": heatmap(s, s, f"heat-{s}", f"matrix-{s}")
+               for s, label, _ in kinds}
+    figures["H − G"] = heatmap("H-G", "H-G", "heat-H-G", "matrix-H-G")
     figures["Jacobians"] = lambda: jacobians(snapshot)
     figures["spectrum"] = lambda: spectrum(snapshot, kinds)
     if "K" in snapshot:
-        figures["K-FAC A ⊗ G"] = lambda: ui.chart(plots.matrix_heatmap(
-            snapshot["K"], f"K-FAC A ⊗ G ({title})", names, blocks), "heat-K", "matrix-kfac")
-        figures["G − A ⊗ G"] = lambda: ui.chart(plots.matrix_heatmap(
-            snapshot["G-K"], f"G − A ⊗ G ({title})", names, blocks), "heat-GK",
-            "matrix-g-minus-kfac")
+        figures["K-FAC A ⊗ G"] = heatmap("K", "K-FAC A ⊗ G", "heat-K", "matrix-kfac")
+        figures["G − A ⊗ G"] = heatmap("G-K", "G − A ⊗ G", "heat-GK", "matrix-g-minus-kfac")
     choice = st.radio("show", list(figures), horizontal=True, key=f"curv_show_{len(figures)}")
     figures[choice]()
     parts = [f"λ_max({s}) = {snapshot[f'eig_{s}'][0]:.5g}, λ_min({s}) = "

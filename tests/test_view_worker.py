@@ -60,8 +60,9 @@ def test_a_bad_request_is_answered_with_its_reason(stored_run):
 
 
 def test_a_later_checkpoint_supersedes_an_earlier_one_still_waiting(stored_run):
-    """Asked for 2 then 4 while busy: 4 is computed; 2, dropped unseen, is computed when asked
-    for again (a page that still wants it is not left waiting)."""
+    """Asked for 2 then 4 at once: 4 is computed, and 2 too — at once, or (had it been dropped
+    as superseded while the worker was busy) when asked for again: a page that still wants it
+    is not left waiting."""
     _, run_id, views = stored_run
     views.get("curvature_view", run_id, 2, 12, None)
     views.get("curvature_view", run_id, 4, 12, None)

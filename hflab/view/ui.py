@@ -15,11 +15,10 @@ import jax
 import pandas as pd
 import streamlit as st
 
-from . import plots
+from . import plots, worker
 from ..config import ConfigError, RunConfig
 from .. import ownership
 from ..lab import Lab, device_description, get_lab
-from . import worker
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
 
