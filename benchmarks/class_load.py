@@ -369,11 +369,14 @@ def run(full: bool):
                                           "--disable-background-timer-throttling",
                                           "--disable-renderer-backgrounding",
                                           "--disable-backgrounding-occluded-windows"])
+        # glibc's malloc arenas (one per thread by default) as the server ran with them
+        arenas = os.environ.get("MALLOC_ARENA_MAX")
+        tag = {"malloc_arena_max": int(arenas)} if arenas else {}
         try:
             for limit in limits:
                 for n in sizes:
-                    yield measure(browser, n, limit)
+                    yield {**measure(browser, n, limit), **tag}
             for others in follows:
-                yield follow_live(browser, others)
+                yield {**follow_live(browser, others), **tag}
         finally:
             browser.close()
