@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 SIZES = (64, 32, 16, 32, 64)
+CASES = 1797                 # the digits: every case is in the full batch
 UPDATES = 60
 MAX_UPDATES = 400
 MAX_CG = 250
@@ -188,6 +189,18 @@ def ms_per_cg_iteration(trace: list[dict]) -> float:
     return 1e3 * first[-1]["seconds"] / max(sum(t["cg_iters"] for t in first), 1)
 
 
+def gv_flops(cases: int, sizes=SIZES) -> int:
+    """Floating-point operations of one Gauss-Newton product on ``cases`` cases, counting the
+    matrix products only (two per multiply-add): per dense layer the forward tangent W·ȧ + Ẇ·a and
+    the backward pass's products for the gradients of W and of the layer's input — four products of
+    the layer's size, two in the first layer, whose input (the data) has no tangent and needs no
+    gradient.  The elementwise work (logistic derivatives, the loss Hessian, CG's vector updates)
+    is a few per cent on top.  Divided by the milliseconds of a CG iteration it gives the
+    arithmetic rate each side reaches — what bounds any speed-up per iteration on one core."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    return 2 * cases * (2 * pairs[0][0] * pairs[0][1] + 4 * sum(a * b for a, b in pairs[1:]))
+
+
 def _median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -238,7 +251,7 @@ def run(full: bool):
 
 def summarise(results: dict, sides: dict, core: int) -> dict:
     """One record: per side the medians over seeds, and our speed-ups over each peer."""
-    row = {"benchmark": "peer_comparison", "case": "digits-ae 64-32-16-32-64 full batch 1797",
+    row = {"benchmark": "peer_comparison", "case": f"digits-ae 64-32-16-32-64 full batch {CASES}",
            "core": core, "rounds": len(results["hessianfree"]), "updates": UPDATES,
            "max_updates": MAX_UPDATES, "peers": ", ".join(v for k, v in sides.items()
                                                           if not k.startswith("hflab")),
@@ -289,10 +302,13 @@ def sides_table(df):
         if pd.isna(r.get(f"{side}_loss_at_60", float("nan"))):
             continue
         reached = r.get(f"{side}_reached_target")
+        chunks = OUR_VARIANTS.get(side, ("", {}))[1].get("curvature_chunks", 1)
+        ms = r[f"{side}_ms_per_cg_iteration"]
         rows.append({"side": label, "runtime": r[f"{side}_runtime"], "time": r["time"],
                      "loss_at_60": r[f"{side}_loss_at_60"],
                      "cg_iterations_in_60": r[f"{side}_cg_iterations_60"],
-                     "ms_per_cg_iteration": r[f"{side}_ms_per_cg_iteration"],
+                     "ms_per_cg_iteration": ms,
+                     "gflop_per_s_in_cg": gv_flops(CASES // chunks) / (ms * 1e6),
                      "seconds_to_target": r.get(f"{side}_seconds_to_target"),
                      "updates_to_target": r.get(f"{side}_updates_to_target"),
                      "seeds_reaching_target": "—" if pd.isna(reached) else
@@ -303,7 +319,8 @@ def sides_table(df):
 REPORT_SECTIONS = [
     ("HF against its peers (digits autoencoder, one core each, the same initial weights; the "
      "target is the loss hessianfree reaches after 60 updates)", sides_table, ["side"],
-     ["side", "loss_at_60", "cg_iterations_in_60", "ms_per_cg_iteration", "seconds_to_target",
+     ["side", "loss_at_60", "cg_iterations_in_60", "ms_per_cg_iteration", "gflop_per_s_in_cg",
+      "seconds_to_target",
       "updates_to_target", "seeds_reaching_target", "runtime"]),
 ]
 

@@ -98,3 +98,28 @@ def test_the_noise_floor_benchmark_applies_each_floor():
     assert min(high["damping"]) >= 3.45e-4 * (1 - 1e-6)
     assert min(low["damping"]) < 3.45e-4           # without the floor λ falls past it
     assert len(high["train_loss"]) == 40 and high["train_loss"][-1] < high["train_loss"][0]
+
+
+def test_the_flop_count_of_a_gauss_newton_product_is_xlas():
+    """``gv_flops`` (matrix products counted by hand) against XLA's own count of the compiled
+    product — the lab's Gauss-Newton operator on the comparison's net and batch: the elementwise
+    work XLA also counts is a few per cent; a layer's product left out or counted twice is ≥ 5 %."""
+    import jax
+    import jax.numpy as jnp
+
+    from hflab.core import curvature
+    from hflab.core.losses import Batch, BoundLoss, get_loss
+    from hflab.core.models import Model
+    model, loss = Model("mlp", peer.SIZES, ("logistic",) * 3), get_loss("squared")
+    params = model.init_params(jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    x = jnp.ones((peer.CASES, peer.SIZES[0]), jnp.float32)
+    b = Batch(x, x, jnp.ones((peer.CASES,), jnp.float32))
+    # linearised once, as HF does per update: what a CG iteration repeats is the product alone
+    op = curvature.for_function(lambda q: model.apply(q, b.x), BoundLoss(loss, b.y, b.mask),
+                                params)
+    cost = jax.jit(op.multiply_tree).lower(params).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    ours = peer.gv_flops(peer.CASES)
+    assert ours == 2 * 1797 * (2 * 64 * 32 + 4 * (32 * 16 + 16 * 32 + 32 * 64))
+    assert 1.0 <= cost["flops"] / ours < 1.05, (cost["flops"], ours)
