@@ -177,6 +177,8 @@ def _class_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     c = c[c.get("foreground_tabs") == True] if len(c) and \
         "foreground_tabs" in c else c.iloc[0:0]  # noqa: E712 — NaN in older records
     c = c[c["limit"].notna() & (c["limit"] != 0)] if len(c) else c
+    if "malloc_arena_max" in c:             # the server as `make run` starts it, not a variant
+        c = c[c["malloc_arena_max"].isna()]
     if c.empty:
         return []
     sizes = sorted({8, int(c["sessions"].max())} & set(c["sessions"].astype(int)))

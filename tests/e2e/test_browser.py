@@ -248,30 +248,31 @@ def test_your_own_csv_uploaded_on_the_train_page_trains_and_a_bad_one_is_named(
 
 
 def test_a_length_curriculum_typed_in_the_form_trains_stage_by_stage(server, chromium_browser):
-    """XOR through T = 10 → 20: the field typed as a person would, the run's progress naming the
-    stage, and the curves marked where the second stage begins."""
+    """XOR through T = 5 → 10: the field typed as a person would, the curves marked where the
+    second stage begins and the run's progress naming it.  (T = 5 is solved within a few
+    updates — about a second of training — so the progress may never show stage 1 between two
+    refreshes; the mark on the curves is where the first stage's end is seen.)"""
     page = chromium_browser.new_page(viewport={"width": 1500, "height": 1000})
     page.goto(server + "/?task=xor&optimizers=hf&steps=300", wait_until="networkidle")
     wait_app(page)
     field = page.get_by_role("textbox", name="length curriculum (e.g. 20,50,100; empty = none)")
-    field.fill("10,20")
+    field.fill("5,10")
     field.press("Enter")
     page.get_by_text("each stage trains at its own length").wait_for(timeout=30_000)
     page.wait_for_timeout(1000)
-    assert "curriculum=10%2C20" in page.url or "curriculum=10,20" in page.url, page.url
+    assert "curriculum=5%2C10" in page.url or "curriculum=5,10" in page.url, page.url
     page.get_by_role("button", name="▶ Start").click()
     # the first point waits for the run's preparation (data, compile), which on 2 loaded cores
     # once took over 90 s inside the suite (alone: ~10 s)
     page.wait_for_selector(".js-plotly-plot", timeout=180_000)
-    page.get_by_text("T = 10 (stage 1 of 2)").first.wait_for(timeout=90_000)
     marked = """() => [...document.querySelectorAll('.js-plotly-plot')].some(g =>
-        (g.layout.annotations || []).some(a => a.text === 'T = 20'))"""
+        (g.layout.annotations || []).some(a => a.text === 'T = 10'))"""
     try:
         deadline = time.time() + 150
         while time.time() < deadline and not page.evaluate(marked):
             time.sleep(1.0)
         assert page.evaluate(marked), "the second stage's start is marked on the curves"
-        page.get_by_text("T = 20 (stage 2 of 2)").first.wait_for(timeout=30_000)
+        page.get_by_text("T = 10 (stage 2 of 2)").first.wait_for(timeout=30_000)
         shot(page, "14-length-curriculum")
     finally:
         stop_and_wait(page)
