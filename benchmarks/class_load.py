@@ -51,13 +51,13 @@ QUERY = "/?task=regression&layers=16-16&steps=40&optimizers=hf,adam&seed={i}"
 REPORT_SECTIONS = [
     ("A class on one server (browser sessions starting HF + Adam at once; seconds, MB)",
      "class_load", ["sessions", "limit", "foreground_tabs", "malloc_arena_max"],
-     ["sessions", "limit", "foreground_tabs", "malloc_arena_max", "first_point_median_s", "first_point_p95_s",
-      "first_point_all_p95_s", "queued_sessions", "queue_shown_max_s", "all_done_s",
-      "rerun_median_s", "rerun_p95_s", "rss_peak_mb", "lost", "inversions", "admit_median_s",
-      "first_row_median_s", "draw_median_s", "server_cpu_s", "browser_cpu_s"]),
+     ["sessions", "limit", "foreground_tabs", "malloc_arena_max", "first_point_median_s",
+      "first_point_p95_s", "first_point_all_p95_s", "queued_sessions", "queue_shown_max_s",
+      "all_done_s", "rerun_median_s", "rerun_p95_s", "rss_peak_mb", "lost", "inversions",
+      "admit_median_s", "first_row_median_s", "draw_median_s", "server_cpu_s", "browser_cpu_s"]),
     ("Following a live run (the Curvature page and CG inspector open on an HF run)",
      "follow_live", ["other_sessions", "malloc_arena_max"],
-     ["other_sessions", "foreground_tabs", "seconds_per_update_alone",
+     ["other_sessions", "foreground_tabs", "malloc_arena_max", "seconds_per_update_alone",
       "seconds_per_update_watched", "checkpoints", "checkpoints_seen", "checkpoint_lag_median_s",
       "checkpoint_lag_max_s", "unshown_wait_p95_s", "rss_peak_mb"]),
 ]

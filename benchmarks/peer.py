@@ -320,8 +320,7 @@ REPORT_SECTIONS = [
     ("HF against its peers (digits autoencoder, one core each, the same initial weights; the "
      "target is the loss hessianfree reaches after 60 updates)", sides_table, ["side"],
      ["side", "loss_at_60", "cg_iterations_in_60", "ms_per_cg_iteration", "gflop_per_s_in_cg",
-      "seconds_to_target",
-      "updates_to_target", "seeds_reaching_target", "runtime"]),
+      "seconds_to_target", "updates_to_target", "seeds_reaching_target", "runtime"]),
 ]
 
 
