@@ -322,6 +322,7 @@ class Lab:
                 if admitted:
                     scheduler.release(ticket)
 
+        self.scheduler.enqueue(ticket)        # its place is known before this returns
         with self._lock:
             for h in handles:
                 self._handles[h.run.run_id] = h
@@ -368,6 +369,20 @@ class Lab:
     def is_active(self, run_id: int) -> bool:
         with self._lock:
             return run_id in self._handles
+
+    def admitted(self, run_id: int) -> bool | None:
+        """Whether the run's comparison holds one of the scheduler's places (or is about to take
+        a free one) rather than waiting in its queue; None when no worker holds the run."""
+        with self._lock:
+            handle = self._handles.get(run_id)
+        if handle is None:
+            return None
+        running = self.scheduler.running()
+        ahead = self.scheduler.position(handle.ticket)
+        if ahead is None:                     # running (or releasing its place as it ends)
+            return True
+        limit = self.scheduler.limit          # waiting, but about to take a free place
+        return not limit or ahead < limit - len(running)
 
     def active(self) -> list[int]:
         with self._lock:

@@ -41,10 +41,20 @@ class Scheduler:
         self._queue: collections.deque = collections.deque()
         self._running: list = []
 
-    def acquire(self, ticket, give_up=None, poll: float = 0.1) -> bool:
-        """Wait for ``ticket``'s turn; False (and out of the queue) once ``give_up()`` is true."""
+    def enqueue(self, ticket):
+        """Take ``ticket``'s place in the queue now, in the caller's thread (its :meth:`acquire`
+        may come a moment later from a worker's): its place, and whether it will wait, are known
+        as soon as it is started."""
         with self._cond:
-            self._queue.append(ticket)
+            if ticket not in self._queue and ticket not in self._running:
+                self._queue.append(ticket)
+
+    def acquire(self, ticket, give_up=None, poll: float = 0.1) -> bool:
+        """Wait for ``ticket``'s turn (at the end of the queue unless :meth:`enqueue` placed it
+        already); False (and out of the queue) once ``give_up()`` is true."""
+        with self._cond:
+            if ticket not in self._queue:
+                self._queue.append(ticket)
             while not (self._queue[0] == ticket and self._free()):
                 if give_up is not None and give_up():
                     self._queue.remove(ticket)

@@ -189,7 +189,11 @@ def progress_text(p: dict) -> str:
     return text
 
 
-@st.fragment(run_every=ui.refresh_seconds(lab, 1.0))
+# the live view refreshes fast only while this session's own comparison trains (ui.live_refresh)
+st.session_state.live_refresh, refresh = ui.live_refresh(lab, group, 1.0)
+
+
+@st.fragment(run_every=refresh)
 def live():
     group = st.session_state.get("group", [])
     if not group:
@@ -198,6 +202,8 @@ def live():
     if st.session_state.get("busy_shown") and not any(lab.is_active(i) for i in group):
         st.session_state.busy_shown = False
         st.rerun()                       # the comparison is over: Start is enabled again
+    if ui.live_refresh(lab, group, 1.0)[0] != st.session_state.get("live_refresh"):
+        st.rerun()                       # admitted (or ended): the page's cadence follows
     runs = ui.runs_of(lab.store, group)
     labels = {int(r["id"]): r["name"] or f"#{r['id']}" for _, r in runs.iterrows()}
     cols = st.columns(max(len(group), 1))

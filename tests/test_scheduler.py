@@ -39,6 +39,23 @@ def test_at_most_limit_run_at_once_and_the_rest_start_in_order():
     assert sched.running() == [] and sched.waiting() == []
 
 
+def test_a_place_is_taken_when_enqueued_not_when_the_worker_asks_for_it():
+    sched = Scheduler(limit=1)
+    sched.enqueue("a")
+    sched.enqueue("b")
+    sched.enqueue("a")                       # once only
+    assert sched.waiting() == ["a", "b"] and sched.position("b") == 1
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(sched.acquire("b")))
+    waiter.start()                           # b's worker asks first, but a is ahead of it
+    time.sleep(0.3)
+    assert got == [] and sched.running() == []
+    assert sched.acquire("a") and sched.running() == ["a"] and sched.waiting() == ["b"]
+    sched.release("a")
+    waiter.join(5)
+    assert got == [True] and sched.running() == ["b"] and sched.waiting() == []
+
+
 def test_a_waiting_ticket_gives_up_and_leaves_the_queue():
     sched = Scheduler(limit=1)
     assert sched.acquire("a")
@@ -83,10 +100,17 @@ def test_lab_queues_comparisons_beyond_the_limit_and_reports_their_position(tmp_
     p = lab.progress(second)
     assert p["phase"] == "queued" and p["queue_ahead"] == 0 and p["queue_running"] == 1
     assert lab.store.metrics(second).empty                 # not started: nothing recorded
+    # the Train page refreshes fast only for the admitted comparison; the waiting one at the
+    # load-scaled period (2 comparisons for 1 place: twice the base); an ended one not at all
+    from hflab.view.ui import live_refresh
+    assert live_refresh(lab, first, 1.0) == ("active", 1.0)
+    assert live_refresh(lab, [second], 1.0) == ("waiting", 2.0)
     for i in first:
         lab.stop(i)
     assert lab.wait(second, timeout=120)
     assert lab.store.get_run(second)["status"] == "finished"
+    assert live_refresh(lab, [second], 1.0) == ("idle", None)
+    assert live_refresh(lab, [], 1.0) == ("idle", None)
     # a queued comparison stopped before its turn ends without ever training
     lab.scheduler = Scheduler(limit=1)
     blocker = lab.start(slow)

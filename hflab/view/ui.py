@@ -126,6 +126,23 @@ def refresh_seconds(lab, base: float) -> float:
     return base * min(4.0, max(1.0, busy / capacity))
 
 
+def live_refresh(lab, group, base: float) -> tuple[str, float | None]:
+    """How often a session's live view of its own comparison ``group`` refreshes, and why:
+    ``("idle", None)`` when none of its runs is active (nothing changes until the next Start,
+    which reruns the page anyway); ``("waiting", …)`` while the comparison waits in the
+    scheduler's queue — its place changes only when another comparison ends, so it refreshes at
+    :func:`refresh_seconds`'s load-scaled period; ``("active", base)`` once admitted.  Only the
+    comparisons the scheduler admits refresh fast, so the pages' cost grows with the limit, not
+    with the number of sessions, and an admitted run's first point is drawn about ``base``
+    seconds after it is stored."""
+    admitted = [lab.admitted(int(i)) for i in group]
+    if all(a is None for a in admitted):
+        return "idle", None
+    if any(admitted):
+        return "active", base
+    return "waiting", refresh_seconds(lab, base)
+
+
 def run_label(row) -> str:
     name = row.get("name") or f"{row['task']} · {row['optimizer']}"
     return f"#{row['id']} {name} ({row['status']})"

@@ -1,12 +1,12 @@
 """Views of stored checkpoints computed off the training path, in a low-priority process.
 
-The lab trains in the server's own process, so a view computed there (a curvature view is ~1 s
-of XLA work, its first one per model 10–30 s of compiling) takes the cores from the updates it
-watches, and their recorded seconds grow.  A :class:`ViewWorker` computes such views in one child
-process of its own, started on first use and run at the lowest CPU priority (``nice 19``): the
-kernel gives it only the cycles the runs leave, so following a run costs the run (almost)
-nothing, and the page never blocks — it shows the newest view that is ready and asks for the
-newest checkpoint's.
+The lab trains in the server's own process, so a view computed there (seconds of XLA work, more
+for its first compilation per model) takes the cores from the updates it watches, and their
+recorded seconds grow.  A :class:`ViewWorker` computes such views in one child process of its
+own, started on first use and run at the lowest CPU priority (nice 19 in the idle scheduling
+class, :func:`lowest_priority`): the kernel gives it only the cycles the runs leave, so following
+a run costs the run little, and the page never blocks — it shows the newest view that is ready
+and asks for the newest checkpoint's.
 
 A job is a named function of the store and ``(run_id, step, *options)``.  Requests are served
 newest first: a request for a later checkpoint of the same (job, run, options) supersedes the
@@ -40,12 +40,28 @@ def _loss_slices(store, run_id: int, step: int, k: int, cases: int):
     return instrument.slice_data(built, params, cases, k, opt_state)
 
 
-def _niceness(store, run_id: int, step: int):
-    """The worker's own priority (what the tests check it runs at)."""
-    return os.nice(0)
+def _priority(store, run_id: int, step: int):
+    """The worker's own priority (what the tests check it runs at): (niceness, policy)."""
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+    return os.nice(0), policy
 
 
-JOBS = {"curvature_view": _curvature_view, "loss_slices": _loss_slices, "niceness": _niceness}
+def lowest_priority():
+    """Give the calling process (and the threads it starts later, which inherit this) only the
+    cycles training leaves: nice 19, and Linux's idle scheduling class where the kernel has it.
+    Nice alone is not enough for XLA: a training thread that wakes must wait for a nice-19 task
+    to finish its time slice, and XLA's threads wait for each other at every operation, so one
+    stalled thread stalls the update; a task of the idle class is preempted the moment a normal
+    one wakes (``make bench-class``'s follow-live rows measure what watching costs a run)."""
+    os.nice(NICENESS - os.nice(0))
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:                 # a kernel or sandbox without it: nice 19 stays
+            pass
+
+
+JOBS = {"curvature_view": _curvature_view, "loss_slices": _loss_slices, "priority": _priority}
 
 
 def _group(key):
@@ -68,7 +84,7 @@ def newest_first(keys: list) -> tuple[list, list]:
 def _serve(home: str, requests, results):
     """The child process: lowest priority first (before JAX makes its threads, which inherit
     it), then the store and the programs' cache the server uses, then jobs until ``None``."""
-    os.nice(NICENESS - os.nice(0))
+    lowest_priority()
     from .. import datasets
     from ..compiled import enable_compilation_cache
     from ..store import Store
