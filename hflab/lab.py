@@ -53,10 +53,9 @@ def restore_state(built, leaves: dict[str, np.ndarray]):
     if len(ordered) != treedef.num_leaves:
         raise ValueError(f"checkpoint has {len(ordered)} arrays, the model needs "
                          f"{treedef.num_leaves}")
-    restored = jax.tree_util.tree_unflatten(
+    return jax.tree_util.tree_unflatten(
         treedef, [jax.numpy.asarray(a, dtype=t.dtype) for a, t in
                   zip(ordered, jax.tree_util.tree_leaves(template))])
-    return restored
 
 
 class StoredRun:
@@ -367,22 +366,13 @@ class Lab:
             self.stop(run_id)
 
     def is_active(self, run_id: int) -> bool:
-        with self._lock:
-            return run_id in self._handles
+        return run_id in self._handles              # one dict read: atomic, no lock needed
 
     def admitted(self, run_id: int) -> bool | None:
-        """Whether the run's comparison holds one of the scheduler's places (or is about to take
-        a free one) rather than waiting in its queue; None when no worker holds the run."""
-        with self._lock:
-            handle = self._handles.get(run_id)
-        if handle is None:
-            return None
-        running = self.scheduler.running()
-        ahead = self.scheduler.position(handle.ticket)
-        if ahead is None:                     # running (or releasing its place as it ends)
-            return True
-        limit = self.scheduler.limit          # waiting, but about to take a free place
-        return not limit or ahead < limit - len(running)
+        """Whether the run's comparison holds (or is about to take) one of the scheduler's
+        places rather than waiting in its queue; None when no worker holds the run."""
+        handle = self._handles.get(run_id)         # one dict read: atomic, no lock needed
+        return None if handle is None else self.scheduler.admitted(handle.ticket)
 
     def active(self) -> list[int]:
         with self._lock:
@@ -424,7 +414,6 @@ class Lab:
                     left = min(left, max(trainer.config.max_seconds - trainer.active_seconds, 0))
                 out["eta"] = left
         return out
-
 
     def _queue_place(self, ticket) -> dict:
         """A waiting comparison's place: comparisons ahead of it in the queue, those running,

@@ -80,6 +80,15 @@ class Scheduler:
         with self._cond:
             return list(self._queue).index(ticket) if ticket in self._queue else None
 
+    def admitted(self, ticket) -> bool:
+        """Whether ``ticket`` is not waiting: it runs (or is releasing its place), or fewer
+        comparisons are ahead of it than there are free places (it is about to run)."""
+        with self._cond:
+            if ticket not in self._queue:
+                return True
+            free = len(self._queue) if self.limit == 0 else self.limit - len(self._running)
+            return list(self._queue).index(ticket) < free
+
     def running(self) -> list:
         with self._cond:
             return list(self._running)
