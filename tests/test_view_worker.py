@@ -3,6 +3,7 @@ computes what the page would have computed itself, of the checkpoint asked for, 
 priority; a later checkpoint supersedes an earlier one still waiting; a bad request is an
 answer, not a hang."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -73,3 +74,30 @@ def test_a_later_checkpoint_supersedes_an_earlier_one_still_waiting(stored_run):
     views.get("curvature_view", run_id, 4, 12, None)
     assert views.wait("curvature_view", run_id, 4, 12, None)[0] == "ready"
     assert views.wait("curvature_view", run_id, 2, 12, None, timeout=120)[0] == "ready"
+
+
+def test_a_page_following_a_training_run_finds_the_newest_checkpoint_ready(stored_run):
+    """While the run trains, the worker computes the view a page asked for again for each newer
+    checkpoint, unasked: the following page finds it ready instead of asking and waiting a view's
+    time.  A run that has ended is not followed."""
+    store, run_id, views = stored_run
+
+    def newest_ready(cases, wait):
+        deadline = time.time() + wait
+        while time.time() < deadline and (views.ready("curvature_view", run_id, cases, None)
+                                          or (0,))[0] < 4:
+            time.sleep(0.1)
+        return views.ready("curvature_view", run_id, cases, None)
+
+    assert views.wait("curvature_view", run_id, 2, 9, None)[0] == "ready"     # ended: update 2
+    assert newest_ready(9, 3.0)[0] == 2                                        # and only that
+    store.set_status(run_id, "running")
+    try:
+        assert views.wait("curvature_view", run_id, 2, 10, None)[0] == "ready"
+        step, snap = newest_ready(10, 120.0)
+        assert step == 4                                            # never asked for
+        _, built, params, _, _ = analysis.checkpoint_state(store, run_id, 4)
+        np.testing.assert_allclose(snap["G"], analysis.curvature_view(built, params, 10, None)["G"],
+                                   rtol=1e-10, atol=1e-12)
+    finally:
+        store.set_status(run_id, "finished")

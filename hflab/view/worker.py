@@ -8,6 +8,10 @@ class, :func:`lowest_priority`): the kernel gives it only the cycles the runs le
 a run costs the run little, and the page never blocks — it shows the newest view that is ready
 and asks for the newest checkpoint's.
 
+A page that follows a training run finds its newest checkpoint's view ready: for a while after
+a page asked for one (:data:`FOLLOW_SECONDS`), the free worker computes that view again for each
+newer checkpoint of a run still training, unasked — no round trip of ask, compute, refresh.
+
 A job is a named function of the store and ``(run_id, step, *options)``.  Requests are served
 newest first: a request for a later checkpoint of the same (job, run, options) supersedes the
 earlier ones still waiting (a live view wants the newest, not a backlog), and those are answered
@@ -26,6 +30,11 @@ from collections import OrderedDict
 
 KEEP = 64                  # results kept in memory (a curvature view is ≤ a few MB)
 NICENESS = 19
+# views that follow a training run on their own: computed for its newest checkpoint as soon as
+# the worker is free, for FOLLOW_SECONDS after a page last asked (a closed page stops costing)
+FOLLOWED = ("curvature_view",)
+FOLLOW_SECONDS = 30.0
+FOLLOW_POLL = 0.5          # how often a free worker looks for a newer checkpoint
 
 
 def _curvature_view(store, run_id: int, step: int, cases: int, block):
@@ -91,8 +100,13 @@ def _serve(home: str, requests, results):
     store = Store(home)
     enable_compilation_cache(store.home)
     datasets.add_folder(store.home)
+    watched: dict = {}          # group → (newest key computed, when a page last asked for it)
+    sent: OrderedDict = OrderedDict()        # the latest answers, to repeat instead of recompute
     while True:
-        waiting = [requests.get()]
+        try:
+            waiting = [requests.get(timeout=FOLLOW_POLL if watched else None)]
+        except queue.Empty:
+            waiting = []
         while True:
             try:
                 waiting.append(requests.get_nowait())
@@ -100,18 +114,54 @@ def _serve(home: str, requests, results):
                 break
         if None in waiting:
             return
+        now = time.monotonic()
+        for key in waiting:
+            if key[0] in FOLLOWED:
+                watched[_group(key)] = (key, now)
         todo, dropped = newest_first(list(dict.fromkeys(waiting)))
         for key in dropped:
             results.put((key, "superseded", None))
+        if not todo:                    # nothing asked: the newest checkpoint of a watched run
+            todo = _newer_checkpoints(store, watched, now)
         for key in todo:
-            # pickled here, not by the queue's feeder thread (which drops what it cannot pickle,
-            # leaving the page waiting for ever)
-            try:
-                results.put((key, "ready", pickle.dumps(JOBS[key[0]](store, *key[1:]))))
-            except (ValueError, KeyError) as e:     # what the lab says of bad runs and steps
-                results.put((key, "error", str(e).strip("'\"")))
-            except Exception as e:             # a job's failure is its answer, not the worker's
-                results.put((key, "error", f"{type(e).__name__}: {e}"))
+            answer = sent.get(key) or _answer(store, key)
+            results.put(answer)
+            sent[key] = answer
+            sent.move_to_end(key)
+            while len(sent) > 8:
+                sent.popitem(last=False)
+            if _group(key) in watched:
+                watched[_group(key)] = (key, watched[_group(key)][1])
+
+
+def _answer(store, key) -> tuple:
+    """(key, state, value) of one job; the value pickled here, not by the queue's feeder thread
+    (which drops what it cannot pickle, leaving the page waiting for ever)."""
+    try:
+        return key, "ready", pickle.dumps(JOBS[key[0]](store, *key[1:]))
+    except (ValueError, KeyError) as e:         # what the lab says of bad runs and steps
+        return key, "error", str(e).strip("'\"")
+    except Exception as e:                 # a job's failure is its answer, not the worker's
+        return key, "error", f"{type(e).__name__}: {e}"
+
+
+def _newer_checkpoints(store, watched: dict, now: float) -> list:
+    """For each view a page asked for within :data:`FOLLOW_SECONDS` whose run still trains: the
+    same view of the run's newest checkpoint, when it is newer than the one computed — so a
+    following page finds it ready instead of asking for it and waiting a view's time (the
+    round trip that made a live page lag two views behind).  Runs no longer followed drop out."""
+    todo = []
+    for group, (key, asked) in list(watched.items()):
+        try:
+            training = store.get_run(key[1])["status"] in ("running", "queued")
+            steps = store.checkpoint_steps(key[1]) if training else []
+        except KeyError:                  # deleted meanwhile
+            training, steps = False, []
+        if not training or now - asked > FOLLOW_SECONDS:
+            del watched[group]
+        elif steps and steps[-1] > key[2]:
+            todo.append((key[0], key[1], steps[-1], *key[3:]))
+    return todo
 
 
 class ViewWorker:
