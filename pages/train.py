@@ -191,6 +191,8 @@ def progress_text(p: dict) -> str:
 
 # the live view refreshes fast only while this session's own comparison trains (ui.live_refresh)
 st.session_state.live_refresh, refresh = ui.live_refresh(lab, group, 1.0)
+if busy and refresh is None:     # ended since Start was drawn disabled (a Stop): one more refresh
+    refresh = 1.0                # reruns the page (below) to draw it enabled
 
 
 @st.fragment(run_every=refresh)

@@ -100,7 +100,7 @@ def _serve(home: str, requests, results):
     store = Store(home)
     enable_compilation_cache(store.home)
     datasets.add_folder(store.home)
-    watched: dict = {}          # group → (newest key computed, when a page last asked for it)
+    watched: dict = {}          # group → (newest key asked or proposed, when a page last asked)
     sent: OrderedDict = OrderedDict()        # the latest answers, to repeat instead of recompute
     while True:
         try:
@@ -130,8 +130,6 @@ def _serve(home: str, requests, results):
             sent.move_to_end(key)
             while len(sent) > 8:
                 sent.popitem(last=False)
-            if _group(key) in watched:
-                watched[_group(key)] = (key, watched[_group(key)][1])
 
 
 def _answer(store, key) -> tuple:
@@ -147,7 +145,7 @@ def _answer(store, key) -> tuple:
 
 def _newer_checkpoints(store, watched: dict, now: float) -> list:
     """For each view a page asked for within :data:`FOLLOW_SECONDS` whose run still trains: the
-    same view of the run's newest checkpoint, when it is newer than the one computed — so a
+    same view of the run's newest checkpoint, when it is newer than the one asked or proposed: a
     following page finds it ready instead of asking for it and waiting a view's time (the
     round trip that made a live page lag two views behind).  Runs no longer followed drop out."""
     todo = []
@@ -160,7 +158,9 @@ def _newer_checkpoints(store, watched: dict, now: float) -> list:
         if not training or now - asked > FOLLOW_SECONDS:
             del watched[group]
         elif steps and steps[-1] > key[2]:
-            todo.append((key[0], key[1], steps[-1], *key[3:]))
+            newest = (key[0], key[1], steps[-1], *key[3:])
+            watched[group] = (newest, asked)          # computed next: not proposed again
+            todo.append(newest)
     return todo
 
 
