@@ -22,6 +22,13 @@ concurrency limit at its default (the cores) and off:
   measurement cost the server process (``server_cpu_s``: pages and training together) and the
   harness's own browsers (``browser_cpu_s``), which share the same cores.
 
+Following a live run (:func:`follow_live`): HF's seconds per update alone and with the
+Curvature page and CG inspector open on it, how late the page shows each new checkpoint, and the
+cores used meanwhile by the server (training and pages), the view process and the harness's
+chromium (``*_cores_*``); once with everything on the machine's cores and once
+(``HFLAB_CLASS_PINNED``, on by default) with the server on one core and the harness on
+another — a class's browsers run on the students' machines, not on the server's cores.
+
 Each session is a separate browser context kept in the foreground (``foreground_tabs``): records
 without that field were taken while chromium slowed the timers of all but one page, so their
 pages stopped refreshing — they measure the harness, and the README's summary skips them.
@@ -56,10 +63,11 @@ REPORT_SECTIONS = [
       "all_done_s", "rerun_median_s", "rerun_p95_s", "rss_peak_mb", "lost", "inversions",
       "admit_median_s", "first_row_median_s", "draw_median_s", "server_cpu_s", "browser_cpu_s"]),
     ("Following a live run (the Curvature page and CG inspector open on an HF run)",
-     "follow_live", ["other_sessions", "malloc_arena_max"],
-     ["other_sessions", "foreground_tabs", "malloc_arena_max", "seconds_per_update_alone",
+     "follow_live", ["other_sessions", "malloc_arena_max", "pinned"],
+     ["other_sessions", "pinned", "foreground_tabs", "malloc_arena_max", "seconds_per_update_alone",
       "seconds_per_update_watched", "checkpoints", "checkpoints_seen", "checkpoint_lag_median_s",
-      "checkpoint_lag_max_s", "unshown_wait_p95_s", "rss_peak_mb"]),
+      "checkpoint_lag_max_s", "unshown_wait_p95_s", "rss_peak_mb", "server_cores_alone",
+      "server_cores_watched", "views_cores_watched", "browser_cores_watched"]),
 ]
 POINTS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData ? g._fullData.reduce((n, t) => n + (t._length || 0), 0) : 0; }"""
@@ -102,7 +110,7 @@ def _children_rss_peak_mb(pid: int) -> float | None:
 class _Server:
     """One ``streamlit run`` of the lab with its own store and concurrency limit."""
 
-    def __init__(self, limit: int | None):
+    def __init__(self, limit: int | None, cores: set[int] | None = None):
         self.home = tempfile.mkdtemp(prefix="hflab-class-")
         self.port = _free_port()
         env = {**os.environ, "HFLAB_HOME": self.home, "PYTHONPATH": str(ROOT)}
@@ -111,7 +119,8 @@ class _Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores))
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -138,6 +147,34 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # u, s, cu, cs time
+
+
+class _Cpu:
+    """Cores used since it was made (CPU seconds over wall seconds) by the server process
+    (training and every page's reruns: one process), its children (the background view
+    process) and the harness's chromium (a student's own browser, on their own machine in a
+    class, but on these cores here)."""
+
+    def __init__(self, server_pid: int):
+        self.pid, self.t0 = server_pid, time.time()
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        try:
+            kids = [int(k) for k in Path(f"/proc/{self.pid}/task/{self.pid}/children")
+                    .read_text().split()]
+        except OSError:
+            kids = []
+        return {"server": {self.pid: _cpu_seconds(self.pid)},
+                "views": {k: _cpu_seconds(k) for k in kids},
+                "browser": {b: _cpu_seconds(b) for b in _browser_pids()}}
+
+    def cores(self) -> dict[str, float]:
+        """Per process, what it used since the start (a process started since counts whole;
+        one ended since is lost: the windows here end before anything is closed)."""
+        now, wall = self._sample(), max(time.time() - self.t0, 1e-9)
+        return {k: round(sum(t - self.start[k].get(p, 0.0) for p, t in now[k].items()) / wall,
+                         2) for k in now}
 
 
 def _browser_pids() -> list[int]:
@@ -295,20 +332,43 @@ def _start(browser, url, contexts):
     return page
 
 
-def follow_live(browser, others: int) -> dict:
+def _pin_browser(core: int):
+    """Every thread of the harness's chromium (and of its Playwright driver) on ``core``: the
+    processes it starts later inherit it."""
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and any(n in (d / "comm").read_text()
+                                        for n in ("chrom", "node")):
+                for task in (d / "task").iterdir():
+                    os.sched_setaffinity(int(task.name), {core})
+        except OSError:
+            pass
+
+
+def follow_live(browser, others: int, pinned: bool = False) -> dict:
     """HF's seconds per update with nobody watching, then again with the Curvature page and
     the CG inspector following it (and ``others`` sessions training beside it): how late each
-    new checkpoint reaches the Curvature page, and what watching costs the run."""
+    new checkpoint reaches the Curvature page, and what watching costs the run.
+
+    ``pinned``: the server (training, every page's reruns, the view process) on core 0 and the
+    harness (its chromium, Playwright and itself) on core 1 — as in a class, where each
+    student's browser runs on their own machine: what the lab's own work of following costs
+    the run, without the harness's rendering of the pages taking the run's cores."""
     import re
     from hflab.store import Store
-    server = _Server(None)
+    if pinned:
+        _pin_browser(1)
+        os.sched_setaffinity(0, {1})
+    server = _Server(None, cores={0} if pinned else None)
     contexts = []
     try:
         store = Store(server.home)
         _start(browser, server.url + FOLLOW.format(i=0), contexts)
+        cpu = _Cpu(server.proc.pid)
         while len(store.runs()) < 1 or store.runs()["status"].iloc[0] != "finished":
             time.sleep(0.5)
         alone = _seconds_per_update(store, 1)
+        cores_alone = cpu.cores()
         for i in range(others):                    # the class beside it (regression, 40 updates)
             _start(browser, server.url + QUERY.format(i=i + 10), contexts)
         _start(browser, server.url + FOLLOW.format(i=1), contexts)
@@ -321,6 +381,7 @@ def follow_live(browser, others: int) -> dict:
         curv.goto(server.url + f"/curvature?run={watched}", wait_until="networkidle")
         cg = contexts[-1].new_page()
         cg.goto(server.url + f"/cg_inspector?run={watched}", wait_until="networkidle")
+        cpu = _Cpu(server.proc.pid)
         seen: dict[int, float] = {}
         created: dict[int, float] = {}       # polled as the run goes: the store keeps only two
         ages = []                            # how old the newest checkpoint shown is, each poll
@@ -335,8 +396,10 @@ def follow_live(browser, others: int) -> dict:
             if newer:                        # the oldest checkpoint not shown yet waits since
                 ages.append(time.time() - min(newer))
             time.sleep(0.2)
+        cores_watched = cpu.cores()
         lags = [seen[s] - created[s] for s in created if s in seen and s > 0]
         return {"benchmark": "follow_live", "other_sessions": others, "foreground_tabs": True,
+                **({"pinned": "server core 0, browser core 1"} if pinned else {}),
                 "seconds_per_update_alone": alone,
                 "seconds_per_update_watched": _seconds_per_update(store, watched),
                 "checkpoints": len(created), "checkpoints_seen": len(lags),
@@ -344,7 +407,9 @@ def follow_live(browser, others: int) -> dict:
                     round(max(lags), 2) if lags else None,
                 "unshown_wait_p95_s": _pct(ages, 0.95),
                 "rss_peak_mb": _rss_peak_mb(server.proc.pid),
-                "views_rss_peak_mb": _children_rss_peak_mb(server.proc.pid)}
+                "views_rss_peak_mb": _children_rss_peak_mb(server.proc.pid),
+                **{f"{k}_cores_alone": v for k, v in cores_alone.items()},
+                **{f"{k}_cores_watched": v for k, v in cores_watched.items()}}
     finally:
         for ctx in contexts:
             ctx.close()
@@ -354,7 +419,9 @@ def follow_live(browser, others: int) -> dict:
 def run(full: bool):
     """Every size with the lab's limit (the cores) and with none, then the follow-live runs;
     ``HFLAB_CLASS_SIZES``, ``HFLAB_CLASS_LIMITS`` (``cores`` or a number, 0 = none) and
-    ``HFLAB_CLASS_FOLLOW`` (other sessions beside the followed run) pick a subset."""
+    ``HFLAB_CLASS_FOLLOW`` (other sessions beside the followed run) pick a subset;
+    ``HFLAB_CLASS_PINNED=0`` leaves out the follow-live run with server and harness on a core
+    each (on by default where there are two cores or more)."""
     from playwright.sync_api import sync_playwright
     sizes = env_list("HFLAB_CLASS_SIZES", [1, 4, 8, 16], int)
     limits = [None if v == "cores" else int(v) for v in env_list("HFLAB_CLASS_LIMITS",
@@ -378,5 +445,8 @@ def run(full: bool):
                     yield {**measure(browser, n, limit), **tag}
             for others in follows:
                 yield {**follow_live(browser, others), **tag}
+            if os.environ.get("HFLAB_CLASS_PINNED", "1") != "0" and \
+                    len(os.sched_getaffinity(0)) >= 2:
+                yield {**follow_live(browser, 0, pinned=True), **tag}
         finally:
             browser.close()

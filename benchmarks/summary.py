@@ -104,11 +104,12 @@ def _rnn_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     if r.empty:
         return []
     r = rnn_runs_to_show(r)
-    r = r[r["optimizer"].isin(["hf+structural", "hf", "adam", "momentum"])]
+    shown = ("hf+structural", "hf", "adam", "momentum", "sophia", "muon")
+    r = r[r["optimizer"].isin(shown)]
     rows = []
     for t, d in r[r["T"] <= 100].groupby("T"):
         parts = []
-        for opt in ("hf+structural", "hf", "adam", "momentum"):
+        for opt in shown:                  # Sophia and Muon ran where they can (n/runs says)
             o = d[d["optimizer"] == opt]
             if len(o):
                 solved = int((o["best_success_rate"].fillna(o["success_rate"]) >= SOLVED).sum())
@@ -128,14 +129,14 @@ def _curriculum_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         return []
     last = c[c["curriculum"].str.count("→") >= 2]
     last = _newest(last, ["problem", "curriculum", "optimizer", "seed"])
-    rows = []
+    parts = []
     for t, d in last.groupby("T"):
-        parts = [f"{problem} {int((p['success_rate'] >= SOLVED).sum())}/{len(p)}"
-                 for problem, p in d.groupby("problem")]
-        rows.append((f"HF+SD through a length curriculum ending at T = {t:.0f}: runs reaching "
-                     "99 % test success (every variant and seed recorded)", ", ".join(parts),
-                     "Length curriculum"))
-    return rows
+        parts.append(f"T = {t:.0f}: " + ", ".join(
+            f"{problem} {int((p['success_rate'] >= SOLVED).sum())}/{len(p)}"
+            for problem, p in d.groupby("problem")))
+    return [("HF+SD through a length curriculum: runs reaching 99 % test success at its last "
+             "length (every variant and seed recorded)", "; ".join(parts),
+             "Length curriculum")] if parts else []
 
 
 def autoencoder_cases(a: pd.DataFrame) -> pd.DataFrame:
@@ -196,12 +197,36 @@ def _class_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
              "A class on one server")]
 
 
+def _follow_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """What following a live HF run (Curvature page and CG inspector open) costs it: the newest
+    record with the harness's browser on the server's cores and the newest with it on a core of
+    its own (as a student's browser is on their own machine)."""
+    f = df[(df["benchmark"] == "follow_live") & (df.get("other_sessions", -1) == 0)] \
+        if "other_sessions" in df else df.iloc[0:0]
+    if f.empty or "server_cores_watched" not in f:
+        return []
+    f = f[f["server_cores_watched"].notna()]
+    pinned = f["pinned"].notna() if "pinned" in f else pd.Series(False, index=f.index)
+    parts = []
+    for mask, where in ((~pinned, "browser on the server's cores"),
+                        (pinned, "browser on its own core")):
+        if mask.any():
+            r = f[mask].sort_values("time").iloc[-1]
+            seen = (f"newest checkpoint shown after {r['checkpoint_lag_median_s']:.1f} s, "
+                    "median" if r["checkpoints_seen"] else "no view shown while it trained: "
+                    f"the view process got {r['views_cores_watched']:.2f} core")
+            parts.append(f"{where} {1e3 * r['seconds_per_update_alone']:.2f} → "
+                         f"{1e3 * r['seconds_per_update_watched']:.2f} ms ({seen})")
+    return [("Following a live HF run (Curvature page, CG inspector): ms per update alone → "
+             "watched", "; ".join(parts), "Following a live run")] if parts else []
+
+
 def summary_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(measurement, figure, report section title) — at most 15 rows."""
     if df.empty:
         return []
     rows = (_speed_rows(df) + _rnn_rows(df) + _autoencoder_rows(df) + _curriculum_rows(df)
-            + _class_rows(df))
+            + _class_rows(df) + _follow_rows(df))
     return rows[:15]
 
 

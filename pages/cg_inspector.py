@@ -43,10 +43,13 @@ def cg_view(run_id, m):
                          "the stop is rounding — near convergence pᵀAp falls below the noise of "
                          "the products (about 1e-7 relative in float32); a float64 run or a "
                          "larger λ avoids it. With the Hessian it can be real negative curvature.")
-    ui.chart(plots.cg_trace(tr["residual_norms"], tr["quad_values"], tr["saved_iters"],
-                            int(tr["backtrack_index"]), f"CG trace of update {step}"),
-             "cg-trace", f"cg-trace-run{run_id}-step{step}")
-    ui.chart(plots.hf_timelines(m), "timelines", f"hf-timelines-run{run_id}")
+    ui.chart(lambda: plots.cg_trace(tr["residual_norms"], tr["quad_values"], tr["saved_iters"],
+                                    int(tr["backtrack_index"]), f"CG trace of update {step}"),
+             "cg-trace", f"cg-trace-run{run_id}-step{step}",
+             version=(int(run_id), int(step), ui.fingerprint(tr["residual_norms"],
+                                                             tr["quad_values"])))
+    ui.chart(lambda: plots.hf_timelines(m), "timelines", f"hf-timelines-run{run_id}",
+             version=(int(run_id), *ui.rows_version(m)))
 
 
 def state_view(run_id, m, entry):
@@ -62,8 +65,10 @@ def state_view(run_id, m, entry):
     c = st.columns(4)
     for column, (key, label, _) in zip(c, entry.state_panels):
         metric(row, key, label, column)
-    ui.chart(plots.state_timelines(m, entry.state_panels, f"{entry.label} across updates"),
-             "timelines", f"state-timelines-run{run_id}")
+    ui.chart(lambda: plots.state_timelines(m, entry.state_panels,
+                                           f"{entry.label} across updates"),
+             "timelines", f"state-timelines-run{run_id}",
+             version=(int(run_id), *ui.rows_version(m)))
 
 
 if run_id is None:

@@ -43,9 +43,13 @@ def show(snapshot, title):
     kinds = snapshot["kinds"]                     # (symbol, label, psd) of every curvature kind
 
     def heatmap(entry, name, chart_key, filename):
-        return lambda: ui.chart(plots.matrix_heatmap(snapshot[entry], f"{name} ({title})",
-                                                     snapshot["names"], snapshot["blocks"]),
-                                chart_key, filename)
+        # built again only for a new view: a followed run's page refreshes every 2 s or so
+        version = (title, snapshot["view"], ui.fingerprint(snapshot[entry]))
+        return lambda: ui.chart(lambda: plots.matrix_heatmap(snapshot[entry],
+                                                             f"{name} ({title})",
+                                                             snapshot["names"],
+                                                             snapshot["blocks"]),
+                                chart_key, filename, version=version)
     figures = {f"{label} {s}": heatmap(s, s, f"heat-{s}", f"matrix-{s}")
                for s, label, _ in kinds}
     figures["H − G"] = heatmap("H-G", "H-G", "heat-H-G", "matrix-H-G")
@@ -156,8 +160,9 @@ else:
                                           "curv_metrics")
                 st.subheader("Curvature over training")
                 if any(c.startswith("spectrum_") for c in metrics.columns):
-                    ui.chart(plots.spectrum_over_training(metrics), "spectrum-training",
-                             "spectrum-over-training")
+                    ui.chart(lambda: plots.spectrum_over_training(metrics), "spectrum-training",
+                             "spectrum-over-training",
+                             version=(int(run_id), *ui.rows_version(metrics)))
                     ui.plain_caption("λ_max and λ_min of G and H at update 0 and every "
                                      "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
                 ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params,

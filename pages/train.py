@@ -227,16 +227,19 @@ def live():
     same = spec is not None and spec.loss == "squared" and spec.metric in ("mse",
                                                                             "reconstruction")
     left, right = st.columns(2)
+    drawn = (tuple(labels.items()), x_axis, log_y, ui.rows_version(metrics),
+             tuple(metrics.groupby("run_id")["step"].max().items()))
     with left:
-        ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="loss", log_y=log_y,
-                                   colours=colours), "loss", "loss-curves")
+        ui.chart(lambda: plots.loss_curves(metrics, labels, x=x_axis, y="loss", log_y=log_y,
+                                           colours=colours), "loss", "loss-curves", version=drawn)
         if same:
             st.caption("The error (squared error summed over outputs) is twice this loss here, "
                        "so it is not drawn again.")
     if not same:
         with right:
-            ui.chart(plots.loss_curves(metrics, labels, x=x_axis, y="error", log_y=log_y,
-                                       colours=colours), "error", "error-curves")
+            ui.chart(lambda: plots.loss_curves(metrics, labels, x=x_axis, y="error",
+                                               log_y=log_y, colours=colours),
+                     "error", "error-curves", version=drawn)
 
 
 live()

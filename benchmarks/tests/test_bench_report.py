@@ -303,6 +303,25 @@ def test_class_row_gives_8_and_the_most_sessions_with_the_queue_on_and_foregroun
     assert "77.0" not in figure
 
 
+def test_follow_row_gives_the_newest_record_with_the_browser_on_and_off_the_servers_cores():
+    from benchmarks import summary
+
+    def rec(alone, watched, seen, pinned=None, time="2026-12-06T01:00:00", others=0):
+        return {"benchmark": "follow_live", "other_sessions": others, "time": time,
+                "seconds_per_update_alone": alone, "seconds_per_update_watched": watched,
+                "checkpoints_seen": seen, "checkpoint_lag_median_s": 4.5 if seen else None,
+                "views_cores_watched": 0.04, "server_cores_watched": 0.9, "pinned": pinned}
+    df = pd.DataFrame([rec(0.007, 0.011, 7), rec(0.007, 0.02, 7, time="2026-12-05T01:00:00"),
+                       rec(0.0072, 0.0073, 0, pinned="server core 0, browser core 1"),
+                       rec(0.007, 0.5, 3, others=3, time="2026-12-07T01:00:00")])
+    [(measure, figure, section)] = summary._follow_rows(df)
+    assert section == "Following a live run"
+    assert "server's cores 7.00 → 11.00 ms (newest checkpoint shown after 4.5 s" in figure
+    assert "own core 7.20 → 7.30 ms (no view shown while it trained" in figure, figure
+    assert "20.00" not in figure and "500.00" not in figure
+    assert len(measure) + len(figure) < 330, "a README line stays under 400 characters"
+
+
 def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
     from benchmarks import summary
     rows = []

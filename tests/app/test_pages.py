@@ -131,6 +131,30 @@ def chart_titles(at) -> list[str]:
             for c in at.get("plotly_chart")]
 
 
+def test_a_chart_is_built_again_only_when_what_it_shows_changes():
+    """A live page keeps each chart's last figure: the same version draws the kept figure
+    without building it again; a new version (a new view, checkpoint or row) builds it anew."""
+    def script():
+        import plotly.graph_objects as go
+        import streamlit as st
+        from hflab.view import ui
+        v = st.session_state.get("v", 0)
+
+        def build():
+            st.session_state.builds = st.session_state.get("builds", 0) + 1
+            return go.Figure(layout=dict(title=f"version {v}"))
+        ui.chart(build, "memo", "memo", version=v)
+        ui.chart(lambda: go.Figure(layout=dict(title=f"unversioned {v}")), "plain", "plain")
+    at = AppTest.from_function(script).run()
+    at.run()
+    assert at.session_state["builds"] == 1 and chart_titles(at) == ["version 0", "unversioned 0"]
+    at.session_state["v"] = 1
+    at.run()
+    assert at.session_state["builds"] == 2 and chart_titles(at) == ["version 1", "unversioned 1"]
+    at.run()
+    assert at.session_state["builds"] == 2 and chart_titles(at) == ["version 1", "unversioned 1"]
+
+
 def test_curvature_page_fresh_model_and_run_checkpoint(curvature_profiles):
     at = page("curvature").run()
     assert not at.exception
