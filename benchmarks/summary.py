@@ -159,7 +159,10 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         med = d.groupby("optimizer")["train_error"].median().sort_values()
         test = d.groupby("optimizer")["test_error"].median()
         n = d.groupby("optimizer").size()
-        text = ", ".join(f"{o} {v:.3g} (test {test[o]:.3g})" for o, v in med.items())
+        # an optimiser with fewer seeds than the others says so beside its figure
+        text = ", ".join(f"{o} {v:.3g} (test {test[o]:.3g}"
+                         + (f"; {n[o]} seed{'s' if n[o] > 1 else ''})" if n[o] < n.max() else ")")
+                         for o, v in med.items())
         best = med.index[0]
         verdict = "HF best" if best == "hf" else f"HF behind {best}"
         seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"

@@ -337,6 +337,11 @@ def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
     assert "HF behind kfac" in measure and "3 seeds" in measure
     # ordered by median training error, each with its median test error; variants left out
     assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5)", figure
+    # an optimiser run on fewer seeds than the others says so beside its figure
+    rows.append({**rows[0], "optimizer": "muon", "train_error": 0.001, "test_error": 7.0})
+    [(measure, figure, _)] = summary._autoencoder_rows(pd.DataFrame(rows))
+    assert "1–3 seeds" in measure and figure.startswith("muon 0.001 (test 7; 1 seed), kfac 0.02 "
+                                                        "(test 20), adam"), figure
 
 
 def test_the_papers_size_curves_set_is_a_case_of_its_own():
