@@ -169,12 +169,16 @@ class _Cpu:
                 "views": {k: _cpu_seconds(k) for k in kids},
                 "browser": {b: _cpu_seconds(b) for b in _browser_pids()}}
 
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds used since the start, per process summed (a process started since counts
+        whole; one ended since is lost: the windows here end before anything is closed)."""
+        now = self._sample()
+        return {k: sum(t - self.start[k].get(p, 0.0) for p, t in now[k].items()) for k in now}
+
     def cores(self) -> dict[str, float]:
-        """Per process, what it used since the start (a process started since counts whole;
-        one ended since is lost: the windows here end before anything is closed)."""
-        now, wall = self._sample(), max(time.time() - self.t0, 1e-9)
-        return {k: round(sum(t - self.start[k].get(p, 0.0) for p, t in now[k].items()) / wall,
-                         2) for k in now}
+        """:meth:`seconds` over the wall seconds since the start."""
+        wall = max(time.time() - self.t0, 1e-9)
+        return {k: round(v / wall, 2) for k, v in self.seconds().items()}
 
 
 def _browser_pids() -> list[int]:
@@ -219,8 +223,7 @@ def measure(browser, n: int, limit: int | None) -> dict:
         probe.goto(server.url + "/?task=regression", wait_until="networkidle")
         probe.get_by_role("button", name="▶ Start").wait_for(timeout=120_000)
 
-        cpu0 = {"server": _cpu_seconds(server.proc.pid),
-                "browser": {p: _cpu_seconds(p) for p in _browser_pids()}}
+        cpu = _Cpu(server.proc.pid)
         clicked = []
         for page in pages:                        # Start in every session, a person at a time
             page.get_by_role("button", name="▶ Start").click(no_wait_after=True)
@@ -269,9 +272,8 @@ def measure(browser, n: int, limit: int | None) -> dict:
                          if started[b] is not None and started[a] is not None
                          and started[b] < started[a])
         admitted = [f for f, q in zip(first, queued) if q is None and f is not None]
-        browser_now = {p: _cpu_seconds(p) for p in _browser_pids()}
-        browser_cpu = sum(v - cpu0["browser"].get(p, 0.0) for p, v in browser_now.items())
-        server_cpu = _cpu_seconds(server.proc.pid) - cpu0["server"]
+        used = cpu.seconds()
+        browser_cpu, server_cpu = used["browser"], used["server"]
         # session i's runs are ids 2i+1, 2i+2 (one comparison of two runs, started in order)
         admit, first_row, draw = [], [], []
         by_id = runs.set_index("id")

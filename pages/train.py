@@ -227,7 +227,7 @@ def live():
     same = spec is not None and spec.loss == "squared" and spec.metric in ("mse",
                                                                             "reconstruction")
     left, right = st.columns(2)
-    drawn = (tuple(labels.items()), x_axis, log_y, ui.rows_version(metrics),
+    drawn = (tuple(labels.items()), x_axis, log_y, len(metrics),
              tuple(metrics.groupby("run_id")["step"].max().items()))
     with left:
         ui.chart(lambda: plots.loss_curves(metrics, labels, x=x_axis, y="loss", log_y=log_y,

@@ -81,12 +81,13 @@ def chart(fig, key: str, filename: str, version=None):
     Streamlit rerun keeps nothing of the last one), and building the figures was most of its
     time — two thirds of a Curvature-page refresh, profiled — while what they show changes
     only at each new view or checkpoint.  The last figure of each chart is kept in the session."""
-    if callable(fig):
+    if callable(fig) and version is None:
+        fig = fig()
+    elif callable(fig):
         memo = st.session_state.setdefault("_figures", {})
-        kept = memo.get(key)
-        if version is None or kept is None or kept[0] != version:
-            kept = memo[key] = (version, fig())
-        fig = kept[1]
+        if key not in memo or memo[key][0] != version:
+            memo[key] = (version, fig())
+        fig = memo[key][1]
     st.plotly_chart(fig, key=key, width="stretch")
     # the CSV is made when the button is clicked, not on every rerun: a 600 × 600 heatmap's
     # table is 13 MB and 0.75 s, and a live page reruns every second or two
