@@ -65,8 +65,9 @@ REPORT_SECTIONS = [
     ("Following a live run (the Curvature page and CG inspector open on an HF run)",
      "follow_live", ["other_sessions", "malloc_arena_max", "pinned"],
      ["other_sessions", "pinned", "foreground_tabs", "malloc_arena_max", "seconds_per_update_alone",
-      "seconds_per_update_watched", "checkpoints", "checkpoints_seen", "checkpoint_lag_median_s",
-      "checkpoint_lag_max_s", "unshown_wait_p95_s", "rss_peak_mb", "server_cores_alone",
+      "seconds_per_update_watched", "checkpoints", "checkpoints_seen", "first_view_s",
+      "checkpoint_lag_median_s", "checkpoint_lag_max_s", "unshown_wait_p95_s", "rss_peak_mb",
+      "server_cores_alone",
       "server_cores_watched", "views_cores_watched", "browser_cores_watched"]),
 ]
 POINTS = """() => { const g = document.querySelector('.js-plotly-plot');
@@ -380,6 +381,7 @@ def follow_live(browser, others: int, pinned: bool = False) -> dict:
             time.sleep(0.2)
         watched = int(store.runs().query("optimizer == 'hf'")["id"].max())
         curv = contexts[-1].new_page()
+        opened = time.time()
         curv.goto(server.url + f"/curvature?run={watched}", wait_until="networkidle")
         cg = contexts[-1].new_page()
         cg.goto(server.url + f"/cg_inspector?run={watched}", wait_until="networkidle")
@@ -400,11 +402,13 @@ def follow_live(browser, others: int, pinned: bool = False) -> dict:
             time.sleep(0.2)
         cores_watched = cpu.cores()
         lags = [seen[s] - created[s] for s in created if s in seen and s > 0]
+        first_view = round(min(seen.values()) - opened, 2) if seen else None
         return {"benchmark": "follow_live", "other_sessions": others, "foreground_tabs": True,
                 **({"pinned": "server core 0, browser core 1"} if pinned else {}),
                 "seconds_per_update_alone": alone,
                 "seconds_per_update_watched": _seconds_per_update(store, watched),
                 "checkpoints": len(created), "checkpoints_seen": len(lags),
+                "first_view_s": first_view,
                 "checkpoint_lag_median_s": _pct(lags, 0.5), "checkpoint_lag_max_s":
                     round(max(lags), 2) if lags else None,
                 "unshown_wait_p95_s": _pct(ages, 0.95),

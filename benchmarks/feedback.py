@@ -13,7 +13,8 @@ so imports count as they do for a person:
 
 Curvature page → first heatmap: :func:`hflab.view.analysis.curvature_view` and the H heatmap's figure
 serialised as the browser receives it, for a fresh model of 24 (the notebook's 3-3-3 net), 610,
-~5,000 and ~100,000 parameters; first call (compiling) and second call.
+~5,000 and ~100,000 parameters; first call (compiling) and second call; the whole view and the
+H heatmap's part alone (what a page following a live run computes for each checkpoint).
 """
 from __future__ import annotations
 
@@ -64,26 +65,33 @@ CURVATURE_CASES = [("seed-333", "3", 24), ("digits", "8", 610), ("digits", "70",
                    ("mnist", "126", 100_180)]
 
 
-def curvature_seconds(task: str, layers: str) -> tuple[float, float, int]:
+def curvature_seconds(task: str, layers: str) -> tuple[list[float], list[float], int]:
+    """Seconds to the H heatmap (first call, compiling, and again) with every part of the view
+    computed, as a page opened on a model asks, and with only the H heatmap's part, as a page
+    following a live run asks for each new checkpoint (the model built once: a followed run's
+    model is kept)."""
     from hflab.view import analysis, plots
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        built, params = analysis.fresh_model(task, layers)
-        snap = analysis.curvature_view(built, params, 16)
-        fig = plots.matrix_heatmap(snap["H"], "H", snap["names"], snap["blocks"])
-        fig.to_json()
-        times.append(time.perf_counter() - t0)
-    return times[0], times[1], snap["n_params"]
+    whole, part = [], []
+    for times, parts in ((whole, None), (part, ("H",))):
+        for _ in range(2):
+            t0 = time.perf_counter()
+            if parts is None or not times:
+                built, params = analysis.fresh_model(task, layers)
+            t1 = time.perf_counter() if parts else t0
+            snap = analysis.curvature_view(built, params, 16, parts=parts)
+            plots.matrix_heatmap(snap["H"], "H", snap["names"], snap["blocks"]).to_json()
+            times.append(time.perf_counter() - t1)
+    return whole, part, snap["n_params"]
 
 
 def run(full: bool):
     only = [t for t in os.environ.get("HFLAB_FEEDBACK_TASKS", "").split(",") if t]
     for task, layers, expected in CURVATURE_CASES if not only else []:
-        first, second, n = curvature_seconds(task, layers)
+        whole, part, n = curvature_seconds(task, layers)
         assert n == expected, (task, layers, n)
         yield {"benchmark": "curvature_page", "task": task, "layers": layers, "n_params": n,
-               "first_seconds": first, "again_seconds": second}
+               "first_seconds": whole[0], "again_seconds": whole[1],
+               "one_figure_first_seconds": part[0], "one_figure_again_seconds": part[1]}
     for task in only or PRESETS:
         with tempfile.TemporaryDirectory() as home:
             cold = start_to_first_point(task, home, 1)

@@ -409,7 +409,8 @@ def main(mode: str | None = None):
          ["task", "cold_seconds", "restart_seconds", "warm_seconds"]),
         *class_load.REPORT_SECTIONS,
         ("Curvature page → first heatmap (seconds)", "curvature_page", ["n_params"],
-         ["task", "layers", "n_params", "first_seconds", "again_seconds"]),
+         ["task", "layers", "n_params", "first_seconds", "again_seconds",
+          "one_figure_first_seconds", "one_figure_again_seconds"]),
         ("Learning-rate sweep (chosen per preset in hflab/learning_rates.py)", "lr_sweep_best",
          ["task", "optimizer"], ["task", "optimizer", "learning_rate", "train_loss", "steps"]),
     ]

@@ -201,23 +201,27 @@ def _class_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 
 def _follow_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """What following a live HF run (Curvature page and CG inspector open) costs it: the newest
-    record with the harness's browser on the server's cores and the newest with it on a core of
-    its own (as a student's browser is on their own machine)."""
-    f = df[(df["benchmark"] == "follow_live") & (df.get("other_sessions", -1) == 0)] \
-        if "other_sessions" in df else df.iloc[0:0]
+    """What following a live HF run (Curvature page and CG inspector open) costs it and how late
+    its views are: the newest record alone with the harness's browser on the server's cores, on
+    a core of its own (as a student's browser is on their own machine), and with 3 other
+    sessions training beside it."""
+    f = df[df["benchmark"] == "follow_live"] if "other_sessions" in df else df.iloc[0:0]
     if f.empty or "server_cores_watched" not in f:
         return []
     f = f[f["server_cores_watched"].notna()]
     pinned = f["pinned"].notna() if "pinned" in f else pd.Series(False, index=f.index)
     parts = []
-    for mask, where in ((~pinned, "browser on the server's cores"),
-                        (pinned, "browser on its own core")):
+    for mask, where in (((f["other_sessions"] == 0) & ~pinned, "browser on the server's cores"),
+                        ((f["other_sessions"] == 0) & pinned, "browser on its own core"),
+                        ((f["other_sessions"] == 3) & ~pinned, "3 other sessions training")):
         if mask.any():
             r = f[mask].sort_values("time").iloc[-1]
-            seen = (f"newest checkpoint shown after {r['checkpoint_lag_median_s']:.1f} s, "
-                    "median" if r["checkpoints_seen"] else "no view shown while it trained: "
-                    f"the view process got {r['views_cores_watched']:.2f} core")
+            wait = r.get("unshown_wait_p95_s")
+            seen = (f"views {r['checkpoint_lag_median_s']:.1f} s behind (median)"
+                    + (f", every checkpoint shown within {wait:.1f} s (p95)"
+                       if pd.notna(wait) else "") if r["checkpoints_seen"] else
+                    f"no view while it trained: the view process got "
+                    f"{r['views_cores_watched']:.2f} core")
             parts.append(f"{where} {1e3 * r['seconds_per_update_alone']:.2f} → "
                          f"{1e3 * r['seconds_per_update_watched']:.2f} ms ({seen})")
     return [("Following a live HF run (Curvature page, CG inspector): ms per update alone → "

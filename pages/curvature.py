@@ -33,10 +33,19 @@ def block_choice(model):
     return None if choice == options[0] else choice
 
 
-def show(snapshot, title):
-    """One view's figure at a time, chosen above it: a live page redraws what it shows on every
-    refresh, and all of them at once (six 600 × 600 heatmaps) are ~24 MB of JSON and ~0.8 s of
-    the server's time per refresh (measured) — taken from the runs training beside the page."""
+def figure_choice(built, params):
+    """Which figure to show (one at a time: a live page redraws what it shows on every refresh,
+    and all of them at once — six 600 × 600 heatmaps — are ~24 MB of JSON and ~0.8 s of the
+    server's time per refresh, taken from the runs training beside the page) and the view parts
+    it needs."""
+    figures = analysis.figure_parts(built, params)
+    choice = st.radio("show", list(figures), horizontal=True, key=f"curv_show_{len(figures)}")
+    return choice, figures[choice]
+
+
+def show(snapshot, title, choice):
+    """The chosen figure of a view, with the extreme eigenvalues and K-FAC's per-layer error
+    where the view holds them (a live view computes only what its figure needs)."""
     ui.plain_caption(f"{title} · {snapshot['n_params']:,} parameters ({snapshot['view']}) · "
                      f"{snapshot['n_cases']} cases · black lines separate weight blocks · "
                      "colour scale centred at 0, clipped at the 99th percentile")
@@ -44,26 +53,24 @@ def show(snapshot, title):
 
     def heatmap(entry, name, chart_key, filename):
         # built again only for a new view: a followed run's page refreshes every 2 s or so
-        version = (title, snapshot["view"], ui.fingerprint(snapshot[entry]))
         return lambda: ui.chart(lambda: plots.matrix_heatmap(snapshot[entry],
                                                              f"{name} ({title})",
                                                              snapshot["names"],
                                                              snapshot["blocks"]),
-                                chart_key, filename, version=version)
+                                chart_key, filename, version=(title, snapshot["view"],
+                                                              ui.fingerprint(snapshot[entry])))
     figures = {f"{label} {s}": heatmap(s, s, f"heat-{s}", f"matrix-{s}")
                for s, label, _ in kinds}
     figures["H − G"] = heatmap("H-G", "H-G", "heat-H-G", "matrix-H-G")
     figures["Jacobians"] = lambda: jacobians(snapshot)
     figures["spectrum"] = lambda: spectrum(snapshot, kinds)
-    if "K" in snapshot:
-        figures["K-FAC A ⊗ G"] = heatmap("K", "K-FAC A ⊗ G", "heat-K", "matrix-kfac")
-        figures["G − A ⊗ G"] = heatmap("G-K", "G − A ⊗ G", "heat-GK", "matrix-g-minus-kfac")
-    choice = st.radio("show", list(figures), horizontal=True, key=f"curv_show_{len(figures)}")
+    figures["K-FAC A ⊗ G"] = heatmap("K", "K-FAC A ⊗ G", "heat-K", "matrix-kfac")
+    figures["G − A ⊗ G"] = heatmap("G-K", "G − A ⊗ G", "heat-GK", "matrix-g-minus-kfac")
     figures[choice]()
     parts = [f"λ_max({s}) = {snapshot[f'eig_{s}'][0]:.5g}, λ_min({s}) = "
              f"{snapshot[f'eig_{s}'][-1]:.3g}" + (" (PSD: negative only by rounding)"
                                                   if psd else "")
-             for s, _, psd in kinds if len(snapshot[f"eig_{s}"])]
+             for s, _, psd in kinds if len(snapshot.get(f"eig_{s}", ()))]
     if parts:
         st.write("; ".join(parts))
     if "K" in snapshot:
@@ -104,11 +111,12 @@ if source == "a fresh model":
     seed = c3.number_input("seed", 0, 10_000, 0, key="curv_seed")
     try:
         built, params = analysis.fresh_model(task, layers, int(seed))
+        choice, _ = figure_choice(built, params)
         snap = analysis.curvature_view(built, params, n_cases, block_choice(built.model))
     except (ConfigError, ValueError) as e:
         ui.error(e)
     else:
-        show(snap, f"fresh {task} model")
+        show(snap, f"fresh {task} model", choice)
 elif source == "your own model (hook)":
     ui.plain_caption(f"Any JAX function and parameter pytree: a hook returns hflab.hooks.LabModel;"
                      f" the examples' hooks are listed, and {hooks.ENV}=file.py:function adds "
@@ -120,12 +128,13 @@ elif source == "your own model (hook)":
         return hooks.load(name)
     try:
         lab_model = hooked(label)
+        choice, _ = figure_choice(lab_model, lab_model.params)
         snap = analysis.curvature_view(lab_model, lab_model.params, n_cases,
                                        block_choice(lab_model.model))
     except ValueError as e:
         ui.error(e)
     else:
-        show(snap, lab_model.name)
+        show(snap, lab_model.name, choice)
 else:
     runs = lab.store.runs()
     run_id = ui.run_picker("run", runs, "curv_run", ui.query_run_id())
@@ -135,6 +144,7 @@ else:
         follow = st.checkbox("follow the newest checkpoint live", value=True, key="curv_follow")
         try:
             config, built, params, step = analysis.run_params(lab.store, int(run_id))
+            choice, parts = figure_choice(built, params)
             block = block_choice(built.model)
         except (ConfigError, ValueError, KeyError) as e:
             ui.error(e)
@@ -145,17 +155,19 @@ else:
             def live():
                 """The newest checkpoint's view, computed off the training path (a background
                 process at the lowest priority, one view per run and update): while a run
-                trains the page shows the newest view ready and never waits for one."""
+                trains the page shows the newest view ready and never waits for one, and asks
+                only for the parts of the figure it shows."""
                 if live_now and not lab.is_active(int(run_id)):
                     st.rerun()      # the run ended: redraw the page (picker label, no refresh)
                 kept = lab.store.checkpoint_steps(int(run_id))
                 newest = kept[-1] if kept else 0
                 shown = ui.background_view("curvature_view", int(run_id), newest, n_cases,
-                                           block, live=live_now, label="the curvature view")
+                                           block, parts if live_now else None, live=live_now,
+                                           label="the curvature view")
                 step = newest
                 if shown is not None:          # else: the spectra and profiles the run stored
                     step, snap = shown
-                    show(snap, f"run #{run_id} at update {step}")
+                    show(snap, f"run #{run_id} at update {step}", choice)
                 metrics = ui.live_metrics(lab.store, runs[runs["id"] == int(run_id)],
                                           "curv_metrics")
                 st.subheader("Curvature over training")

@@ -278,3 +278,38 @@ def test_loss_slices_of_two_checkpoints_equal_the_loss_at_the_moved_parameters()
         assert d1 == "eigenvector 1"
         u = np.asarray(data["curves"][d1])            # f along the eigenvector at α
         np.testing.assert_allclose(data["plane"]["values"][1], u[[0, 2, 4]], rtol=1e-10)
+
+
+@pytest.mark.parametrize("cap", [3000, 20])
+def test_a_view_of_one_figure_holds_that_figures_entries_and_only_those(cap, monkeypatch):
+    """A live page asks only for the figure it shows (``parts``): each figure's partial view
+    holds the entries that figure draws, equal to the whole view's (itself checked against
+    dense references above), and none of the costly others — a wrong kind behind a symbol, an
+    entry a figure needs left out (K-FAC's needs G), or a partial view that still computes
+    everything would fail it; on both sides of the dense cap."""
+    from hflab.core import curvature
+    monkeypatch.setattr(curvature, "DENSE_PARAM_CAP", cap)
+    built, params = analysis.fresh_model("regression", "4-3", seed=2)
+    whole = analysis.curvature_view(built, params, n_cases=16, block="W2")
+    figures = analysis.figure_parts(built, params)
+    assert list(figures) == [f"{k.label} {k.symbol}" for k in analysis.KINDS] + [
+        "H − G", "Jacobians", "spectrum", "K-FAC A ⊗ G", "G − A ⊗ G"]
+    drawn = {"H − G": {"H-G"}, "Jacobians": {"J"}, "spectrum": {"eig_G", "eig_H"},
+             "K-FAC A ⊗ G": {"K", "G-K"}, "G − A ⊗ G": {"K", "G-K"},
+             **{f"{k.label} {k.symbol}": {k.symbol} for k in analysis.KINDS}}
+    costly = {"G", "H", "F", "J", "K", "eig_G", "eig_H"}
+    for name, parts in figures.items():
+        view = analysis.curvature_view(built, params, n_cases=16, block="W2", parts=parts)
+        assert drawn[name] <= set(view), name
+        for key in drawn[name] | (costly & set(view)):
+            np.testing.assert_allclose(view[key], whole[key], rtol=1e-12, atol=1e-14)
+        needs = {"H − G": {"G", "H"}, "K-FAC A ⊗ G": {"G"}, "G − A ⊗ G": {"G"}}.get(name, set())
+        extra = costly & set(view) - drawn[name] - needs
+        if name != "spectrum" or cap == 20:          # the dense spectra come from every matrix
+            assert not extra, (name, extra)
+            assert "eig_G" not in view or name == "spectrum", name
+    with pytest.raises(ValueError, match="view parts \\['Q'\\] unknown"):
+        analysis.curvature_view(built, params, parts=("Q",))
+    # only the lab's MLPs offer K-FAC's figures
+    rnn, rnn_params = analysis.fresh_model("seed-rnn", "3")
+    assert "K-FAC A ⊗ G" not in analysis.figure_parts(rnn, rnn_params)

@@ -23,7 +23,7 @@ from ..lab import restore_state
 from ..core.losses import Batch, BoundLoss, get_loss
 from ..core.models import ACTIVATIONS, Model, mlp_apply, rnn_apply
 from ..tasks import SPECS
-from .kronecker import kronecker_view
+from .kronecker import kronecker_applies, kronecker_view
 
 KINDS = tuple(curvature.KIND_INFO.values())    # every curvature kind, in the order shown
 FRESH_MODEL_TASKS = ("seed-333", "regression", "spirals", "digits", "seed-rnn", "addition", "xor")
@@ -86,38 +86,77 @@ class _Static:
             self.obj == other.obj if self._key[0] == 0 else self.obj is other.obj)
 
 
-@partial(jax.jit, static_argnames=("model", "loss"))
-def _dense(model, loss, params, batch):
-    """Every kind's dense matrix and the parameter Jacobian: one program per model and batch
-    shape, fed each checkpoint's parameters."""
-    mats = {k.symbol: curvature.CurvatureOperator(model.obj.apply, loss.obj, params, batch,
-                                                  kind=k.name).to_dense() for k in KINDS}
-    return mats, curvature.jacobian_matrix(lambda q: model.obj.apply(q, batch.x), params)
+@partial(jax.jit, static_argnames=("model", "loss", "kinds", "jacobian"))
+def _dense(model, loss, params, batch, kinds, jacobian):
+    """The dense matrices of ``kinds`` (names) and, with ``jacobian``, the parameter Jacobian:
+    one program per model, batch shape and choice, fed each checkpoint's parameters."""
+    mats = {curvature.KIND_INFO[k].symbol: curvature.CurvatureOperator(
+        model.obj.apply, loss.obj, params, batch, kind=k).to_dense() for k in kinds}
+    return mats, (curvature.jacobian_matrix(lambda q: model.obj.apply(q, batch.x), params)
+                  if jacobian else None)
 
 
-def curvature_snapshot(built, params, n_cases: int = 16) -> dict:
+# The parts of a view, each computed only when asked for.  A page that follows a live run asks
+# only for the figure it shows: one figure's part is a small fraction of the whole view (three
+# sub-matrices, the Jacobian, K-FAC's factors and two Lanczos runs), and the view process has
+# only the cycles training leaves, so a live page keeps up only with the small one
+# (``make bench-class``'s follow-live rows measure how late it is).
+PARTS = tuple(k.symbol for k in KINDS) + ("H-G", "J", "spectrum", "K")
+
+
+def _kinds_needed(parts, dense: bool) -> tuple:
+    if parts is None or (dense and "spectrum" in parts):   # the dense spectra: every kind's
+        return KINDS
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"view parts {sorted(unknown)} unknown; parts are {list(PARTS)}")
+    want = set(parts) | ({"H", "G"} if "H-G" in parts else set()) | (
+        {"G"} if "K" in parts else set())
+    return tuple(k for k in KINDS if k.symbol in want)
+
+
+def figure_parts(built, params) -> dict[str, tuple[str, ...]]:
+    """The Curvature page's figures, in the order offered, each with the view parts it needs
+    (K-FAC's two only for the lab's MLPs, where :func:`kronecker_view` applies)."""
+    figures = {f"{k.label} {k.symbol}": (k.symbol,) for k in KINDS}
+    figures.update({"H − G": ("H-G",), "Jacobians": ("J",), "spectrum": ("spectrum",)})
+    if kronecker_applies(built, params):
+        figures.update({"K-FAC A ⊗ G": ("K",), "G − A ⊗ G": ("K",)})
+    return figures
+
+
+def curvature_snapshot(built, params, n_cases: int = 16, parts=None) -> dict:
     """Dense H, G, H − G and Jacobians of ``params`` on the first ``n_cases`` training cases
-    (float64), from the lab's curvature operator, with their full spectra."""
+    (float64), from the lab's curvature operator, with their full spectra; ``parts`` (of
+    :data:`PARTS`; None: all) limits what is computed."""
     model: Model = built.model
     n = model.n_params
     curvature.require_dense_size(n)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     data = built.task.train
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in data))
-
-    mats, jac = _dense(_Static(model), _Static(built.loss), params, batch)
+    every = parts is None
+    kinds = _kinds_needed(parts, dense=True)
+    mats, jac = _dense(_Static(model), _Static(built.loss), params, batch,
+                       tuple(k.name for k in kinds), every or "J" in parts)
     mats = {s: np.asarray(m) for s, m in mats.items()}
-    # Jacobian of the outputs of the first case with respect to its inputs
-    x0 = batch.x[:1]
-    j_in = np.asarray(jax.jacfwd(lambda xi: jnp.ravel(model.apply(params, xi)))(x0)).reshape(
-        -1, int(np.prod(x0.shape[1:])))
-    return {**mats, "H-G": mats["H"] - mats["G"], "J": np.asarray(jac), "J_inputs": j_in,
-            **{f"eig_{s}": np.linalg.eigvalsh(0.5 * (m + m.T))[::-1] for s, m in mats.items()},
-            "kinds": [(k.symbol, k.label, k.psd) for k in KINDS],
-            "names": model.parameter_names(), "blocks": model.parameter_blocks(),
-            "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": True,
-            "spectrum_note": "", "view": "every parameter", "indices": np.arange(n)}
-
+    out = {**mats, "kinds": [(k.symbol, k.label, k.psd) for k in KINDS],
+           "names": model.parameter_names(), "blocks": model.parameter_blocks(),
+           "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": True,
+           "spectrum_note": "", "view": "every parameter", "indices": np.arange(n),
+           "parts": parts}
+    if "H" in mats and "G" in mats:
+        out["H-G"] = mats["H"] - mats["G"]
+    if jac is not None:
+        # and the Jacobian of the outputs of the first case with respect to its inputs
+        x0 = batch.x[:1]
+        out["J"] = np.asarray(jac)
+        out["J_inputs"] = np.asarray(jax.jacfwd(lambda xi: jnp.ravel(model.apply(params, xi)))(
+            x0)).reshape(-1, int(np.prod(x0.shape[1:])))
+    if every or "spectrum" in parts:
+        out.update({f"eig_{s}": np.linalg.eigvalsh(0.5 * (m + m.T))[::-1]
+                    for s, m in mats.items()})
+    return out
 
 MAX_VIEW = 600          # parameters in a block / sampled heatmap above FULL_VIEW
 FULL_VIEW = 700         # up to this many parameters the heatmaps show every entry
@@ -223,30 +262,34 @@ def lanczos_extremes(matvec, n: int, k: int = 6) -> tuple[np.ndarray, str]:
 
 
 def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
-                   k: int = 6) -> dict:
+                   k: int = 6, parts=None) -> dict:
     """What the Curvature page shows for a model of any size.
 
     Up to the dense cap: :func:`curvature_snapshot` (every entry, full spectra).  Above it: H, G
     and H − G restricted to a weight block or a sample of parameters (sub-matrices assembled
     from the curvature operator's products), the Jacobian's columns for those parameters, and
     Lanczos extremes of the full H and G.  For an MLP also K-FAC's A ⊗ G on the same entries
-    and its difference from G (:mod:`hflab.view.kronecker`).
+    and its difference from G (:mod:`hflab.view.kronecker`).  ``parts`` (of :data:`PARTS`;
+    None: all) limits what is computed — a live page asks only for the figure it shows.
     """
     model: Model = built.model
+    every = parts is None
+    kron = every or "K" in parts
     if model.n_params <= curvature.DENSE_PARAM_CAP:
-        snap = curvature_snapshot(built, params, n_cases)
+        snap = curvature_snapshot(built, params, n_cases, parts)
         if model.n_params <= FULL_VIEW:
-            return {**snap, **kronecker_view(built, params, snap["indices"], snap["G"], n_cases)}
+            return {**snap, **(kronecker_view(built, params, snap["indices"], snap["G"], n_cases)
+                               if kron else {})}
         # exact spectra from the dense matrices; heatmaps of a block or a sample (a browser
         # cannot draw millions of cells with hover text)
         idx = view_indices(model, block)
         sub = np.ix_(idx, idx)
         names = snap["names"]
-        shown = {s: snap[s][sub] for s, _, _ in snap["kinds"]}
-        return {**snap, **shown, "H-G": snap["H-G"][sub], "J": snap["J"][:, idx],
+        shown = {s: snap[s][sub] for s in (*(kd.symbol for kd in KINDS), "H-G") if s in snap}
+        return {**snap, **shown, **({"J": snap["J"][:, idx]} if "J" in snap else {}),
                 "names": [names[i] for i in idx], "indices": idx,
                 "blocks": _shown_blocks(model, idx),
-                **kronecker_view(built, params, idx, shown["G"], n_cases),
+                **(kronecker_view(built, params, idx, shown["G"], n_cases) if kron else {}),
                 "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
@@ -255,23 +298,31 @@ def curvature_view(built, params, n_cases: int = 16, block: str | None = None,
     idx = view_indices(model, block)
     cols, sel = _chunked(idx), jnp.asarray(idx)
     mats = {kd.symbol: np.asarray(_sub_matrix(static_model, static_loss, kd.name, params, batch,
-                                              cols, sel))[:len(idx)].T for kd in KINDS}
-    jac = _jacobian_columns(static_model, params, batch.x, sel)
+                                              cols, sel))[:len(idx)].T
+            for kd in _kinds_needed(parts, dense=False)}
     names = model.parameter_names()
-    # Lanczos for the kinds whose spectrum the lab tracks (H, G); above the cap the others are
-    # shown as heatmaps only (another few hundred products each on every view)
-    spectra = {kd.symbol: lanczos_extremes(partial(_product, static_model, static_loss, kd.name,
-                                                   params, batch), n, k) if kd.tracked else
-               (np.array([]), "not computed above the dense cap") for kd in KINDS}
-    return {**mats, "H-G": mats["H"] - mats["G"], "J": np.asarray(jac), "J_inputs": None,
-            **kronecker_view(built, params, idx, mats["G"], n_cases),
-            **{f"eig_{s}": eig for s, (eig, _) in spectra.items()},
-            "kinds": [(kd.symbol, kd.label, kd.psd) for kd in KINDS],
-            "names": [names[i] for i in idx], "blocks": _shown_blocks(model, idx), "indices": idx,
-            "n_params": model.n_params, "n_cases": int(batch.x.shape[0]),
-            "full_spectrum": False,
-            "spectrum_note": "; ".join(f"{s}: {note}" for s, (_, note) in spectra.items() if note),
-            "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
+    out = {**mats, "kinds": [(kd.symbol, kd.label, kd.psd) for kd in KINDS],
+           "names": [names[i] for i in idx], "blocks": _shown_blocks(model, idx), "indices": idx,
+           "n_params": n, "n_cases": int(batch.x.shape[0]), "full_spectrum": False,
+           "spectrum_note": "", "parts": parts,
+           "view": f"block {block}" if block else f"{len(idx)} sampled parameters"}
+    if "H" in mats and "G" in mats:
+        out["H-G"] = mats["H"] - mats["G"]
+    if every or "J" in parts:
+        out.update(J=np.asarray(_jacobian_columns(static_model, params, batch.x, sel)),
+                   J_inputs=None)
+    if kron:
+        out.update(kronecker_view(built, params, idx, mats["G"], n_cases))
+    if every or "spectrum" in parts:
+        # Lanczos for the kinds whose spectrum the lab tracks (H, G); above the cap the others
+        # are shown as heatmaps only (another few hundred products each on every view)
+        spectra = {kd.symbol: lanczos_extremes(partial(_product, static_model, static_loss,
+                                                       kd.name, params, batch), n, k)
+                   if kd.tracked else (np.array([]), "not computed above the dense cap")
+                   for kd in KINDS}
+        out.update({f"eig_{s}": eig for s, (eig, _) in spectra.items()}, spectrum_note="; ".join(
+            f"{s}: {note}" for s, (_, note) in spectra.items() if note))
+    return out
 
 
 # ----------------------------------------------------------------------------- derivations

@@ -29,16 +29,22 @@ def parameter_coordinates(params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(layer), np.asarray(row), np.asarray(col)
 
 
+def kronecker_applies(built, params) -> bool:
+    """Whether the model is one of the lab's MLPs (a list of ``{"W", "b"}`` layers), the models
+    K-FAC's factors are defined for here."""
+    layered = isinstance(params, (list, tuple)) and all(
+        isinstance(p, dict) and set(p) == {"W", "b"} for p in params)
+    return getattr(getattr(built, "model", None), "kind", None) == "mlp" and layered
+
+
 def kronecker_view(built, params, indices: np.ndarray, g_shown: np.ndarray,
                    n_cases: int = 16) -> dict:
     """``{"K": A⊗G restricted to indices, "G-K": G − K, "kron_errors": [(layer, relative error)]}``
     for an MLP (empty for other models).  The relative error per layer block is
     ‖G_ll − A_l ⊗ G_l‖_F / ‖G_ll‖_F over the shown entries of that block."""
-    model = getattr(built, "model", None)
-    layered = isinstance(params, (list, tuple)) and all(
-        isinstance(p, dict) and set(p) == {"W", "b"} for p in params)
-    if getattr(model, "kind", None) != "mlp" or not layered:   # the lab's MLPs only
+    if not kronecker_applies(built, params):
         return {}
+    model = built.model
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     batch = Batch(*(jnp.asarray(a[:n_cases], jnp.float64) for a in built.task.train))
     A, G, _ = layer_statistics(params, batch.x, model.activations, built.loss, batch.y,

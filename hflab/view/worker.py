@@ -37,10 +37,10 @@ FOLLOW_SECONDS = 30.0
 FOLLOW_POLL = 0.5          # how often a free worker looks for a newer checkpoint
 
 
-def _curvature_view(store, run_id: int, step: int, cases: int, block):
+def _curvature_view(store, run_id: int, step: int, cases: int, block, parts=None):
     from . import analysis
     _, built, params, _, step = analysis.checkpoint_state(store, run_id, step)
-    return analysis.curvature_view(built, params, cases, block)
+    return analysis.curvature_view(built, params, cases, block, parts=parts)
 
 
 def _loss_slices(store, run_id: int, step: int, k: int, cases: int):
