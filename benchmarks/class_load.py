@@ -10,6 +10,9 @@ concurrency limit at its default (the cores) and off:
   and over all sessions;
 - ``queue_shown``: for the sessions shown "queued — k ahead", the seconds from Start until their
   page said so (the largest);
+- both stamped by each page itself (a 50-ms check in the page, :data:`STAMPS`): records without
+  ``stamped_in_page`` were taken when the harness polled its pages one after another, each poll
+  late by the time it spent on the others (up to a second with 8 pages and the probe);
 - ``all_done``: seconds from the first Start until every run of every session had finished;
 - ``rerun``: a probe session toggles a checkbox on its Train page every few seconds while the
   runs train and times the rerun until the page is idle again (median, p95);
@@ -72,6 +75,14 @@ REPORT_SECTIONS = [
 ]
 POINTS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData ? g._fullData.reduce((n, t) => n + (t._length || 0), 0) : 0; }"""
+# In each session's page: the moment (ms since the epoch, the machine's clock) its page first
+# showed a plotted point and a queue position, checked every 50 ms by the page itself — the
+# harness reads the stamps later, so its own polling of many pages does not delay them
+STAMPS = """() => { window.__stamps = {point: null, queued: null};
+    setInterval(() => { const s = window.__stamps;
+        if (s.point === null && (%s)() > 0) s.point = Date.now();
+        if (s.queued === null && document.body.textContent.includes('queued —'))
+            s.queued = Date.now(); }, 50); }""" % POINTS
 
 
 def _free_port() -> int:
@@ -226,6 +237,8 @@ def measure(browser, n: int, limit: int | None) -> dict:
 
         cpu = _Cpu(server.proc.pid)
         clicked = []
+        for page in pages:
+            page.evaluate(STAMPS)
         for page in pages:                        # Start in every session, a person at a time
             page.get_by_role("button", name="▶ Start").click(no_wait_after=True)
             clicked.append(time.time())
@@ -243,11 +256,15 @@ def measure(browser, n: int, limit: int | None) -> dict:
                 if run_id not in row_seen and len(store.metrics(int(run_id))):
                     row_seen[int(run_id)] = now
             for i, page in enumerate(pages):
-                if first[i] is None and page.evaluate(POINTS) > 0:
-                    first[i] = time.time() - clicked[i]
-                if queued[i] is None and first[i] is None and \
-                        page.get_by_text("queued —").count() > 0:
-                    queued[i] = time.time() - clicked[i]
+                if first[i] is None:
+                    stamps = page.evaluate("() => window.__stamps")
+                    if first[i] is None and stamps["point"] is not None:
+                        first[i] = stamps["point"] / 1e3 - clicked[i]
+                    # a queue position shown before the first point (an admitted session
+                    # never shows one)
+                    if queued[i] is None and stamps["queued"] is not None and (
+                            stamps["point"] is None or stamps["queued"] < stamps["point"]):
+                        queued[i] = stamps["queued"] / 1e3 - clicked[i]
             finished = len(runs) == 2 * n and set(runs["status"]) <= {"finished", "failed",
                                                                      "diverged", "stopped"}
             if finished and all(f is not None for f in first):
@@ -264,7 +281,9 @@ def measure(browser, n: int, limit: int | None) -> dict:
             time.sleep(0.2)
         runs = store.runs().sort_values("id")
         lost = int((runs["status"] != "finished").sum()) + max(0, 2 * n - len(runs))
-        started = runs.groupby(runs["id"].sub(1) // 2)["started"].min().tolist()
+        # each session's comparison (its seed) in the order the server took them (first id)
+        started = runs.groupby("seed").agg(first=("id", "min"), started=("started", "min")) \
+            .sort_values("first")["started"].tolist()
         # comparisons `gap` places apart cannot be admitted together: the later one starting
         # first is a queue out of order (no limit: nothing to check)
         effective = default_limit() if limit is None else limit
@@ -275,14 +294,15 @@ def measure(browser, n: int, limit: int | None) -> dict:
         admitted = [f for f, q in zip(first, queued) if q is None and f is not None]
         used = cpu.seconds()
         browser_cpu, server_cpu = used["browser"], used["server"]
-        # session i's runs are ids 2i+1, 2i+2 (one comparison of two runs, started in order)
+        # session i's runs are those of seed i (the server may take near-simultaneous Starts
+        # in another order than the clicks, so their ids need not be 2i+1, 2i+2)
         admit, first_row, draw = [], [], []
-        by_id = runs.set_index("id")
         for i in range(n):
-            ids = [2 * i + 1, 2 * i + 2]
-            if queued[i] is not None or first[i] is None or ids[0] not in by_id.index:
+            mine = runs[runs["seed"] == i]
+            ids = [int(j) for j in mine["id"]]
+            if queued[i] is not None or first[i] is None or not ids:
                 continue
-            started = by_id.loc[ids, "started"].dropna()
+            started = mine["started"].dropna()
             seen = [row_seen[j] for j in ids if j in row_seen]
             if started.empty or not seen:
                 continue
@@ -290,6 +310,7 @@ def measure(browser, n: int, limit: int | None) -> dict:
             first_row.append(min(seen) - float(started.min()))
             draw.append(clicked[i] + first[i] - min(seen))
         return {"benchmark": "class_load", "sessions": n, "foreground_tabs": True,
+                "stamped_in_page": True,
                 "limit": "off" if effective == 0 else effective,
                 "first_point_median_s": _pct(admitted, 0.5),
                 "first_point_p95_s": _pct(admitted, 0.95),

@@ -211,21 +211,20 @@ def _follow_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     f = f[f["server_cores_watched"].notna()]
     pinned = f["pinned"].notna() if "pinned" in f else pd.Series(False, index=f.index)
     parts = []
-    for mask, where in (((f["other_sessions"] == 0) & ~pinned, "browser on the server's cores"),
-                        ((f["other_sessions"] == 0) & pinned, "browser on its own core"),
-                        ((f["other_sessions"] == 3) & ~pinned, "3 other sessions training")):
+    for mask, where in (((f["other_sessions"] == 0) & ~pinned, "browser on the server"),
+                        ((f["other_sessions"] == 0) & pinned, "browser apart"),
+                        ((f["other_sessions"] == 3) & ~pinned, "3 others training")):
         if mask.any():
             r = f[mask].sort_values("time").iloc[-1]
             wait = r.get("unshown_wait_p95_s")
-            seen = (f"views {r['checkpoint_lag_median_s']:.1f} s behind (median)"
-                    + (f", every checkpoint shown within {wait:.1f} s (p95)"
-                       if pd.notna(wait) else "") if r["checkpoints_seen"] else
-                    f"no view while it trained: the view process got "
-                    f"{r['views_cores_watched']:.2f} core")
-            parts.append(f"{where} {1e3 * r['seconds_per_update_alone']:.2f} → "
-                         f"{1e3 * r['seconds_per_update_watched']:.2f} ms ({seen})")
-    return [("Following a live HF run (Curvature page, CG inspector): ms per update alone → "
-             "watched", "; ".join(parts), "Following a live run")] if parts else []
+            seen = (f"views {r['checkpoint_lag_median_s']:.1f} s late (median)"
+                    + (f", all within {wait:.1f} s (p95)" if pd.notna(wait) else "")
+                    if r["checkpoints_seen"] else
+                    f"no view (view process {r['views_cores_watched']:.2f} core)")
+            parts.append(f"{where}: {1e3 * r['seconds_per_update_alone']:.2f} → "
+                         f"{1e3 * r['seconds_per_update_watched']:.2f} ms, {seen}")
+    return [("Following a live HF run (Curvature page): ms per update alone → watched",
+             "; ".join(parts), "Following a live run")] if parts else []
 
 
 def summary_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:

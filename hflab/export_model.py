@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import RunConfig
 from .experiment import build, evaluation, init_params
-from .lab import restore_state
+from .checkpoint import restore_state
 from .tasks import SUCCESS_TOLERANCE
 
 SCRIPT = '''"""Evaluate an exported HF Lab model on its task's test set (NumPy and JAX only).

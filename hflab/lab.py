@@ -11,19 +11,21 @@ A run is stopped cleanly between two updates (at most one update late).
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 
-import jax
 import numpy as np
 
 from . import datasets, ownership
 from .core import parallel
 from .config import ConfigError, RunConfig
 from .compiled import enable_compilation_cache
-from .experiment import build, init_params, make_trainer
+from .experiment import build, make_trainer
+from .checkpoint import restore_state, state_leaves
+from .memory import release_freed_memory
 from .core.spectra import SpectrumTracker
 from .monitor import CurvatureMonitor
 from .scheduler import Scheduler
@@ -38,24 +40,6 @@ def device_description(config: RunConfig | None = None) -> str:
     d = mesh_devices[0]
     name = d.device_kind if d.platform != "cpu" else "cpu"
     return f"{name} ×{len(mesh_devices)} (data-parallel mesh)" if len(mesh_devices) > 1 else name
-
-
-def _state_leaves(params, opt_state) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_leaves((params, opt_state))
-    return {f"leaf_{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}
-
-
-def restore_state(built, leaves: dict[str, np.ndarray]):
-    template_params = init_params(built)
-    template = (template_params, built.optimizer.init(template_params))
-    treedef = jax.tree_util.tree_structure(template)
-    ordered = [leaves[k] for k in sorted(k for k in leaves if k.startswith("leaf_"))]
-    if len(ordered) != treedef.num_leaves:
-        raise ValueError(f"checkpoint has {len(ordered)} arrays, the model needs "
-                         f"{treedef.num_leaves}")
-    return jax.tree_util.tree_unflatten(
-        treedef, [jax.numpy.asarray(a, dtype=t.dtype) for a, t in
-                  zip(ordered, jax.tree_util.tree_leaves(template))])
 
 
 class StoredRun:
@@ -86,7 +70,7 @@ class StoredRun:
         self.phase, self.phase_since = phase, time.time()
 
     def _checkpoint(self, step, params, opt_state, record):
-        leaves = _state_leaves(params, opt_state)
+        leaves = state_leaves(params, opt_state)
         for k in COUNTER_KEYS:
             leaves[f"counter_{k}"] = np.asarray(record.get(k, 0))
         for k, v in self.trainer.resume_point(record).items():     # a curriculum's stage
@@ -228,6 +212,8 @@ class Lab:
         datasets.add_folder(self.store.home)
         self._handles: dict[int, _Handle] = {}
         self._lock = threading.Lock()
+        self._submit = threading.Lock()   # creation to queue, one comparison at a time: ids
+        # then follow the queue's order, whichever sessions press Start at the same moment
         self.scheduler = Scheduler()           # at most `limit` comparisons advance at once
         self._beat: threading.Thread | None = None
 
@@ -241,8 +227,9 @@ class Lab:
         for c in configs:
             c.validate()
         datasets.keep(configs, self.store.home)
-        ids = [self.store.create_run(c, status="queued", owner=owner) for c in configs]
-        self._launch([(i, c, False) for i, c in zip(ids, configs)])
+        with self._submit:
+            ids = [self.store.create_run(c, status="queued", owner=owner) for c in configs]
+            self._launch([(i, c, False) for i, c in zip(ids, configs)])
         return ids
 
     RESUMABLE = ("stopped", "interrupted", "failed")
@@ -333,11 +320,15 @@ class Lab:
 
     def _heartbeats(self):
         """Renew the lease of every run this lab writes, also while one compiles for minutes
-        (steps renew it too); another process sees a live writer and refuses to take over."""
-        while True:
-            time.sleep(HEARTBEAT_SECONDS)
+        (steps renew it too): another process sees a live writer and refuses to take over; and
+        while runs are active, hand freed memory back to the system every second."""
+        for beat in itertools.count(1):
+            time.sleep(1.0)
             try:
-                self.store.heartbeat(self.active())
+                if self.active():
+                    release_freed_memory()
+                if beat % HEARTBEAT_SECONDS == 0:
+                    self.store.heartbeat(self.active())
             except Exception:  # noqa: BLE001 — a full disk etc. must not kill the lease thread
                 pass
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 from .core.models import FULL_UNROLL_MAX_STEPS
@@ -47,3 +48,25 @@ def memory_estimate_bytes(c, n_train: int) -> int:
         steps, factor = 1, ACTIVATION_FACTOR["mlp"]
     return (factor * largest_batch(c, n_train) * steps * sum(model.sizes)
             + c.entry.memory_vectors * model.n_params) * itemsize
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory the process has freed back to the system (glibc's ``malloc_trim``);
+    False where there is no glibc.
+
+    glibc keeps what a thread frees in that thread's arena for reuse, and a lab server's threads
+    free a great deal — a compile's working memory, a finished run's buffers — so without this
+    a class's server holds its peak of every comparison that ever trained beside another
+    (``make bench-class`` records the peak).  Called by hand through ctypes: no library wraps
+    it, and it is one call."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    return bool(_LIBC) and bool(_LIBC.malloc_trim(0) or True)
+
+
+_LIBC = None

@@ -92,7 +92,8 @@ def test_spectrum_extremes_stored_at_checkpoints_match_the_dense_matrices(tmp_pa
     eigenvalues of the dense matrices (jax.hessian routes) at those parameters."""
     from hflab.config import preset_config
     from hflab.experiment import build
-    from hflab.lab import restore_state, run_to_store
+    from hflab.checkpoint import restore_state
+    from hflab.lab import run_to_store
     from hflab.core.spectra import N_CASES
     from hflab.store import Store
     store = Store(tmp_path)

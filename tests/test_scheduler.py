@@ -184,3 +184,47 @@ def test_two_runs_of_one_program_starting_together_compile_it_once():
     assert len(calls) == 1
     assert sorted(seconds > 0 for _, seconds in results) == [False, True]
     assert {program for program, _ in results} == {"program"}
+
+
+def test_comparisons_started_at_once_get_their_run_ids_in_the_queues_order(tmp_path,
+                                                                         monkeypatch):
+    """Sessions pressing Start at the same moment: each comparison's runs get consecutive ids
+    and the queue holds the comparisons in id order (so the Runs table's order is the queue's,
+    and a queued session's place matches its ids).  Creating a run is made slow here, as a
+    loaded store is, so that two sessions interleave unless the lab keeps each comparison's
+    creation and its place in the queue together."""
+    from hflab.lab import Lab
+    lab = Lab(tmp_path)
+    lab.scheduler = Scheduler(limit=1)
+    slow = preset_config("regression", layers="4", steps=400, checkpoint_every=0, n_train=64,
+                         n_test=16)
+    blocker = lab.start(slow)                          # holds the one place: the rest queue
+    create = lab.store.create_run
+
+    def slow_create(*args, **kwargs):
+        time.sleep(0.02)
+        return create(*args, **kwargs)
+    monkeypatch.setattr(lab.store, "create_run", slow_create)
+    barrier, started = threading.Barrier(6), []
+
+    def session(seed):
+        barrier.wait()
+        started.append(lab.start_many([slow.replace(seed=seed),
+                                       slow.replace(seed=seed, optimizer="adam")]))
+    threads = [threading.Thread(target=session, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert len(started) == 6
+        assert all(ids[1] == ids[0] + 1 for ids in started), started
+        queue = lab.scheduler.waiting()
+        assert sorted(queue) == queue and sorted(queue) == sorted(ids[0] for ids in started)
+    finally:
+        for ids in [[blocker], *started]:
+            for i in ids:
+                lab.stop(i)
+        for ids in [[blocker], *started]:
+            for i in ids:
+                lab.wait(i, 60)

@@ -303,22 +303,30 @@ def test_class_row_gives_8_and_the_most_sessions_with_the_queue_on_and_foregroun
     assert "77.0" not in figure
 
 
-def test_follow_row_gives_the_newest_record_with_the_browser_on_and_off_the_servers_cores():
+def test_follow_row_gives_the_newest_record_alone_browser_apart_and_beside_three_sessions():
     from benchmarks import summary
 
-    def rec(alone, watched, seen, pinned=None, time="2026-12-06T01:00:00", others=0):
+    def rec(alone, watched, seen, pinned=None, time="2026-12-06T01:00:00", others=0,
+            wait=None):
         return {"benchmark": "follow_live", "other_sessions": others, "time": time,
                 "seconds_per_update_alone": alone, "seconds_per_update_watched": watched,
                 "checkpoints_seen": seen, "checkpoint_lag_median_s": 4.5 if seen else None,
-                "views_cores_watched": 0.04, "server_cores_watched": 0.9, "pinned": pinned}
-    df = pd.DataFrame([rec(0.007, 0.011, 7), rec(0.007, 0.02, 7, time="2026-12-05T01:00:00"),
+                "unshown_wait_p95_s": wait, "views_cores_watched": 0.04,
+                "server_cores_watched": 0.9, "pinned": pinned}
+    df = pd.DataFrame([rec(0.007, 0.011, 7, wait=8.25),
+                       rec(0.007, 0.02, 7, time="2026-12-05T01:00:00"),
                        rec(0.0072, 0.0073, 0, pinned="server core 0, browser core 1"),
-                       rec(0.007, 0.5, 3, others=3, time="2026-12-07T01:00:00")])
+                       rec(0.009, 0.0105, 3, others=3, time="2026-12-07T01:00:00", wait=4.4),
+                       rec(0.009, 0.5, 3, others=3, time="2026-12-04T01:00:00"),
+                       rec(0.009, 0.6, 3, others=1, time="2026-12-08T01:00:00")])
     [(measure, figure, section)] = summary._follow_rows(df)
     assert section == "Following a live run"
-    assert "server's cores 7.00 → 11.00 ms (newest checkpoint shown after 4.5 s" in figure
-    assert "own core 7.20 → 7.30 ms (no view shown while it trained" in figure, figure
-    assert "20.00" not in figure and "500.00" not in figure
+    assert "on the server: 7.00 → 11.00 ms, views 4.5 s late (median), all within 8.2 s " \
+        "(p95)" in figure, figure
+    assert "apart: 7.20 → 7.30 ms, no view (view process 0.04 core)" in figure, figure
+    assert figure.endswith("3 others training: 9.00 → 10.50 ms, views 4.5 s late (median), "
+                           "all within 4.4 s (p95)"), figure
+    assert "20.00" not in figure and "500.00" not in figure and "600.00" not in figure
     assert len(measure) + len(figure) < 330, "a README line stays under 400 characters"
 
 

@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from ..core import curvature, manual
 from ..config import RunConfig, preset_config
 from ..experiment import build, init_params
-from ..lab import restore_state
+from ..checkpoint import restore_state
 from ..core.losses import Batch, BoundLoss, get_loss
 from ..core.models import ACTIVATIONS, Model, mlp_apply, rnn_apply
 from ..tasks import SPECS
