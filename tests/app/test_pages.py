@@ -201,6 +201,42 @@ def test_curvature_page_fresh_model_and_run_checkpoint(curvature_profiles):
     assert not at.exception and "loss slices at update 2 (64 cases)" in chart_titles(at)
 
 
+def test_a_page_following_a_live_run_asks_only_for_the_figure_it_shows():
+    """While a run trains, the Curvature page asks the view process for the parts of its chosen
+    figure only (G, then H when H is chosen) — not the whole view it gets for a finished run —
+    and draws the newest checkpoint's.  A page that asked for everything while live (the cost
+    that starved its views under load) or drew a figure its view does not hold would fail."""
+    from hflab.view import worker
+    lab = get_lab()
+    cfg = preset_config("regression", layers="8", steps=100_000, max_seconds=120,
+                        checkpoint_every=5, optimizer="hf")
+    run_id = lab.start(cfg)
+    views = worker.for_home(lab.store.home)
+
+    def drawn(symbol):
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            at.run()
+            assert not at.exception and not at.error
+            if any(t.startswith(f"{symbol} (run #{run_id} at update") for t in chart_titles(at)):
+                return
+            time.sleep(0.5)
+        raise AssertionError((symbol, chart_titles(at)))
+    try:
+        at = page("curvature", {"run": str(run_id)})
+        drawn("G")
+        key = next(r.key for r in at.radio if r.key.startswith("curv_show_"))
+        at.radio(key=key).set_value("Hessian H")
+        drawn("H")
+        assert lab.is_active(run_id), "the run ended before the page was seen following it"
+        asked = {k[5] for k in views._done if k[0] == "curvature_view" and k[1] == run_id}
+        assert asked == {("G",), ("H",)}, asked
+        assert not any("λ_max" in m.value for m in at.markdown)     # no spectrum asked for
+    finally:
+        lab.stop(run_id)
+        lab.wait(run_id, 60)
+
+
 def test_curvature_page_above_the_dense_cap_shows_a_block_and_lanczos():
     """A 3,610-parameter run: no error, a block choice, sub-matrix heatmaps and Lanczos."""
     lab = get_lab()
