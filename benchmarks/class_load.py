@@ -258,7 +258,7 @@ def measure(browser, n: int, limit: int | None) -> dict:
             for i, page in enumerate(pages):
                 if first[i] is None:
                     stamps = page.evaluate("() => window.__stamps")
-                    if first[i] is None and stamps["point"] is not None:
+                    if stamps["point"] is not None:
                         first[i] = stamps["point"] / 1e3 - clicked[i]
                     # a queue position shown before the first point (an admitted session
                     # never shows one)

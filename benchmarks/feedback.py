@@ -14,12 +14,12 @@ so imports count as they do for a person:
 Curvature page → first heatmap: :func:`hflab.view.analysis.curvature_view` and the H heatmap's figure
 serialised as the browser receives it, for a fresh model of 24 (the notebook's 3-3-3 net), 610,
 ~5,000 and ~100,000 parameters; first call (compiling) and second call; the whole view and the
-H heatmap's part alone (what a page following a live run computes for each checkpoint).
+H heatmap's part alone (what a page following a live run computes for each checkpoint; measured
+after the whole view, so its first call may reuse a program the whole view compiled).
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +27,8 @@ import textwrap
 import time
 
 from hflab.config import PRESETS
+
+from .common import env_list
 
 START_SCRIPT = textwrap.dedent('''
     import json, sys, time
@@ -85,14 +87,17 @@ def curvature_seconds(task: str, layers: str) -> tuple[list[float], list[float],
 
 
 def run(full: bool):
-    only = [t for t in os.environ.get("HFLAB_FEEDBACK_TASKS", "").split(",") if t]
+    """The Curvature page's cases, then every preset's Start → first point;
+    ``HFLAB_FEEDBACK_TASKS`` (a comma list of presets) runs only those presets' Start → first
+    point, ``none`` only the Curvature page's cases."""
+    only = env_list("HFLAB_FEEDBACK_TASKS", None)
     for task, layers, expected in CURVATURE_CASES if not only else []:
         whole, part, n = curvature_seconds(task, layers)
         assert n == expected, (task, layers, n)
         yield {"benchmark": "curvature_page", "task": task, "layers": layers, "n_params": n,
                "first_seconds": whole[0], "again_seconds": whole[1],
                "one_figure_first_seconds": part[0], "one_figure_again_seconds": part[1]}
-    for task in only or PRESETS:
+    for task in PRESETS if only is None else only:
         with tempfile.TemporaryDirectory() as home:
             cold = start_to_first_point(task, home, 1)
             restart = start_to_first_point(task, home, 2)     # second round: warm

@@ -1,5 +1,7 @@
 """What one run may hold in memory, and what it is planned to hold: the config's memory check
-(:func:`hflab.config.validate`) refuses a run whose plan exceeds the budget.
+(:func:`hflab.config.validate`) refuses a run whose plan exceeds the budget; and the memory a
+server's threads free, handed back to the system while runs train
+(:func:`release_freed_memory`).
 
 ``c`` is a :class:`hflab.config.RunConfig`.
 """
@@ -9,6 +11,8 @@ import ctypes
 import os
 
 from .core.models import FULL_UNROLL_MAX_STEPS
+
+_LIBC = None              # glibc's malloc_trim once found (False: not on this system)
 
 
 def _machine_memory_bytes() -> int:
@@ -62,11 +66,10 @@ def release_freed_memory() -> bool:
     global _LIBC
     if _LIBC is None:
         try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim
+            _LIBC = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _LIBC = False
-    return bool(_LIBC) and bool(_LIBC.malloc_trim(0) or True)
-
-
-_LIBC = None
+    if not _LIBC:
+        return False
+    _LIBC(0)
+    return True

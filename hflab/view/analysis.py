@@ -105,11 +105,11 @@ PARTS = tuple(k.symbol for k in KINDS) + ("H-G", "J", "spectrum", "K")
 
 
 def _kinds_needed(parts, dense: bool) -> tuple:
-    if parts is None or (dense and "spectrum" in parts):   # the dense spectra: every kind's
-        return KINDS
-    unknown = set(parts) - set(PARTS)
+    unknown = set(parts or ()) - set(PARTS)
     if unknown:
         raise ValueError(f"view parts {sorted(unknown)} unknown; parts are {list(PARTS)}")
+    if parts is None or (dense and "spectrum" in parts):   # the dense spectra: every kind's
+        return KINDS
     want = set(parts) | ({"H", "G"} if "H-G" in parts else set()) | (
         {"G"} if "K" in parts else set())
     return tuple(k for k in KINDS if k.symbol in want)
@@ -157,6 +157,7 @@ def curvature_snapshot(built, params, n_cases: int = 16, parts=None) -> dict:
         out.update({f"eig_{s}": np.linalg.eigvalsh(0.5 * (m + m.T))[::-1]
                     for s, m in mats.items()})
     return out
+
 
 MAX_VIEW = 600          # parameters in a block / sampled heatmap above FULL_VIEW
 FULL_VIEW = 700         # up to this many parameters the heatmaps show every entry
