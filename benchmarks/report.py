@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import cg_floor, class_load, peer, summary
+from . import cg_floor, class_load, peer, standing, summary
 from .common import PAPERS_LENGTHS, read_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -394,6 +394,7 @@ def main(mode: str | None = None):
             df[df["benchmark"] == "autoencoder"]), ["case", "optimizer", "seed", "budget_seconds"],
          ["case", "optimizer", "seed", "budget_seconds", "learning_rate", "updates",
           "train_error", "test_error", "device"]),
+        *standing.REPORT_SECTIONS,
         ("Spectral density cost (SLQ, 10 probes × 50 Lanczos steps, Hessian on 64 cases)",
          "density_cost", ["target_params", "device"],
          ["n_params", "seconds_first", "seconds", "hutchinson_seconds_first", "cores_used",

@@ -43,22 +43,22 @@ def _device(r) -> str:
 
 def _speed_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     rows = []
+    # one row per measure, the CPU's figure and then each accelerator's
     g = df[df["benchmark"] == "gv_cost"]
-    for d in (g[g["device"] == "cpu"], g[g["device"] != "cpu"]):
-        d = _newest(d[d["case"].str.contains("mnist-autoencoder")], ["device"]) if len(d) else d
-        if len(d):
-            r = d.iloc[-1]
-            rows.append((f"Gauss-Newton product ÷ gradient time, MNIST autoencoder (batch "
-                         f"{r['batch']:.0f}), {_device(r)}",
-                         f"{r['gv_over_grad']:.2f}", "Gv cost"))
+    g = _newest(g[g["case"].str.contains("mnist-autoencoder")], ["device"]) if len(g) else g
+    if len(g):
+        g = g.sort_values("device", key=lambda d: d != "cpu")
+        rows.append((f"Gauss-Newton product ÷ gradient time, MNIST autoencoder (batch "
+                     f"{g['batch'].iloc[-1]:.0f})", " · ".join(
+                         f"{_device(r)} {r['gv_over_grad']:.2f}" for _, r in g.iterrows()),
+                     "Gv cost"))
     h = df[df["benchmark"] == "hf_update"]
-    for d in (h[h["device"] == "cpu"], h[h["device"] != "cpu"]):
-        d = d[d["case"].str.startswith("digits-autoencoder")] if len(d) else d
-        if len(d):
-            r = d.sort_values("time").iloc[-1]
-            rows.append((f"One HF update (250 CG iterations), digits autoencoder, "
-                         f"{_device(r)}", f"{r['seconds_per_update']:.3g} s",
-                         "HF update throughput"))
+    h = _newest(h[h["case"].str.startswith("digits-autoencoder")], ["device"]) if len(h) else h
+    if len(h):
+        h = h.sort_values("device", key=lambda d: d != "cpu")
+        rows.append(("One HF update (250 CG iterations), digits autoencoder", " · ".join(
+            f"{_device(r)} {r['seconds_per_update']:.3g} s" for _, r in h.iterrows()),
+            "HF update throughput"))
     p = df[df["benchmark"] == "peer_comparison"]
     if len(p):
         r = p.sort_values("time").iloc[-1]
@@ -181,6 +181,14 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _standing_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    from .standing import summary_text
+    text = summary_text(df)
+    return [("Autoencoders: HF's median training error ÷ Adam's at equal updates / passes / "
+             "seconds", text, "Deep autoencoders at equal cost")
+            ] if text else []
+
+
 def _class_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """The class load benchmark at 8 sessions (the size its targets name) and at the most
     measured, with foreground tabs (records taken while chromium throttled background pages are
@@ -240,7 +248,8 @@ def summary_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(measurement, figure, report section title) — at most 15 rows."""
     if df.empty:
         return []
-    rows = (_speed_rows(df) + _rnn_rows(df) + _autoencoder_rows(df) + _curriculum_rows(df)
+    rows = (_speed_rows(df) + _rnn_rows(df) + _autoencoder_rows(df) + _standing_rows(df)
+            + _curriculum_rows(df)
             + _class_rows(df) + _follow_rows(df))
     return rows[:15]
 

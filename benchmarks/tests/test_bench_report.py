@@ -386,3 +386,17 @@ def test_long_autoencoder_runs_reject_an_unknown_case(monkeypatch):
     monkeypatch.setenv("HFLAB_AE_TASKS", "curves-60k")
     with pytest.raises(SystemExit, match="'curves-60k' is not one of"):
         next(autoencoders.run_papers())
+
+
+def test_a_speed_measure_is_one_row_with_the_cpu_first_then_each_accelerator():
+    from benchmarks import summary
+    base = {"benchmark": "gv_cost", "case": "mnist-autoencoder-1000", "batch": 1000}
+    df = pd.DataFrame([{**base, "device": "NVIDIA H200", "gv_over_grad": 0.95, "time": "2"},
+                       {**base, "device": "cpu", "gv_over_grad": 1.3, "time": "1"},
+                       {**base, "device": "cpu", "gv_over_grad": 1.2, "time": "3"},
+                       {**base, "device": "NVIDIA H100", "gv_over_grad": 0.88, "time": "2"}])
+    (row,) = summary._speed_rows(df)
+    assert row[0] == "Gauss-Newton product ÷ gradient time, MNIST autoencoder (batch 1000)"
+    # the newest CPU figure first (not the older 1.3), then each accelerator once
+    assert row[1].startswith("CPU 1.20 · ") and "1.30" not in row[1], row[1]
+    assert "NVIDIA H100 0.88" in row[1] and "NVIDIA H200 0.95" in row[1]

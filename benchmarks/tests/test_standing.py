@@ -1,0 +1,114 @@
+"""HF's standing on the autoencoders at equal updates, passes and seconds (benchmarks/standing.py):
+synthetic records whose answers are known by construction."""
+import math
+
+import pandas as pd
+import pytest
+
+from benchmarks import report, standing, summary
+
+
+def _run(opt, seed, updates, passes, seconds, train, case_n=None, time="2026-12-06T10"):
+    return {"benchmark": "autoencoder", "mode": "papers", "task": "curves", "optimizer": opt,
+            "seed": seed, "budget_seconds": 600.0, "n_train": case_n, "device": "cpu",
+            "curve_updates": updates, "curve_passes": passes, "curve_seconds": seconds,
+            "curve_train_error": train, "curve_test_error": train,
+            "train_error": train[-1], "test_error": train[-1], "time": time}
+
+
+def _records(hf_scale=1.0):
+    """HF: few expensive updates (100 passes, 10 s each) that each gain much; Adam: many cheap
+    ones (2 passes, 0.01 s each) that each gain little.  By construction HF leads at equal
+    updates and trails at equal passes and at equal seconds."""
+    rows = []
+    for seed in range(3):
+        hf_u = [0, 1, 2, 3, 4, 5]
+        rows.append(_run("hf", seed, hf_u, [100 * u for u in hf_u], [10.0 * u for u in hf_u],
+                         [hf_scale * e for e in (100.0, 20, 10, 5, 4, 3 + seed)]))
+        ad_u = list(range(0, 5001, 50))
+        rows.append(_run("adam", seed, ad_u, [2 * u for u in ad_u], [0.01 * u for u in ad_u],
+                         [100.0 / (1 + u / 10) for u in ad_u]))
+    return rows
+
+
+def test_error_at_takes_the_last_evaluation_at_or_before_the_cost_unless_it_is_stale():
+    assert standing.error_at([0, 1, 5, 10], [9.0, 8.0, 7.0, 6.0], 7) == 7.0
+    assert standing.error_at([0, 1, 5, 10], [9.0, 8.0, 7.0, 6.0], 10) == 6.0
+    # the last evaluation at or before 54 is at 1: older than half of 54 → no figure
+    assert standing.error_at([0, 1, 1000], [9.0, 8.0, 1.0], 54) is None
+    assert standing.error_at([5, 10], [1.0, 2.0], 3) is None
+
+
+def test_hf_leads_at_equal_updates_and_trails_at_equal_passes_and_seconds():
+    eq = standing.equal_costs(pd.DataFrame(_records())).set_index("at equal")
+    assert list(eq.index) == ["updates", "passes", "seconds"]
+    # the comparison point is the largest cost every run reached
+    assert eq.loc["updates", "cost"] == 5 and eq.loc["passes", "cost"] == 500
+    assert eq.loc["seconds", "cost"] == 50.0
+    # at 5 updates: HF's median of 3, 4, 5 against Adam's curve at update 0 → stale (no figure)
+    assert eq.loc["updates", "hf"] == 4.0 and math.isnan(eq.loc["updates", "adam"])
+    # at 500 passes Adam has made 250 updates (its evaluation at 250): 100 / 26
+    assert eq.loc["passes", "adam"] == pytest.approx(100 / 26)
+    assert eq.loc["passes", "hf"] == 4.0
+    assert eq.loc["passes", "hf ÷ adam"] == pytest.approx(4.0 / (100 / 26))
+    # at 50 s Adam has made 5,000 updates
+    assert eq.loc["seconds", "adam"] == pytest.approx(100 / 501)
+    assert eq.loc["seconds", "hf ÷ adam"] > 1
+
+
+def test_equal_updates_compares_where_both_have_evaluations():
+    rows = _records()
+    for r in rows:
+        if r["optimizer"] == "adam":     # evaluated every update early on
+            r["curve_updates"] = [0, 1, 2, 3, 4, 5, 50]
+            r["curve_passes"] = [2 * u for u in r["curve_updates"]]
+            r["curve_seconds"] = [0.01 * u for u in r["curve_updates"]]
+            r["curve_train_error"] = [100.0, 99, 98, 97, 96, 95, 80]
+    eq = standing.equal_costs(pd.DataFrame(rows)).set_index("at equal")
+    assert eq.loc["updates", "adam"] == 95.0
+    assert eq.loc["updates", "hf ÷ adam"] == pytest.approx(4.0 / 95.0)   # HF ahead: < 1
+
+
+def test_update_costs_and_best_hf_setting_per_case():
+    rows = _records()
+    # a labelled HF setting that beats HF's defaults on the 2,000-image case only, and one on a
+    # second case that does not: each case picks its own
+    rows += [{**r, "optimizer": "hf (n_chunks 4)", "train_error": 1.0,
+              "curve_train_error": [e / 2 for e in r["curve_train_error"]]}
+             for r in _records() if r["optimizer"] == "hf"]
+    rows += [{**r, "n_train": 20000} for r in _records()]
+    rows += [{**r, "n_train": 20000, "optimizer": "hf (n_chunks 4)", "train_error": 99.0}
+             for r in _records() if r["optimizer"] == "hf"]
+    df = pd.DataFrame(rows)
+    cost = standing.update_costs(df).set_index(["case", "optimizer"])
+    assert cost.loc[("curves", "hf"), "passes_per_update"] == 100
+    assert cost.loc[("curves", "hf"), "seconds_per_update"] == 10.0
+    assert cost.loc[("curves", "adam"), "ms_per_pass"] == pytest.approx(5.0)
+    assert ("curves", standing.BEST_HF) in cost.index
+    assert ("curves (20,000 images)", standing.BEST_HF) not in cost.index
+    eq = standing.equal_costs(df)
+    small = eq[eq["case"] == "curves"].set_index("at equal")
+    assert small.loc["passes", standing.BEST_HF] == 2.0
+    text = standing.summary_text(df)
+    assert text.startswith("curves — / 1× / "), text
+    assert "(HF's best" in text.split(";")[0] and "(HF's best" not in text.split(";")[1]
+    assert text.endswith("an update on curves: HF 100 passes, 10 s; Adam 2, 10 ms"), text
+
+
+def test_the_report_and_the_readme_carry_the_standing():
+    df = pd.DataFrame(_records())
+    rows = summary.summary_rows(df)
+    (row,) = [r for r in rows if r[2] == "Deep autoencoders at equal cost"]
+    assert "at equal updates / passes / seconds" in row[0] and "÷ Adam's" in row[0]
+    titles = [t for t, *_ in standing.REPORT_SECTIONS]
+    assert summary.anchor(titles[0]) == summary.anchor(row[2])
+    # the two sections' anchors differ from each other and from the autoencoder table's
+    assert len({summary.anchor(t) for t in [*titles, "Deep autoencoders"]}) == 3
+    d = report.latest(standing.equal_costs(df), ["case", "order"])
+    assert list(d["at equal"]) == ["updates", "passes", "seconds"]
+
+
+def test_no_long_runs_no_standing():
+    quick = [{**r, "mode": "quick"} for r in _records()]
+    assert standing.equal_costs(pd.DataFrame(quick)).empty
+    assert standing.summary_text(pd.DataFrame(quick)) is None
