@@ -21,8 +21,11 @@ def metric(row, key, label, column):
     column.metric(label, "—" if value is None or value != value else f"{value:.3g}")
 
 
-def cg_view(run_id, m):
-    steps = lab.store.trace_steps(int(run_id))
+def cg_view(run_id, m, live: bool):
+    # updates whose CG trace and metrics row are both stored: a trace is written as its update
+    # ends, the metrics rows in batches, so the newest trace can be ahead of the rows read
+    have = set(m["step"].astype(int)) if "step" in m else set()
+    steps = [s for s in lab.store.trace_steps(int(run_id)) if int(s) in have]
     if not steps:
         st.caption("waiting for the first update…")
         return
@@ -37,22 +40,25 @@ def cg_view(run_id, m):
     c[2].metric("backtracked to", f"i = {int(tr['backtrack_index'])}")
     metric(row, "rho", "ρ", c[3])
     metric(row, "damping", "λ", c[4])
+    # one slot whether or not the note shows: the elements after it keep their places, so the
+    # live chart below stays the same element and is appended to
+    note = st.empty()
     if tr["stop_reason"] == "negative_curvature":
-        ui.plain_caption("CG stopped where pᵀAp ≤ 0. With the Gauss-Newton matrix or the Fisher "
+        note.caption(ui.plain("CG stopped where pᵀAp ≤ 0. With the Gauss-Newton matrix or the Fisher "
                          "(positive semi-definite) and λ > 0, A = C + λI is positive definite: "
                          "the stop is rounding — near convergence pᵀAp falls below the noise of "
                          "the products (about 1e-7 relative in float32); a float64 run or a "
-                         "larger λ avoids it. With the Hessian it can be real negative curvature.")
+                         "larger λ avoids it. With the Hessian it can be real negative curvature."))
     ui.chart(lambda: plots.cg_trace(tr["residual_norms"], tr["quad_values"], tr["saved_iters"],
                                     int(tr["backtrack_index"]), f"CG trace of update {step}"),
              "cg-trace", f"cg-trace-run{run_id}-step{step}",
              version=(int(run_id), int(step), ui.fingerprint(tr["residual_norms"],
                                                              tr["quad_values"])))
     ui.chart(lambda: plots.hf_timelines(m), "timelines", f"hf-timelines-run{run_id}",
-             version=(int(run_id), *ui.rows_version(m)))
+             version=(int(run_id), *ui.rows_version(m)), live=live)
 
 
-def state_view(run_id, m, entry):
+def state_view(run_id, m, entry, live: bool):
     done = m.dropna(subset=[entry.state_panels[0][0]]) if entry.state_panels[0][0] in m \
         else m.iloc[0:0]
     if done.empty:
@@ -68,7 +74,7 @@ def state_view(run_id, m, entry):
     ui.chart(lambda: plots.state_timelines(m, entry.state_panels,
                                            f"{entry.label} across updates"),
              "timelines", f"state-timelines-run{run_id}",
-             version=(int(run_id), *ui.rows_version(m)))
+             version=(int(run_id), *ui.rows_version(m)), live=live)
 
 
 if run_id is None:
@@ -86,9 +92,9 @@ else:
         name = runs.loc[runs["id"] == int(run_id), "optimizer"].iloc[0]
         entry = optimizers.REGISTRY[name]
         if entry.cg_trace:
-            cg_view(run_id, m)
+            cg_view(run_id, m, live_now)
             st.subheader("The loss along HF's step and the quadratic model")
             ui.loss_slices(lab.store, int(run_id), "cg-slices", live=live_now)
         else:
-            state_view(run_id, m, entry)
+            state_view(run_id, m, entry, live_now)
     live()

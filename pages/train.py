@@ -209,8 +209,10 @@ def live():
     runs = ui.runs_of(lab.store, group)
     labels = {int(r["id"]): r["name"] or f"#{r['id']}" for _, r in runs.iterrows()}
     cols = st.columns(max(len(group), 1))
+    training = False          # while any run of the comparison trains, its curves append points
     for col, (_, r) in zip(cols, runs.iterrows()):
         p = lab.progress(int(r["id"]))
+        training = training or bool(p["active"])
         if p["status"] == "finished" and p["steps_done"] < p["steps"]:
             p["fraction"] = 1.0          # stopped at its target: done, not part-way
         col.progress(p["fraction"], text=ui.plain(
@@ -231,7 +233,8 @@ def live():
              tuple(metrics.groupby("run_id")["step"].max().items()))
     with left:
         ui.chart(lambda: plots.loss_curves(metrics, labels, x=x_axis, y="loss", log_y=log_y,
-                                           colours=colours), "loss", "loss-curves", version=drawn)
+                                           colours=colours), "loss", "loss-curves", version=drawn,
+                 live=training)
         if same:
             st.caption("The error (squared error summed over outputs) is twice this loss here, "
                        "so it is not drawn again.")
@@ -239,7 +242,7 @@ def live():
         with right:
             ui.chart(lambda: plots.loss_curves(metrics, labels, x=x_axis, y="error",
                                                log_y=log_y, colours=colours),
-                     "error", "error-curves", version=drawn)
+                     "error", "error-curves", version=drawn, live=training)
 
 
 live()

@@ -15,7 +15,7 @@ import jax
 import pandas as pd
 import streamlit as st
 
-from . import plots, worker
+from . import live_chart, plots, worker
 from ..config import ConfigError, RunConfig
 from .. import ownership
 from ..lab import Lab, device_description, get_lab
@@ -72,7 +72,19 @@ def device_badge(devices_spec: str | None = None):
     st.sidebar.caption("  \n".join(plain(line) for line in lines))
 
 
-def chart(fig, key: str, filename: str, version=None):
+# the appending chart (hflab.view.live_chart), drawn in the page's DOM like Streamlit's own
+_LIVE_CHART = st.components.v2.component("hflab_live_chart", html=live_chart.HTML,
+                                         js=live_chart.JS, isolate_styles=False)
+
+
+@st.cache_resource
+def _live_charts_served() -> bool:
+    """Whether the server can serve plotly.js for the appending charts (static serving on and
+    the bundle in place); when not, live charts are Streamlit's own."""
+    return bool(st.get_option("server.enableStaticServing")) and live_chart.serve_plotly()
+
+
+def chart(fig, key: str, filename: str, version=None, live: bool = False):
     """A Plotly chart with a 'download data' button behind it.
 
     ``fig`` is a figure, or a function building one and ``version`` what the figure is drawn
@@ -80,15 +92,25 @@ def chart(fig, key: str, filename: str, version=None):
     version changes.  A page that follows a live run redraws every element on every refresh (a
     Streamlit rerun keeps nothing of the last one), and building the figures was most of its
     time — two thirds of a Curvature-page refresh, profiled — while what they show changes
-    only at each new view or checkpoint.  The last figure of each chart is kept in the session."""
+    only at each new view or checkpoint.  The last figure of each chart is kept in the session.
+
+    ``live``: a chart whose series grow while runs train is drawn by the appending component
+    (:mod:`hflab.view.live_chart`), which adds the new points to the drawn graph instead of
+    replacing it — the reader's zoom survives, and the browser draws only what is new."""
+    memo = st.session_state.setdefault("_figures", {})
     if callable(fig) and version is None:
         fig = fig()
     elif callable(fig):
-        memo = st.session_state.setdefault("_figures", {})
         if key not in memo or memo[key][0] != version:
             memo[key] = (version, fig())
         fig = memo[key][1]
-    st.plotly_chart(fig, key=key, width="stretch")
+    if live and _live_charts_served():
+        # the JSON is made once per figure, not on every refresh that draws the same one
+        if memo.get(f"{key}/json", (None,))[0] is not fig:
+            memo[f"{key}/json"] = (fig, live_chart.payload(fig))
+        _LIVE_CHART(data=memo[f"{key}/json"][1], key=key, width="stretch")
+    else:
+        st.plotly_chart(fig, key=key, width="stretch")
     # the CSV is made when the button is clicked, not on every rerun: a 600 × 600 heatmap's
     # table is 13 MB and 0.75 s, and a live page reruns every second or two
     st.download_button("download data (CSV)",

@@ -1,5 +1,6 @@
 """Every page under streamlit.testing.v1.AppTest: renders on defaults, follows runs, shows
 curvature, traces, derivations and the run history."""
+import json
 import time
 
 import pytest
@@ -31,8 +32,15 @@ def test_live_curves_grow_and_stop_works():
     while time.time() < deadline and lab.store.metrics(lab.active()).shape[0] < 6:
         time.sleep(0.1)
     at.run()
-    charts = at.get("plotly_chart")
-    assert len(charts) == 2
+    # while the runs train, both curves are charts that append points (hflab.view.live_chart):
+    # the figure is the component's data, a train and a test series per run
+    live = at.get("bidi_component")
+    assert len(live) == 2 and not at.get("plotly_chart")
+    fig = json.loads(json.loads(live[0].proto.json))
+    names = [t["name"] for t in fig["data"]]
+    assert any("hf" in n and n.endswith("train") for n in names), names
+    assert any("sgd" in n and n.endswith("test") for n in names), names
+    assert all(isinstance(t["x"], list) and len(t["x"]) == len(t["y"]) for t in fig["data"])
     n1 = lab.store.metrics(list(lab.store.runs()["id"])).shape[0]
     time.sleep(0.5)
     assert lab.store.metrics(list(lab.store.runs()["id"])).shape[0] > n1
@@ -43,6 +51,8 @@ def test_live_curves_grow_and_stop_works():
     assert set(lab.store.runs()["status"]) == {"stopped"}
     at.run()
     assert not at.button(key="start").disabled
+    # nothing trains: the final curves are Streamlit's own charts again
+    assert len(at.get("plotly_chart")) == 2 and not at.get("bidi_component")
     at.button(key="resume").click().run()
     assert lab.active()
     for run_id in lab.active():
@@ -274,6 +284,22 @@ def test_cg_inspector_shows_trace_and_timelines():
     names = [t["name"] for t in chart_spec(at, "loss slices at update 0 (64 cases)")["data"]]
     assert "HF's model q(αp) − q(0)" in names
     assert [m.label for m in at.metric][:2] == ["CG iterations", "stop reason"]
+
+
+def test_cg_inspector_waits_for_the_metrics_row_of_a_newer_trace():
+    """A trace is stored as its update ends, the metrics rows in batches: while a run trains the
+    newest trace can be ahead of the rows.  The inspector shows the newest update it has both
+    for — it raised IndexError (a traceback on the page) before."""
+    import sqlite3
+    lab = get_lab()
+    cfg = preset_config("digits-ae", steps=3, checkpoint_every=0)
+    run_id = lab.store.create_run(cfg)
+    run_to_store(lab.store, run_id, cfg)
+    with sqlite3.connect(lab.store.path) as db:
+        db.execute("DELETE FROM metrics WHERE run_id = ? AND step = 3", (run_id,))
+    at = page("cg_inspector", {"run": str(run_id)}).run()
+    assert not at.exception and not at.error
+    assert chart_titles(at)[0] == "CG trace of update 2"
 
 
 def test_the_inspector_shows_k_fac_state_across_updates():

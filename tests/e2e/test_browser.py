@@ -31,6 +31,9 @@ def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
         time.sleep(0.5)
     n_traces, points = trace_points(page)
     assert n_traces >= 6, "the three runs' loss curves appear"
+    # the drawn graph is kept and the new points appended to it (hflab.view.live_chart): mark
+    # the element now, find the same element, grown, later
+    page.evaluate("() => { document.querySelector('.js-plotly-plot').__seen = true; }")
     names = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
     for opt in ("hf", "kfac", "adam"):
         assert any(f"· {opt} ·" in n for n in names), (opt, names)
@@ -44,6 +47,9 @@ def test_hf_kfac_and_adam_live_then_curvature_and_cg(server, chromium_browser):
     while time.time() < deadline and trace_points(page)[1] <= grown:
         time.sleep(0.5)
     assert trace_points(page)[1] > grown > first[1]
+    kept = page.evaluate("""() => { const g = document.querySelector('.js-plotly-plot');
+        return [g.__seen === true, g.__hflabAppends || 0]; }""")
+    assert kept[0] and kept[1] >= 1, f"the live chart is replaced, not appended to: {kept}"
     shot(page, "02-train-live")
     stop_and_wait(page)
     from hflab.store import Store
