@@ -53,7 +53,7 @@ def cg_view(run_id, m, live: bool):
                                     int(tr["backtrack_index"]), f"CG trace of update {step}"),
              "cg-trace", f"cg-trace-run{run_id}-step{step}",
              version=(int(run_id), int(step), ui.fingerprint(tr["residual_norms"],
-                                                             tr["quad_values"])))
+                                                             tr["quad_values"])), live=live)
     ui.chart(lambda: plots.hf_timelines(m), "timelines", f"hf-timelines-run{run_id}",
              version=(int(run_id), *ui.rows_version(m)), live=live)
 

@@ -43,7 +43,7 @@ def figure_choice(built, params):
     return choice, figures[choice]
 
 
-def show(snapshot, title, choice):
+def show(snapshot, title, choice, live: bool = False):
     """The chosen figure of a view, with the extreme eigenvalues and K-FAC's per-layer error
     where the view holds them (a live view computes only what its figure needs)."""
     ui.plain_caption(f"{title} · {snapshot['n_params']:,} parameters ({snapshot['view']}) · "
@@ -58,7 +58,8 @@ def show(snapshot, title, choice):
                                                              snapshot["names"],
                                                              snapshot["blocks"]),
                                 chart_key, filename, version=(title, snapshot["view"],
-                                                              ui.fingerprint(snapshot[entry])))
+                                                              ui.fingerprint(snapshot[entry])),
+                                live=live)
     figures = {f"{label} {s}": heatmap(s, s, f"heat-{s}", f"matrix-{s}")
                for s, label, _ in kinds}
     figures["H − G"] = heatmap("H-G", "H-G", "heat-H-G", "matrix-H-G")
@@ -167,14 +168,14 @@ else:
                 step = newest
                 if shown is not None:          # else: the spectra and profiles the run stored
                     step, snap = shown
-                    show(snap, f"run #{run_id} at update {step}", choice)
+                    show(snap, f"run #{run_id} at update {step}", choice, live_now)
                 metrics = ui.live_metrics(lab.store, runs[runs["id"] == int(run_id)],
                                           "curv_metrics")
                 st.subheader("Curvature over training")
                 if any(c.startswith("spectrum_") for c in metrics.columns):
                     ui.chart(lambda: plots.spectrum_over_training(metrics), "spectrum-training",
                              "spectrum-over-training",
-                             version=(int(run_id), *ui.rows_version(metrics)))
+                             version=(int(run_id), *ui.rows_version(metrics)), live=live_now)
                     ui.plain_caption("λ_max and λ_min of G and H at update 0 and every "
                                      "checkpoint (Lanczos on 16 training cases, tolerance 1e-3)")
                 ui.curvature_over_training(lab.store, int(run_id), config, built.model.n_params,

@@ -141,29 +141,30 @@ def serve_plotly(static_dir: Path = STATIC_DIR) -> bool:
         return False
 
 
-def _plain(value):
-    """``value`` with every array as a JSON list: Plotly encodes numbers as typed arrays
-    (``{"dtype", "bdata"}``), which the component would have to decode to find the new points."""
+# a trace's per-point arrays, as the component's POINTS
+POINT_KEYS = ("x", "y", "customdata", "text", "hovertext")
+
+
+def _as_list(value):
+    """A typed array (Plotly's ``{"dtype", "bdata"}``) or an ndarray as a JSON list."""
     import base64
 
     import numpy as np
-    if isinstance(value, dict):
-        if "bdata" in value and "dtype" in value:
-            arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-            shape = value.get("shape")
-            if shape:
-                arr = arr.reshape([int(n) for n in str(shape).split(",")])
-            return arr.tolist()
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+    if isinstance(value, dict) and "bdata" in value and "dtype" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        if shape:
+            arr = arr.reshape([int(n) for n in str(shape).split(",")])
+        return arr.tolist()
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def payload(fig) -> str:
-    """The figure as the component reads it: Plotly's JSON (NaN as null, dates as ISO text) with
-    plain lists for the points."""
+    """The figure as the component reads it: Plotly's JSON (NaN as null, dates as ISO text),
+    the traces' per-point arrays as plain lists (the component finds new points in them); other
+    arrays — a heatmap's z — stay Plotly's typed arrays, which plotly.js reads as they are."""
     from plotly.io.json import to_json_plotly
-    return to_json_plotly(_plain(fig.to_plotly_json()))
+    spec = fig.to_plotly_json()
+    spec["data"] = [{k: _as_list(v) if k in POINT_KEYS else v for k, v in trace.items()}
+                    for trace in spec.get("data", [])]
+    return to_json_plotly(spec)

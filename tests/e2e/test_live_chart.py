@@ -29,7 +29,8 @@ def chart(chromium_browser):
             await new Promise((r) => setTimeout(r, 50)); }""", live_chart.payload(fig))
         return page.evaluate("""() => { const g = document.querySelector('.hflab-live-chart');
             return { appends: g.__hflabAppends || 0, redraws: g.__hflabRedraws || 0,
-                     data: g.data.map((t) => ({ x: Array.from(t.x), y: Array.from(t.y),
+                     data: g.data.map((t) => ({ x: t.x ? Array.from(t.x) : null,
+                                                y: t.y ? Array.from(t.y) : null,
                                                 custom: t.customdata ? Array.from(t.customdata)
                                                                      : null })) }; }""")
     yield draw
@@ -78,13 +79,25 @@ def test_anything_but_new_points_redraws_the_whole_figure(chart, change):
         assert drawn["y"] == pytest.approx(wanted["y"])
 
 
-def test_the_payload_is_plain_lists_with_null_for_nan():
-    fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[1.0, float("nan"), 3.0]))
+def test_the_payload_has_the_points_as_plain_lists_with_null_for_nan():
     import numpy as np
+    fig = go.Figure(go.Scatter(x=np.arange(3), y=np.array([1.0, np.nan, 3.0]),
+                               customdata=np.array([[1, 2], [3, 4], [5, 6]])))
     fig.add_trace(go.Heatmap(z=np.arange(6.0).reshape(2, 3)))
     data = json.loads(live_chart.payload(fig))["data"]
-    assert data[0]["x"] == [1, 2, 3] and data[0]["y"] == [1.0, None, 3.0]
-    assert data[1]["z"] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert data[0]["x"] == [0, 1, 2] and data[0]["y"] == [1.0, None, 3.0]
+    assert data[0]["customdata"] == [[1, 2], [3, 4], [5, 6]]
+    # a heatmap's matrix stays a typed array (plotly.js reads it; a list is ~3× the bytes)
+    z = data[1]["z"]
+    assert np.frombuffer(__import__("base64").b64decode(z["bdata"]), z["dtype"]).tolist() == \
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_heatmap_is_redrawn_in_place(chart):
+    import numpy as np
+    first = chart(go.Figure(go.Heatmap(z=np.eye(3))))
+    again = chart(go.Figure(go.Heatmap(z=2 * np.eye(3))))
+    assert (first["redraws"], again["redraws"], again["appends"]) == (1, 2, 0)
 
 
 def test_plotly_is_served_from_the_lab_once_per_version(tmp_path):
