@@ -126,19 +126,29 @@ def test_app_frame_shows_the_device_badge():
     assert "Runs use · cpu" in badge and "Device · CPU" in badge
 
 
-def chart_spec(at, title):
+def chart_specs(at) -> list[dict]:
+    """Every chart's figure in page order: Streamlit's own charts and the appending ones a live
+    page draws (hflab.view.live_chart; their data is the figure's JSON)."""
     import json
-    for chart in at.get("plotly_chart"):
-        spec = json.loads(chart.proto.spec)
+    specs = []
+    for node in at.main:
+        kind = getattr(node, "type", None)
+        if kind == "plotly_chart":
+            specs.append(json.loads(node.proto.spec))
+        elif kind == "bidi_component" and node.proto.component_name == "hflab_live_chart":
+            specs.append(json.loads(json.loads(node.proto.json)))
+    return specs
+
+
+def chart_spec(at, title):
+    for spec in chart_specs(at):
         if spec["layout"].get("title", {}).get("text") == title:
             return spec
     raise AssertionError(f"no chart titled {title!r}")
 
 
 def chart_titles(at) -> list[str]:
-    import json
-    return [json.loads(c.proto.spec)["layout"].get("title", {}).get("text")
-            for c in at.get("plotly_chart")]
+    return [spec["layout"].get("title", {}).get("text") for spec in chart_specs(at)]
 
 
 def test_a_chart_is_built_again_only_when_what_it_shows_changes():
