@@ -44,11 +44,12 @@ def cg_view(run_id, m, live: bool):
     # live chart below stays the same element and is appended to
     note = st.empty()
     if tr["stop_reason"] == "negative_curvature":
-        note.caption(ui.plain("CG stopped where pᵀAp ≤ 0. With the Gauss-Newton matrix or the Fisher "
-                         "(positive semi-definite) and λ > 0, A = C + λI is positive definite: "
-                         "the stop is rounding — near convergence pᵀAp falls below the noise of "
-                         "the products (about 1e-7 relative in float32); a float64 run or a "
-                         "larger λ avoids it. With the Hessian it can be real negative curvature."))
+        note.caption(ui.plain(
+            "CG stopped where pᵀAp ≤ 0. With the Gauss-Newton matrix or the Fisher (positive "
+            "semi-definite) and λ > 0, A = C + λI is positive definite: the stop is rounding — "
+            "near convergence pᵀAp falls below the noise of the products (about 1e-7 relative "
+            "in float32); a float64 run or a larger λ avoids it. With the Hessian it can be "
+            "real negative curvature."))
     ui.chart(lambda: plots.cg_trace(tr["residual_norms"], tr["quad_values"], tr["saved_iters"],
                                     int(tr["backtrack_index"]), f"CG trace of update {step}"),
              "cg-trace", f"cg-trace-run{run_id}-step{step}",

@@ -1,4 +1,4 @@
-"""Live charts that append points: the browser side of :func:`hflab.view.ui.live_chart`.
+"""Live charts that append points: the browser side of ``ui.chart(..., live=True)``.
 
 Why written by hand: Streamlit's ``st.plotly_chart`` replaces the chart's element whenever its
 figure changes (measured in chromium: a new plot on every refresh of a live page, and with it the
