@@ -33,7 +33,8 @@ def long_runs(df: pd.DataFrame) -> pd.DataFrame:
     a = a[a["device"] == "cpu"] if "device" in a else a     # the reference machine
     if a.empty or "curve_seconds" not in a:
         return a.iloc[0:0].assign(case=[])
-    a = autoencoder_cases(a[a["curve_seconds"].apply(lambda v: isinstance(v, list) and len(v) > 0)])
+    curved = a["curve_seconds"].apply(lambda v: isinstance(v, list) and len(v) > 0)
+    a = autoencoder_cases(a[curved])
     a = a.sort_values("time").groupby(["case", "optimizer", "seed", "budget_seconds"]).tail(1)
     a = a[a["budget_seconds"] == a.groupby("case")["budget_seconds"].transform("max")]
     return a[a["optimizer"].isin(DEFAULTS) | a["optimizer"].str.startswith("hf (")]
