@@ -49,17 +49,26 @@ def error_at(costs: list, errors: list, cost: float) -> float | None:
     return float(errors[at[-1]])
 
 
+def best_hf_setting(tried: pd.DataFrame, hf_median: float) -> str | None:
+    """Of HF's labelled settings (rows ``hf (…)``), the one with the lowest median final
+    training error, if it beats ``hf_median`` (HF's defaults); else None."""
+    if tried.empty:
+        return None
+    med = tried.groupby("optimizer")["train_error"].median()
+    return med.idxmin() if med.min() < hf_median else None
+
+
 def _shown(a: pd.DataFrame) -> pd.DataFrame:
-    """Defaults, plus HF's labelled setting with the lowest median final error (if it beats
-    HF's defaults), relabelled ``best HF tried``."""
+    """Defaults, plus HF's best labelled setting (:func:`best_hf_setting`), relabelled
+    ``best HF tried``."""
     base = a[a["optimizer"].isin(DEFAULTS)]
     tried = a[a["optimizer"].str.startswith("hf (")]
-    if tried.empty or "hf" not in set(base["optimizer"]):
+    if "hf" not in set(base["optimizer"]):
         return base
-    med = tried.groupby("optimizer")["train_error"].median()
-    if med.min() >= base[base["optimizer"] == "hf"]["train_error"].median():
+    label = best_hf_setting(tried, base[base["optimizer"] == "hf"]["train_error"].median())
+    if label is None:
         return base
-    return pd.concat([base, tried[tried["optimizer"] == med.idxmin()].assign(optimizer=BEST_HF)])
+    return pd.concat([base, tried[tried["optimizer"] == label].assign(optimizer=BEST_HF)])
 
 
 def equal_costs(df: pd.DataFrame) -> pd.DataFrame:
