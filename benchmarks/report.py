@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import cg_floor, class_load, peer, standing, summary
+from . import cg_floor, class_load, paper_lines, peer, standing, summary
 from .common import PAPERS_LENGTHS, read_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -316,15 +316,42 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
                     hovertemplate=f"{r['optimizer']} seed {r['seed']}: {err} error %{{y:.3g}} "
                                   f"at %{{x:.4g}}<extra></extra>"), row=row, col=col)
                 fig.update_xaxes(type="log", title_text=AXES[col - 1][1], row=row, col=col)
+        if err == "train":
+            _paper_lines(fig, a[a["case"] == task], row, first)
         # every column of the row on the log scale: the columns share the row's range, and a
         # linear axis would read col 1's log range as plain numbers (every line off the chart)
         for col in range(1, len(AXES) + 1):
             fig.update_yaxes(type="log", row=row, col=col)
         fig.update_yaxes(title_text=f"{err} error", row=row, col=1)
-    fig.update_layout(title="Deep autoencoders at real budgets: training and test squared error "
-                            "(summed over pixels, mean over cases) against three costs; a line "
-                            "per seed", height=330 * len(panels), width=1200)
+    fig.update_layout(title="Deep autoencoders: squared error (summed over pixels, mean over "
+                            "cases), a line per seed; grey: the papers' training errors"
+                            + (f" ({paper_lines.CAVEAT})" if paper_lines.CAVEAT else ""),
+                      height=330 * len(panels), width=1200)
     return fig
+
+
+def _paper_lines(fig: go.Figure, runs: pd.DataFrame, row: int, first):
+    """The papers' published training errors (:mod:`benchmarks.paper_lines`) across each panel
+    of a training-error row, dotted and grey, labelled with source and provenance.  Drawn as
+    two-point traces spanning the runs' costs rather than layout shapes, whose coordinates on a
+    log axis would be read as exponents."""
+    if runs.empty:
+        return
+    for line in paper_lines.lines_for(runs["task"].iloc[0]):
+        new_label = first(paper_lines.label(line))
+        for col, (axis, _) in enumerate(AXES, start=1):
+            xs = [x for curve in runs[f"curve_{axis}"] if isinstance(curve, list)
+                  for x in curve[1:] if x and x > 0]
+            if not xs:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[min(xs), max(xs)], y=[line.train_error] * 2, mode="lines",
+                line=dict(color="grey", dash="dot" if line.method == "HF" else "dashdot",
+                          width=1.5),
+                name=paper_lines.label(line), legendgroup=paper_lines.label(line),
+                showlegend=bool(new_label and col == 1),
+                hovertemplate=paper_lines.label(line) + "<extra></extra>"),
+                row=row, col=col)
 
 
 def _png(html: Path, png: Path, width: int = 900, height: int = 500):
@@ -394,7 +421,7 @@ def main(mode: str | None = None):
             df[df["benchmark"] == "autoencoder"]), ["case", "optimizer", "seed", "budget_seconds"],
          ["case", "optimizer", "seed", "budget_seconds", "learning_rate", "updates",
           "train_error", "test_error", "device"]),
-        *standing.REPORT_SECTIONS,
+        *standing.REPORT_SECTIONS, *paper_lines.REPORT_SECTIONS,
         ("Spectral density cost (SLQ, 10 probes × 50 Lanczos steps, Hessian on 64 cases)",
          "density_cost", ["target_params", "device"],
          ["n_params", "seconds_first", "seconds", "hutchinson_seconds_first", "cores_used",

@@ -111,6 +111,12 @@ def update_costs(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def times(ratio: float) -> str:
+    """A ratio to two significant figures, keeping a trailing zero ("1.0×", not "1×": a ratio
+    near one is the figure to read closely)."""
+    return f"{ratio:#.2g}".rstrip(".") + "×"
+
+
 def summary_text(df: pd.DataFrame) -> str | None:
     """The README's figure: per case HF's training error over Adam's at equal updates / passes /
     seconds (and HF's best labelled setting's at equal seconds), then what one HF update costs
@@ -121,11 +127,11 @@ def summary_text(df: pd.DataFrame) -> str | None:
     parts = []
     for case, d in eq.groupby("case", sort=True):
         by_axis = d.set_index("at equal").reindex(list(AXES))
-        ratios = [f"{r:.2g}×" if pd.notna(r) else "—" for r in by_axis["hf ÷ adam"]]
+        ratios = [times(r) if pd.notna(r) else "—" for r in by_axis["hf ÷ adam"]]
         best = (by_axis.loc["seconds", BEST_HF] / by_axis.loc["seconds", "adam"]
                 if BEST_HF in d else float("nan"))
         parts.append(f"{case} {' / '.join(ratios)}"
-                     + (f" (HF's best {best:.2g}×)" if pd.notna(best) else ""))
+                     + (f" (HF's best {times(best)})" if pd.notna(best) else ""))
     c = cost.set_index(["case", "optimizer"])
     case = sorted(eq["case"])[0]
     if (case, "hf") in c.index and (case, "adam") in c.index:

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from benchmarks import autoencoders, report
+from benchmarks import autoencoders, paper_lines, report
 
 
 def _rnn(problem, T, seed, budget, success, mode="papers", n_train=None, time="2026-12-01T10"):
@@ -62,20 +62,20 @@ def test_autoencoder_cost_curves_draw_every_seed_on_all_three_axes():
                          "curve_test_error": [51.0, 21.0, 11.0 + seed]})
     fig = report.autoencoder_cost_curves(pd.DataFrame(rows))
     # optimisers × seeds × cost axes × (training error, test error)
-    assert len(fig.data) == 2 * 2 * 3 * 2
+    assert len(_runs(fig)) == 2 * 2 * 3 * 2
     by_axis = {}
-    for trace in fig.data:
+    for trace in _runs(fig):
         by_axis.setdefault(trace.xaxis, []).append(list(trace.x))
     # the initial point (cost 0) is left out: the axes are logarithmic
     assert {tuple(v[0]) for v in by_axis.values()} == {(5, 10), (300, 600), (1.5, 3.0)}
     # training error on the first row's three axes, test error on the second's
     first_row = {"x", "x2", "x3"}
-    train = [list(t.y) for t in fig.data if t.xaxis in first_row]
-    test = [list(t.y) for t in fig.data if t.xaxis not in first_row]
+    train = [list(t.y) for t in _runs(fig) if t.xaxis in first_row]
+    test = [list(t.y) for t in _runs(fig) if t.xaxis not in first_row]
     assert len(train) == len(test) == 12
     assert all(y in ([20.0, 10.0], [20.0, 11.0]) for y in train)
     assert all(y in ([21.0, 11.0], [21.0, 12.0]) for y in test)
-    assert sum(t.showlegend for t in fig.data) == 2         # one legend entry per optimiser
+    assert sum(t.showlegend for t in _runs(fig)) == 2         # one legend entry per optimiser
     # every panel's error axis is logarithmic (a row shares one range: a linear axis beside a
     # log one reads the log range as plain numbers and draws every line off its place)
     layout = fig.to_plotly_json()["layout"]
@@ -87,8 +87,8 @@ def test_autoencoder_cost_curves_draw_any_number_of_settings_variants():
     """Six labels once broke a five-colour list (KeyError on the sixth)."""
     labels = ["adam", "hf", "momentum"] + [f"hf (grad_batch {b})" for b in (500, 1000, 2500)]
     fig = report.autoencoder_cost_curves(pd.DataFrame([_ae_row("curves", lab) for lab in labels]))
-    assert len(fig.data) == 6 * 3 * 2
-    style = {t.name: (t.line.color, t.line.dash) for t in fig.data}
+    assert len(_runs(fig)) == 6 * 3 * 2
+    style = {t.name: (t.line.color, t.line.dash) for t in _runs(fig)}
     assert len({c for c, _ in style.values()}) == 6         # no two labels share a colour
     assert {lab for lab, (_, d) in style.items() if d == "dash"} == set(labels[3:])
 
@@ -206,7 +206,7 @@ def test_an_autoencoder_variant_only_on_the_second_task_still_gets_a_legend_entr
     fig = report.autoencoder_cost_curves(pd.DataFrame(
         [_ae_row("curves", "hf"), _ae_row("mnist-ae", "hf"),
          _ae_row("mnist-ae", "hf (grad_batch 2500)")]))
-    assert sorted(t.name for t in fig.data if t.showlegend) == ["hf", "hf (grad_batch 2500)"]
+    assert sorted(t.name for t in _runs(fig) if t.showlegend) == ["hf", "hf (grad_batch 2500)"]
 
 
 def test_long_runs_report_each_evaluation_on_stderr_and_keep_stdout_for_records(capsys):
@@ -346,13 +346,13 @@ def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
     # ordered by median training error, each with its median test error; of HF's labelled
     # settings only the best, named after the defaults where it beats them
     assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5); best HF tried: " \
-        "grad_batch 500 → 0", figure
+        "batch 500 → 0", figure
     worse = [{**r, "train_error": 9.0} if r["optimizer"].startswith("hf (") else r for r in rows]
     [(_, figure, _)] = summary._autoencoder_rows(pd.DataFrame(worse))
     assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5)", figure
     one = [r for r in rows if not (r["optimizer"].startswith("hf (") and r["seed"] > 0)]
     [(_, figure, _)] = summary._autoencoder_rows(pd.DataFrame(one))
-    assert figure.endswith("; best HF tried: grad_batch 500 → 0 (1 seed)"), figure
+    assert figure.endswith("; best HF tried: batch 500 → 0 (1 seed)"), figure
     # an optimiser run on fewer seeds than the others says so beside its figure
     rows.append({**rows[0], "optimizer": "muon", "train_error": 0.001, "test_error": 7.0})
     [(measure, figure, _)] = summary._autoencoder_rows(pd.DataFrame(rows))
@@ -379,7 +379,7 @@ def test_the_papers_size_curves_set_is_a_case_of_its_own():
     fig = report.autoencoder_cost_curves(df)
     titles = {a.text.split(":")[0] for a in fig.layout.annotations}
     assert titles == {"curves", "curves (20,000 images)"}
-    assert len(fig.data) == 2 * 2 * 3 * 2          # cases × optimisers × axes × (train, test)
+    assert len(_runs(fig)) == 2 * 2 * 3 * 2          # cases × optimisers × axes × (train, test)
 
 
 def test_long_autoencoder_runs_reject_an_unknown_case(monkeypatch):
@@ -400,3 +400,9 @@ def test_a_speed_measure_is_one_row_with_the_cpu_first_then_each_accelerator():
     # the newest CPU figure first (not the older 1.3), then each accelerator once
     assert row[1].startswith("CPU 1.20 · ") and "1.30" not in row[1], row[1]
     assert "NVIDIA H100 0.88" in row[1] and "NVIDIA H200 0.95" in row[1]
+
+
+def _runs(fig):
+    """The figure's run traces, without the papers' reference lines (tested on their own in
+    test_paper_lines.py)."""
+    return [t for t in fig.data if not t.name.startswith(paper_lines.SOURCE)]

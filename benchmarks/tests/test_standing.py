@@ -90,7 +90,7 @@ def test_update_costs_and_best_hf_setting_per_case():
     small = eq[eq["case"] == "curves"].set_index("at equal")
     assert small.loc["passes", standing.BEST_HF] == 2.0
     text = standing.summary_text(df)
-    assert text.startswith("curves — / 1× / "), text
+    assert text.startswith("curves — / 1.0× / "), text
     assert "(HF's best" in text.split(";")[0] and "(HF's best" not in text.split(";")[1]
     assert text.endswith("an update on curves: HF 100 passes, 10 s; Adam 2, 10 ms"), text
 
