@@ -44,21 +44,24 @@ def _device(r) -> str:
     return f"{cores:.0f} CPU cores" if pd.notna(cores) else "CPU"
 
 
+def _per_device(df: pd.DataFrame, bench: str, case: str) -> pd.DataFrame:
+    """The newest record per device of one benchmark's case (a regular expression), the CPU's
+    first: a measure's row gives the CPU's figure and then each accelerator's."""
+    d = df[df["benchmark"] == bench]
+    d = _newest(d[d["case"].str.contains(case)], ["device"]) if len(d) else d
+    return d.sort_values("device", key=lambda v: v != "cpu")
+
+
 def _speed_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     rows = []
-    # one row per measure, the CPU's figure and then each accelerator's
-    g = df[df["benchmark"] == "gv_cost"]
-    g = _newest(g[g["case"].str.contains("mnist-autoencoder")], ["device"]) if len(g) else g
+    g = _per_device(df, "gv_cost", "mnist-autoencoder")
     if len(g):
-        g = g.sort_values("device", key=lambda d: d != "cpu")
         rows.append((f"Gauss-Newton product ÷ gradient time, MNIST autoencoder (batch "
                      f"{g['batch'].iloc[-1]:.0f})", " · ".join(
                          f"{_device(r)} {r['gv_over_grad']:.2f}" for _, r in g.iterrows()),
                      "Gv cost"))
-    h = df[df["benchmark"] == "hf_update"]
-    h = _newest(h[h["case"].str.startswith("digits-autoencoder")], ["device"]) if len(h) else h
+    h = _per_device(df, "hf_update", "^digits-autoencoder")
     if len(h):
-        h = h.sort_values("device", key=lambda d: d != "cpu")
         rows.append(("One HF update (250 CG iterations), digits autoencoder", " · ".join(
             f"{_device(r)} {r['seconds_per_update']:.3g} s" for _, r in h.iterrows()),
             "HF update throughput"))
