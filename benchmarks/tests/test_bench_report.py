@@ -406,3 +406,15 @@ def _runs(fig):
     """The figure's run traces, without the papers' reference lines (tested on their own in
     test_paper_lines.py)."""
     return [t for t in fig.data if not t.name.startswith(paper_lines.SOURCE)]
+
+
+def test_the_autoencoder_table_gives_each_run_s_best_point_beside_its_end():
+    base = {"benchmark": "autoencoder", "task": "curves", "optimizer": "adam", "seed": 0,
+            "budget_seconds": 600.0, "n_train": None, "train_error": 1.0, "test_error": 9.0}
+    curved = {**base, "curve_updates": [0, 10, 20, 30], "curve_train_error": [50.0, 3, 2, 1],
+              # test error lowest at update 10, then rising: the run overfits
+              "curve_test_error": [50.0, 6, 7, 9]}
+    t = report.autoencoder_table(pd.DataFrame([curved, {**base, "seed": 1}])).set_index("seed")
+    assert (t.loc[0, "best_train_error"], t.loc[0, "best_test_error"],
+            t.loc[0, "best_test_update"]) == (1.0, 6.0, 10.0)
+    assert math.isnan(t.loc[1, "best_test_error"]) and math.isnan(t.loc[1, "best_test_update"])
