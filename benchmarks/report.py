@@ -355,9 +355,9 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
 
 def _paper_lines(fig: go.Figure, runs: pd.DataFrame, row: int, first):
     """The papers' published training errors (:mod:`benchmarks.paper_lines`) across each panel
-    of a training-error row, dotted and grey, labelled with source and provenance.  Drawn as
-    two-point traces spanning the runs' costs rather than layout shapes, whose coordinates on a
-    log axis would be read as exponents."""
+    of a training-error row, dotted and grey.  Drawn as two-point traces spanning the runs'
+    costs, not layout shapes, so that each is a legend entry and a hover naming its source and
+    provenance."""
     if runs.empty:
         return
     for line in paper_lines.lines_for(runs["task"].iloc[0]):
