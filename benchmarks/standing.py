@@ -92,6 +92,32 @@ def equal_costs(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FRACTIONS = (0.5, 0.75, 1.0)
+
+
+def rankings(df: pd.DataFrame) -> pd.DataFrame:
+    """Whether the budget was long enough for the ranking to settle: per case, the order of the
+    optimisers' median training errors at ½, ¾ and all of the equal-seconds comparison point
+    (:func:`equal_costs`), and whether the last two orders agree."""
+    rows = []
+    for case, d in long_runs(df).groupby("case"):
+        d = _shown(d)
+        cost = min(r[-1] for r in d["curve_seconds"])
+        orders = {}
+        for fraction in FRACTIONS:
+            medians = {}
+            for opt, runs in d.groupby("optimizer"):
+                values = [v for c, e in zip(runs["curve_seconds"], runs["curve_train_error"])
+                          if (v := error_at(c, e, fraction * cost)) is not None]
+                if values:
+                    medians[opt] = float(pd.Series(values).median())
+            orders[fraction] = sorted(medians, key=medians.get)
+        rows.append({"case": case, "seconds": float(cost), "time": d["time"].max(),
+                     **{f"order at {f:g}×": " < ".join(o) for f, o in orders.items()},
+                     "settled": orders[FRACTIONS[-2]] == orders[FRACTIONS[-1]]})
+    return pd.DataFrame(rows)
+
+
 def update_costs(df: pd.DataFrame) -> pd.DataFrame:
     """Per (case, optimizer), medians over seeds: updates made, seconds and forward+backward
     passes per update, and seconds per pass — what a unit of progress has to pay for."""
@@ -148,6 +174,9 @@ REPORT_SECTIONS = [
     ("Deep autoencoders at equal cost: median training error at equal updates, passes and "
      "seconds (the largest cost every run reached; hf ÷ adam < 1: HF ahead)", equal_costs,
      ["case", "order"], EQUAL_COLUMNS),
+    ("Does the autoencoder ranking settle? (the order of the median training errors at ½, ¾ "
+     "and all of the equal-seconds point; settled: the last two agree)", rankings, ["case"],
+     ["case", "seconds", *(f"order at {f:g}×" for f in FRACTIONS), "settled"]),
     ("What one autoencoder update costs (medians over seeds; a pass is over the batch the "
      "optimiser used)", update_costs,
      ["case", "optimizer"], ["case", "optimizer", "seeds", "updates", "seconds_per_update",

@@ -102,8 +102,8 @@ def test_the_report_and_the_readme_carry_the_standing():
     assert "at equal updates / passes / seconds" in row[0] and "÷ Adam's" in row[0]
     titles = [t for t, *_ in standing.REPORT_SECTIONS]
     assert summary.anchor(titles[0]) == summary.anchor(row[2])
-    # the two sections' anchors differ from each other and from the autoencoder table's
-    assert len({summary.anchor(t) for t in [*titles, "Deep autoencoders"]}) == 3
+    # the sections' anchors differ from each other and from the autoencoder table's
+    assert len({summary.anchor(t) for t in [*titles, "Deep autoencoders"]}) == len(titles) + 1
     d = report.latest(standing.equal_costs(df), ["case", "order"])
     assert list(d["at equal"]) == ["updates", "passes", "seconds"]
 
@@ -112,3 +112,19 @@ def test_no_long_runs_no_standing():
     quick = [{**r, "mode": "quick"} for r in _records()]
     assert standing.equal_costs(pd.DataFrame(quick)).empty
     assert standing.summary_text(pd.DataFrame(quick)) is None
+
+
+def test_rankings_say_whether_the_order_settled_over_the_last_quarter():
+    r = standing.rankings(pd.DataFrame(_records())).iloc[0]
+    # the comparison point is 50 s; at 25, 37.5 and 50 s Adam (100 / 2501 … 100 / 5001) is ahead
+    # of HF (its evaluation at 20 s → 5; at 30 s → 4; at 50 s → median 4)
+    assert r["seconds"] == 50.0
+    assert [r[f"order at {f:g}×"] for f in standing.FRACTIONS] == ["adam < hf"] * 3
+    assert r["settled"]
+    rows = _records()
+    for row in rows:                 # HF overtakes Adam in the last quarter of the budget
+        if row["optimizer"] == "hf":
+            row["curve_train_error"] = row["curve_train_error"][:-1] + [0.01]
+    r = standing.rankings(pd.DataFrame(rows)).iloc[0]
+    assert r["order at 0.75×"] == "adam < hf" and r["order at 1×"] == "hf < adam"
+    assert not r["settled"]
