@@ -18,12 +18,23 @@ RECORDS = Path(os.environ.get("HFLAB_RECORDS") or Path(__file__).resolve().paren
 PAPERS_LENGTHS = (20, 50, 100, 200)
 
 
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def machine() -> dict:
     d = jax.devices()[0]
     return {"machine": platform.node() and f"{platform.machine()} · {os.cpu_count()} cores",
             "cpu": platform.processor() or platform.machine(), "jax": jax.__version__,
             "device": "cpu" if d.platform == "cpu" else d.device_kind,
             "n_devices": len(jax.devices()),
+            # the machine instance (Linux's boot id): records that share it were timed on the
+            # same hardware, so their seconds compare; "machine" alone does not tell two
+            # 2-core machines apart, and they can rank optimisers differently
+            "boot": _boot_id(),
             # a run pinned to fewer cores (taskset, so two runs share the machine without
             # contending) says so: its seconds are one core's
             "cores_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

@@ -197,7 +197,7 @@ def _short(settings: str) -> str:
 def _standing_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     from .standing import summary_text
     text = summary_text(df)
-    rows = [("Autoencoders: HF's median training error ÷ Adam's at equal updates / passes / "
+    rows = [("Autoencoders: HF ÷ Adam, median training error at equal updates / passes / "
              "seconds", text, "Deep autoencoders at equal cost")] if text else []
     text = paper_lines.summary_text(df)
     caveat = f", {paper_lines.CAVEAT}" if paper_lines.CAVEAT else ""

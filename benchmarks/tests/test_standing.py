@@ -99,7 +99,7 @@ def test_the_report_and_the_readme_carry_the_standing():
     df = pd.DataFrame(_records())
     rows = summary.summary_rows(df)
     (row,) = [r for r in rows if r[2] == "Deep autoencoders at equal cost"]
-    assert "at equal updates / passes / seconds" in row[0] and "÷ Adam's" in row[0]
+    assert "at equal updates / passes / seconds" in row[0] and "HF ÷ Adam" in row[0]
     titles = [t for t, *_ in standing.REPORT_SECTIONS]
     assert summary.anchor(titles[0]) == summary.anchor(row[2])
     # the sections' anchors differ from each other and from the autoencoder table's
@@ -128,3 +128,29 @@ def test_rankings_say_whether_the_order_settled_over_the_last_quarter():
     r = standing.rankings(pd.DataFrame(rows)).iloc[0]
     assert r["order at 0.75×"] == "adam < hf" and r["order at 1×"] == "hf < adam"
     assert not r["settled"]
+
+
+def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance():
+    rows = _records()                                   # no boot id: left out
+    fast = [{**r, "boot": "aaaaaaaa-1", "time": "2026-12-07T02"} for r in _records()
+            if r["optimizer"] == "adam"]
+    for r in fast:                                      # this machine runs Adam twice as fast
+        r["curve_seconds"] = [s / 2 for s in r["curve_seconds"]]
+    hf_here = [{**r, "boot": "aaaaaaaa-1", "optimizer": "hf (max_cg_iters 50)",
+                "time": "2026-12-07T02"} for r in _records() if r["optimizer"] == "hf"]
+    elsewhere = [{**r, "boot": "bbbbbbbb-2"} for r in _records() if r["optimizer"] == "hf"]
+    one = standing.same_machine(pd.DataFrame(rows + fast + hf_here + elsewhere))
+    # one comparison: the labelled HF setting against Adam on machine aaaaaaaa; machine
+    # bbbbbbbb has no Adam, and the records without a boot id have no machine to share
+    assert len(one) == 1
+    r = one.iloc[0]
+    assert (r["machine"], r["hf setting"], r["hf seeds"], r["adam seeds"]) == (
+        "aaaaaaaa", "hf (max_cg_iters 50)", 3, 3)
+    # Adam's runs end at 25 s here (5,000 updates: 100 / 501); HF's last evaluation by then is
+    # at 20 s (update 2: 10 on every seed)
+    assert r["seconds"] == 25.0
+    assert r["adam"] == pytest.approx(100 / 501)
+    assert r["hf"] == 10.0 and r["hf ÷ adam"] == pytest.approx(10.0 / (100 / 501))
+    text = standing.summary_text(pd.DataFrame(rows + fast + hf_here + elsewhere))
+    assert f"(one machine {standing.times(10.0 / (100 / 501))})" in text, text
+    assert standing.same_machine(pd.DataFrame(rows)).empty
