@@ -14,7 +14,10 @@ its defaults, and HF's best labelled setting where one was recorded ("best HF tr
 
 A pass is one forward+backward over the batch the optimiser used — HF's gradient batch or
 curvature chunk, K-FAC's batch, the first-order methods' 200 cases — so equal passes is not equal
-arithmetic: the milliseconds per pass say by how much.  CPU runs only (the reference machine).
+arithmetic: the milliseconds per pass say by how much.  CPU runs only.  Seconds compare only
+between runs timed on one machine: :func:`same_machine` makes that comparison from the records
+that carry a machine instance; the other tables take each optimiser's newest runs, which may come
+from different sessions' machines.
 """
 from __future__ import annotations
 
@@ -106,9 +109,9 @@ def same_machine(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (case, boot), d in runs[runs["boot"].notna()].groupby(["case", "boot"]):
         adam = d[d["optimizer"] == "adam"]
+        if adam.empty:
+            continue
         for label, hf in d[d["optimizer"].str.startswith("hf")].groupby("optimizer"):
-            if adam.empty:
-                continue
             both = pd.concat([adam, hf])
             cost = min(r[-1] for r in both["curve_seconds"])
             med = {}
