@@ -33,7 +33,8 @@ def machine() -> dict:
             "n_devices": len(jax.devices()),
             # the machine instance (Linux's boot id): records that share it were timed on the
             # same hardware, so their seconds compare; "machine" alone does not tell two
-            # 2-core machines apart, and they can rank optimisers differently
+            # 2-core machines apart, and one can be faster for one optimiser's work and slower
+            # for another's
             "boot": _boot_id(),
             # a run pinned to fewer cores (taskset, so two runs share the machine without
             # contending) says so: its seconds are one core's

@@ -99,8 +99,8 @@ def same_machine(df: pd.DataFrame) -> pd.DataFrame:
     """HF against Adam at equal optimisation seconds among runs timed on one machine instance
     (records sharing a ``boot`` id; older records, made before it was recorded, are left out).
     The seconds axis depends on the hardware — Adam's 200-case updates are bound by dispatch,
-    HF's large products by arithmetic — so two 2-core machines can rank the two differently, and
-    only runs from one machine compare there.  One row per (case, machine, HF setting): the
+    HF's large products by arithmetic — so two 2-core machines can put them at different ratios,
+    and only runs from one machine compare there.  One row per (case, machine, HF setting): the
     comparison point is the largest optimisation seconds those HF runs and the machine's Adam
     runs all reached."""
     runs = long_runs(df)
