@@ -68,7 +68,7 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
     (any optimiser at its defaults, and HF's best setting), its ratio to the paper's figure
     (> 1: the lab's runs are above the paper's line), the updates each made, and what differs.
     ``runs`` are the standing's long runs (:func:`benchmarks.standing.long_runs`)."""
-    from .standing import _shown
+    from .standing import BEST_HF, _shown
     rows = []
     for case, d in runs.groupby("case"):
         d = _shown(d)
@@ -77,8 +77,8 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
         updates = d.assign(made=[u[-1] for u in d["curve_updates"]]).groupby(
             "optimizer")["made"].median()
         best = med.idxmin()
-        hf = min((o for o in med.index if o.startswith("hf") or o.startswith("best HF")),
-                 key=lambda o: med[o], default=None)
+        # HF at its defaults, and its best labelled setting where one beats them
+        hf = min((o for o in ("hf", BEST_HF) if o in med.index), key=med.get, default=None)
         images = training_images(task, d["n_train"].dropna())
         for line in lines_for(task):
             differs = [f"{d['budget_seconds'].max():.0f} s on the CPU"
@@ -89,8 +89,8 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
             if images != line.paper_images:
                 differs.append(f"{images:,} training images, the paper {line.paper_images:,}")
             rows.append({
-                "case": case, "images": images, "paper": label(line),
-                "paper_error": line.train_error,
+                "case": case, "images": images, "paper": label(line), "method": line.method,
+                "paper_error": line.train_error, "paper_images": line.paper_images,
                 "paper_updates": line.updates, "best_here": best,
                 "best_error": float(med[best]), "best_updates": float(updates[best]),
                 "best ÷ paper": float(med[best]) / line.train_error,
@@ -111,20 +111,19 @@ def summary_text(df: pd.DataFrame) -> str | None:
     above the paper's line), with the training-set size where it is not the paper's."""
     from .standing import times
     d = _distance_table(df)
-    d = d[d["paper"].str.contains(": HF ")] if len(d) else d
+    d = d[d["method"] == "HF"] if len(d) else d
     if d.empty:
         return None
     parts = []
     largest = d.sort_values("images").groupby("paper").tail(1).sort_values("case")
     for _, r in largest.iterrows():
-        line = next(p for p in LINES if label(p) == r["paper"])
         name = r["case"].split(" (")[0]
-        size = (f"{r['images']:,} images" if r["images"] == line.paper_images else
-                f"{r['images']:,} images, the paper {line.paper_images:,}")
+        size = (f"{r['images']:,} images" if r["images"] == r["paper_images"] else
+                f"{r['images']:,} images, the paper {r['paper_images']:,}")
         hf = (f", HF {r['hf_error']:.3g} = {times(r['hf ÷ paper'])}"
               if r["hf_here"] and r["hf_here"] != r["best_here"] else "")
         parts.append(f"{name} ({size}): {r['best_here']} {r['best_error']:.3g} = "
-                     f"{times(r['best ÷ paper'])}{hf} of {line.train_error:g}")
+                     f"{times(r['best ÷ paper'])}{hf} of {r['paper_error']:g}")
     return " · ".join(parts)
 
 

@@ -52,6 +52,14 @@ def error_at(costs: list, errors: list, cost: float) -> float | None:
     return float(errors[at[-1]])
 
 
+def median_at(runs: pd.DataFrame, axis: str, cost: float) -> float:
+    """The median over ``runs`` (one optimiser's seeds) of the training error at ``cost`` on
+    ``axis`` (:func:`error_at`); NaN when no run has an evaluation recent enough."""
+    values = [v for c, e in zip(runs[f"curve_{axis}"], runs["curve_train_error"])
+              if (v := error_at(c, e, cost)) is not None]
+    return float(pd.Series(values).median()) if values else float("nan")
+
+
 def best_hf_setting(tried: pd.DataFrame, hf_median: float) -> str | None:
     """Of HF's labelled settings (rows ``hf (…)``), the one with the lowest median final
     training error, if it beats ``hf_median`` (HF's defaults); else None."""
@@ -85,10 +93,7 @@ def equal_costs(df: pd.DataFrame) -> pd.DataFrame:
             row = {"case": case, "at equal": axis, "order": AXES.index(axis),
                    "cost": float(cost), "time": d["time"].max()}
             for opt, runs in d.groupby("optimizer"):
-                values = [error_at(c, e, cost) for c, e in
-                          zip(runs[f"curve_{axis}"], runs["curve_train_error"])]
-                values = [v for v in values if v is not None]
-                row[opt] = float(pd.Series(values).median()) if values else float("nan")
+                row[opt] = median_at(runs, axis, cost)
             if pd.notna(row.get("hf")) and pd.notna(row.get("adam")):
                 row["hf ÷ adam"] = row["hf"] / row["adam"]
             rows.append(row)
@@ -114,11 +119,7 @@ def same_machine(df: pd.DataFrame) -> pd.DataFrame:
         for label, hf in d[d["optimizer"].str.startswith("hf")].groupby("optimizer"):
             both = pd.concat([adam, hf])
             cost = min(r[-1] for r in both["curve_seconds"])
-            med = {}
-            for name, group in (("hf", hf), ("adam", adam)):
-                values = [v for c, e in zip(group["curve_seconds"], group["curve_train_error"])
-                          if (v := error_at(c, e, cost)) is not None]
-                med[name] = float(pd.Series(values).median()) if values else float("nan")
+            med = {"hf": median_at(hf, "seconds", cost), "adam": median_at(adam, "seconds", cost)}
             rows.append({"case": case, "machine": boot[:8], "hf setting": label,
                          "hf seeds": len(hf), "adam seeds": len(adam), "seconds": float(cost),
                          "hf": med["hf"], "adam": med["adam"], "hf ÷ adam": med["hf"] / med["adam"],
@@ -139,13 +140,10 @@ def rankings(df: pd.DataFrame) -> pd.DataFrame:
         cost = min(r[-1] for r in d["curve_seconds"])
         orders = {}
         for fraction in FRACTIONS:
-            medians = {}
-            for opt, runs in d.groupby("optimizer"):
-                values = [v for c, e in zip(runs["curve_seconds"], runs["curve_train_error"])
-                          if (v := error_at(c, e, fraction * cost)) is not None]
-                if values:
-                    medians[opt] = float(pd.Series(values).median())
-            orders[fraction] = sorted(medians, key=medians.get)
+            medians = {opt: median_at(runs, "seconds", fraction * cost)
+                       for opt, runs in d.groupby("optimizer")}
+            orders[fraction] = sorted((o for o, m in medians.items() if pd.notna(m)),
+                                      key=medians.get)
         rows.append({"case": case, "seconds": float(cost), "time": d["time"].max(),
                      **{f"order at {f:g}×": " < ".join(o) for f, o in orders.items()},
                      "settled": orders[FRACTIONS[-2]] == orders[FRACTIONS[-1]]})
