@@ -24,7 +24,7 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=50, b=50),
-                      hovermode="x unified", legend=dict(orientation="h", y=-0.2, yanchor="top"))
+                      hovermode="x unified", legend=dict(orientation="h", y=-0.2))
     return fig
 
 
