@@ -28,9 +28,10 @@ AXES = ("updates", "passes", "seconds")
 BEST_HF = "best HF tried"
 
 
-def long_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The long autoencoder runs on the CPU with curves, newest per (case, optimizer, seed), each
-    case at its longest budget; the optimisers at their defaults and HF's labelled settings."""
+def long_runs(df: pd.DataFrame, per_machine: bool = False) -> pd.DataFrame:
+    """The long autoencoder runs on the CPU with curves, newest per (case, optimizer, seed) — per
+    machine instance too with ``per_machine`` (only runs that record one) — each case at its
+    longest budget; the optimisers at their defaults and HF's labelled settings."""
     from .summary import autoencoder_cases
     a = df[(df["benchmark"] == "autoencoder") & (df["mode"] == "papers")]
     a = a[a["device"] == "cpu"] if "device" in a else a     # the reference machine
@@ -38,7 +39,12 @@ def long_runs(df: pd.DataFrame) -> pd.DataFrame:
         return a.iloc[0:0].assign(case=[])
     curved = a["curve_seconds"].apply(lambda v: isinstance(v, list) and len(v) > 0)
     a = autoencoder_cases(a[curved])
-    a = a.sort_values("time").groupby(["case", "optimizer", "seed", "budget_seconds"]).tail(1)
+    keys = ["case", "optimizer", "seed", "budget_seconds"]
+    if per_machine:
+        if "boot" not in a:
+            return a.iloc[0:0]
+        a, keys = a[a["boot"].notna()], keys + ["boot"]
+    a = a.sort_values("time").groupby(keys).tail(1)
     a = a[a["budget_seconds"] == a.groupby("case")["budget_seconds"].transform("max")]
     return a[a["optimizer"].isin(DEFAULTS) | a["optimizer"].str.startswith("hf (")]
 
@@ -108,11 +114,11 @@ def same_machine(df: pd.DataFrame) -> pd.DataFrame:
     and only runs from one machine compare there.  One row per (case, machine, HF setting): the
     comparison point is the largest optimisation seconds those HF runs and the machine's Adam
     runs all reached."""
-    runs = long_runs(df)
-    if runs.empty or "boot" not in runs:
+    runs = long_runs(df, per_machine=True)
+    if runs.empty:
         return pd.DataFrame()
     rows = []
-    for (case, boot), d in runs[runs["boot"].notna()].groupby(["case", "boot"]):
+    for (case, boot), d in runs.groupby(["case", "boot"]):
         adam = d[d["optimizer"] == "adam"]
         if adam.empty:
             continue

@@ -76,6 +76,9 @@ class RunConfig:
     grad_batch: int = _f(0, "gradient batch size (0 = the whole training set)")
     grad_batch_doubling: int = _f(0, "double the gradient batch every this many updates, up to "
                                      "the whole training set (0 = a fixed size)")
+    curvature_batch_fixed: bool = _f(False, "with a growing gradient batch, keep the curvature "
+                                            "batch at its first size: the batch is cut into more "
+                                            "chunks as it doubles (off = n_chunks chunks always)")
     # numerics, bookkeeping
     dtype: str = _f("float32", "floating-point type used end to end", DTYPES)
     seed: int = _f(0, "seed of data and initialisation")
@@ -134,7 +137,8 @@ class RunConfig:
 
     @property
     def curvature_chunks(self) -> int:
-        """Curvature batches the gradient batch is cut into (1 for optimisers without one)."""
+        """Curvature batches the first gradient batch is cut into (1 for optimisers without
+        one); :func:`hflab.datastream.curvature_chunks` gives a growing batch's count."""
         return self.settings.n_chunks if self.entry.curvature_batch else 1
 
     def resolved_loss(self) -> str:

@@ -36,6 +36,16 @@ def grad_batch_size(config: RunConfig, n_train: int, step: int) -> int:
     return size
 
 
+def curvature_chunks(config: RunConfig, n_train: int, step: int) -> int:
+    """How many curvature chunks update ``step``'s gradient batch is cut into: ``n_chunks``, or
+    with ``curvature_batch_fixed`` as many chunks of the first batch's chunk size as fit."""
+    chunks = config.curvature_chunks
+    if chunks == 1 or not (config.curvature_batch_fixed and config.grad_batch_doubling):
+        return chunks
+    first = min(config.grad_batch or n_train, n_train) // chunks
+    return max(chunks, grad_batch_size(config, n_train, step) // first)
+
+
 def batches_for_step(built, step: int) -> tuple[Batch, Batch]:
     """(gradient batch, curvature batch) of update ``step`` of ``built``'s run (a
     :class:`hflab.experiment.Built`) — a pure function of (seed, step)."""
@@ -52,7 +62,7 @@ def batches_for_step(built, step: int) -> tuple[Batch, Batch]:
         perm = np.random.default_rng(key).permutation(n)[k * gb:(k + 1) * gb]
         idx = jnp.asarray(np.sort(perm))
         grad = Batch(train.x[idx], train.y[idx], train.mask[idx])
-    chunks = cfg.curvature_chunks
+    chunks = curvature_chunks(cfg, n, step)
     if chunks == 1:
         return grad, grad
     size = gb // chunks

@@ -63,6 +63,26 @@ def test_growing_gradient_batches_double_on_schedule_and_stay_a_pure_function_of
     assert np.array_equal(batches_for_step(built, 12)[0].x, built.task.train.x)   # all of it
 
 
+def test_a_fixed_curvature_batch_keeps_its_first_size_while_the_gradient_batch_doubles():
+    cfg = RunConfig.from_dict(dict(task="digits", grad_batch=100, grad_batch_doubling=3,
+                                   n_chunks=4, curvature_batch_fixed=True, steps=5))
+    built = build(cfg)
+    grown = build(cfg.replace(curvature_batch_fixed=False))
+    # the curvature batch stays 25 cases while the gradient batch goes 100 → 200 → 400 → 800
+    for step, chunks in [(0, 4), (2, 4), (3, 8), (7, 16), (10, 32)]:
+        grad, curv = batches_for_step(built, step)
+        k = step % chunks                                     # cycled over the grown count
+        assert curv.x.shape[0] == 25
+        assert np.array_equal(curv.x, grad.x[k * 25:(k + 1) * 25])
+        assert np.array_equal(grad.x, batches_for_step(grown, step)[0].x)   # same gradient
+    assert batches_for_step(grown, 10)[1].x.shape[0] == 200   # the default grows with the batch
+    # without doubling the setting changes nothing: n_chunks chunks of a fixed batch
+    still = build(cfg.replace(grad_batch_doubling=0))
+    assert batches_for_step(still, 10)[1].x.shape[0] == 25
+    n = built.task.train.size                                 # the whole set: as many 25s as fit
+    assert batches_for_step(built, 15)[1].x.shape[0] == n // (n // 25)
+
+
 def test_a_run_with_growing_batches_records_each_updates_batch_size():
     cfg = RunConfig.from_dict(dict(task="digits", grad_batch=100, grad_batch_doubling=2, n_chunks=4,
                                    steps=6, max_cg_iters=5))

@@ -154,3 +154,8 @@ def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance()
     text = standing.summary_text(pd.DataFrame(rows + fast + hf_here + elsewhere))
     assert f"(one machine {standing.times(10.0 / (100 / 501))})" in text, text
     assert standing.same_machine(pd.DataFrame(rows)).empty
+    # Adam run again later on a third machine replaces the older runs in the other tables, not
+    # here: machine aaaaaaaa keeps its pair, machine cccccccc has no HF to pair with
+    later = [{**r, "boot": "cccccccc-3", "time": "2026-12-08T02"} for r in fast]
+    again = standing.same_machine(pd.DataFrame(rows + fast + hf_here + elsewhere + later))
+    assert list(again["machine"]) == ["aaaaaaaa"] and again.iloc[0]["adam"] == r["adam"]
