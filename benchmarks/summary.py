@@ -190,8 +190,9 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def _short(settings: str) -> str:
     """A settings label in the README's few words (the report keeps the field names)."""
-    return settings.replace("grad_batch_doubling", "doubled every").replace(
-        "max_cg_iters", "CG ≤").replace("grad_batch", "batch")
+    return settings.replace("curvature_batch_fixed True", "fixed curvature batch").replace(
+        "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
+        "grad_batch", "batch")
 
 
 def _standing_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:

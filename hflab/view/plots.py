@@ -23,8 +23,12 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    # the legend's top 0.3 of the plot's height below it: the x-axis title takes ~45 px under
+    # the plot, and at -0.2 a legend of three or more rows (the live Train chart in a narrow
+    # column, where automargin shrinks the plot to ~225 px) touched it, seen in chromium
     fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=50, b=50),
-                      hovermode="x unified", legend=dict(orientation="h", y=-0.2))
+                      hovermode="x unified",
+                      legend=dict(orientation="h", y=-0.3, yanchor="top"))
     return fig
 
 
