@@ -191,6 +191,8 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 def _short(settings: str) -> str:
     """A settings label in the README's few words (the report keeps the field names)."""
     return settings.replace("curvature_batch_fixed True", "fixed curvature batch").replace(
+        "curvature_batch_fixed False", "growing curvature batch").replace(
+        "hf.preconditioner True", "diagonal preconditioner").replace(
         "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
         "grad_batch", "batch")
 

@@ -92,7 +92,7 @@ def test_update_costs_and_best_hf_setting_per_case():
     text = standing.summary_text(df)
     assert text.startswith("curves — / 1.0× / "), text
     assert "(HF's best" in text.split(";")[0] and "(HF's best" not in text.split(";")[1]
-    assert text.endswith("an update on curves: HF 100 passes, 10 s; Adam 2, 10 ms"), text
+    assert "across machines" not in text          # no record names a machine: one, unknown
 
 
 def test_the_report_and_the_readme_carry_the_standing():
@@ -152,10 +152,29 @@ def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance()
     assert r["adam"] == pytest.approx(100 / 501)
     assert r["hf"] == 10.0 and r["hf ÷ adam"] == pytest.approx(10.0 / (100 / 501))
     text = standing.summary_text(pd.DataFrame(rows + fast + hf_here + elsewhere))
-    assert f"(one machine {standing.times(10.0 / (100 / 501))})" in text, text
+    # the equal-seconds table pairs this machine's Adam with HF timed elsewhere, and says so
+    assert f"seconds across machines, one machine {standing.times(10.0 / (100 / 501))})" in text
+    eq = standing.equal_costs(pd.DataFrame(rows + fast + hf_here + elsewhere))
+    assert set(eq["machines"]) == {2}     # Adam and HF's best on aaaaaaaa, HF's newest on bbbbbbbb
+    here = pd.DataFrame(fast + hf_here + [{**r, "boot": "aaaaaaaa-1", "time": "2026-12-07T02"}
+                                          for r in _records() if r["optimizer"] == "hf"])
+    assert set(standing.equal_costs(here)["machines"]) == {1}
+    assert "across machines" not in standing.summary_text(here)
     assert standing.same_machine(pd.DataFrame(rows)).empty
     # Adam run again later on a third machine replaces the older runs in the other tables, not
     # here: machine aaaaaaaa keeps its pair, machine cccccccc has no HF to pair with
     later = [{**r, "boot": "cccccccc-3", "time": "2026-12-08T02"} for r in fast]
     again = standing.same_machine(pd.DataFrame(rows + fast + hf_here + elsewhere + later))
     assert list(again["machine"]) == ["aaaaaaaa"] and again.iloc[0]["adam"] == r["adam"]
+
+
+def test_the_readme_names_hf_settings_in_few_words_without_mangling_longer_field_names():
+    from benchmarks import summary
+    label = ("hf (curvature_batch_fixed True, grad_batch 1000, grad_batch_doubling 200, "
+             "max_cg_iters 50)")
+    assert summary._short(label) == (
+        "hf (fixed curvature batch, batch 1000, doubled every 200, CG ≤ 50)")
+    assert summary._short("hf (curvature_batch_fixed False, grad_batch 500)") == (
+        "hf (growing curvature batch, batch 500)")
+    assert summary._short("hf (grad_batch 1000, hf.preconditioner True)") == (
+        "hf (batch 1000, diagonal preconditioner)")
