@@ -35,8 +35,8 @@ from jax.flatten_util import ravel_pytree
 
 from . import cg as cg_lib
 from . import curvature
-from .losses import Batch, MatchingLoss
-from .models import Model
+from .losses import Batch, MatchingLoss, n_cases
+from .models import Model, mlp_squared_gradients
 from .protocol import scalar_record
 from .settings import SettingError, setting
 
@@ -215,8 +215,14 @@ class HessianFree:
         cfg = self.config
         if not cfg.preconditioner:
             return None
-        diag = curvature.empirical_fisher_diagonal(self.model.apply, self.loss, op.flat,
-                                                   op.unravel, op.batch, cfg.precond_chunk)
+        x, y, mask = op.batch
+        if self.model.kind == "mlp" and x.ndim == 2:      # one backward pass (see the function)
+            sq = mlp_squared_gradients(op.params, x, self.model.activations,
+                                       lambda z: self.loss.per_case(z, y, mask))
+            diag = ravel_pytree(sq)[0] / n_cases(mask)
+        else:                                             # weights shared over time: per case
+            diag = curvature.empirical_fisher_diagonal(self.model.apply, self.loss, op.flat,
+                                                       op.unravel, op.batch, cfg.precond_chunk)
         m_diag = (diag + damping + cfg.weight_cost) ** cfg.precond_alpha
         return lambda r: r / m_diag
 

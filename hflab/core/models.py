@@ -109,6 +109,34 @@ def mlp_apply(params, x, activations: Sequence[str]):
     return a @ last["W"] + last["b"]
 
 
+def mlp_squared_gradients(params, x, activations: Sequence[str], case_losses: Callable):
+    """``Σ_i g_i ⊙ g_i`` over the cases (rows) of ``x``, ``g_i`` the gradient of case i's loss
+    (``case_losses(z)`` gives each row's), as a pytree like ``params`` — in one backward pass.
+
+    Why by hand, not ``vmap`` of per-case gradients: in a dense layer case i's gradient is the
+    outer product ``a_i δ_iᵀ`` of the layer's input and the loss's gradient at its
+    pre-activation, so the sum of squares is ``(A ⊙ A)ᵀ (Δ ⊙ Δ)`` (Goodfellow 2015, "Efficient
+    per-example gradient computations"; BackPACK's ``SumGradSquared``) — two matmuls a layer
+    instead of materialising N parameter-sized gradients (the generic route,
+    :func:`hflab.core.curvature.empirical_fisher_diagonal`, which the RNN's shared weights
+    need).  The δ_i are the gradients of the summed loss with respect to a zero added to each
+    pre-activation: case i's loss depends only on row i.
+    """
+    def loss_with_inputs(shifts):
+        a, inputs = x, []
+        for layer, act, shift in zip(params[:-1], activations, shifts):
+            inputs.append(a)
+            a = activation(act)(a @ layer["W"] + layer["b"] + shift)
+        inputs.append(a)
+        z = a @ params[-1]["W"] + params[-1]["b"] + shifts[-1]
+        return jnp.sum(case_losses(z)), inputs
+
+    shifts = [jnp.zeros((x.shape[0], layer["b"].shape[-1]), x.dtype) for layer in params]
+    deltas, inputs = jax.grad(loss_with_inputs, has_aux=True)(shifts)
+    return [{"W": (a * a).T @ (d * d), "b": jnp.sum(d * d, axis=0)}
+            for a, d in zip(inputs, deltas)]
+
+
 # ----------------------------------------------------------------------------- RNN
 def init_rnn(key, n_in: int, n_hidden: int, n_out: int, activation_name: str = "tanh",
              init: str = "sparse", scale: float = 1.0, rec_scale: float | None = None,
