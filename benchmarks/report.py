@@ -319,8 +319,10 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
     tasks = sorted(a["case"].unique())
     panels = [(t, err) for t in tasks for err in ("train", "test")]
     fig = make_subplots(rows=len(panels), cols=len(AXES), shared_yaxes="rows",
-                        subplot_titles=[f"{t}: {err} error / {axis}"
-                                        for t, err in panels for axis, _ in AXES])
+                        # a row's title over its first panel only: the x-axis titles name
+                        # the cost, and three "case: error / axis" titles overlapped
+                        subplot_titles=[f"{t}: {err} error" if i == 0 else ""
+                                        for t, err in panels for i in range(len(AXES))])
     colours, dashes = label_styles(sorted(a["optimizer"].unique()))
     first = legend_once()
     for row, (task, err) in enumerate(panels, start=1):

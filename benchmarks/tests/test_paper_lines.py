@@ -58,9 +58,10 @@ def test_lines_are_drawn_on_the_training_error_rows_across_the_runs_costs():
     for t in lines:
         assert t.y[0] == t.y[1] == next(p.train_error for p in paper_lines.LINES
                                         if paper_lines.label(p) == t.name)
-        # on a training-error panel (the subplot's title names it), never on a test one
+        # on a training-error panel (its row's title names it), never on a test one
         axis = int((t.yaxis or "y").lstrip("y") or 1)
-        assert "train error" in titles[axis - 1], titles[axis - 1]
+        row = (axis - 1) // len(report.AXES)           # one title a row, over its first panel
+        assert "train error" in titles[row], titles[row]
     # spans the runs' costs after the initial point: updates from HF's first to Adam's 5,000th,
     # passes from HF's 100 to Adam's 10,000, seconds from Adam's first evaluation (0.5) to 50
     assert {(t.x[0], t.x[1]) for t in lines} == {(1, 5000), (100, 10000), (0.5, 50.0)}
