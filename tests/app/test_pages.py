@@ -417,7 +417,12 @@ def test_a_stored_data_set_named_in_the_url_trains_and_an_unknown_one_is_named(t
     assert len(get_lab().store.runs()) == 2
 
 
-def test_curvature_page_shows_a_model_hook():
+def test_curvature_page_shows_a_model_hook(monkeypatch):
+    from hflab.view import analysis
+    views = []
+    compute = analysis.curvature_view
+    monkeypatch.setattr(analysis, "curvature_view", lambda *a, **k: views.append(a[2:]) or
+                        compute(*a, **k))
     at = page("curvature").run()
     at.radio(key="curv_source").set_value("your own model (hook)").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -430,3 +435,8 @@ def test_curvature_page_shows_a_model_hook():
     at.radio(key=next(r.key for r in at.radio if r.key.startswith("curv_show_"))) \
         .set_value("H − G").run()
     assert not at.exception and chart_titles(at)[0] == "H-G (Flax NNX MLP)"
+    # the view is computed once: another figure of the same model reruns the page, not the
+    # dense matrices and spectra (seconds at 2,410 parameters); fewer cases is a new view
+    assert len(views) == 2                      # the fresh model's (the page opens on it), the hook's
+    at.slider(key="curv_cases").set_value(4).run()
+    assert not at.exception and len(views) == 3 and views[2][0] == 4
