@@ -1,4 +1,5 @@
-"""The benchmark report's selections and figures, on hand-made result rows (no training)."""
+"""The benchmark report's selections and figures, on hand-made result rows (no training but
+one tiny run of the long autoencoder benchmark's evaluation schedule)."""
 import math
 
 import pandas as pd
@@ -200,6 +201,24 @@ def test_long_autoencoder_runs_take_a_settings_variant(monkeypatch):
     monkeypatch.setenv("HFLAB_AE_SETTINGS", "[2500]")
     with pytest.raises(SystemExit, match="HFLAB_AE_SETTINGS: .* not a JSON object"):
         list(autoencoders.run_papers())
+
+
+def test_a_long_first_order_run_also_evaluates_at_the_powers_of_two_before_its_first_evaluation():
+    """A real (tiny) run: evaluated at 0 (the start), 1, 2, 4, 8, 16, 32, then every 40 updates
+    and at the end — each early point the error of the network after that update, as the
+    training loop's own evaluation gives it (the run repeated with evaluations every update)."""
+    small = {"n_train": 64, "n_test": 32}
+    tiny = {"layers": "8-4", "steps": 45, "eval_every": 40}
+    adam = autoencoders.variants(True)["adam"]
+    rec = autoencoders._papers_case("curves", "adam", adam, 0, 600.0, small, tiny)
+    assert rec["curve_updates"] == [0, 1, 2, 4, 8, 16, 32, 40, 45]
+    every = autoencoders._papers_case("curves", "adam", adam, 0, 600.0, small,
+                                      {**tiny, "eval_every": 1})
+    assert every["curve_updates"] == list(range(46))
+    for u, e in zip(rec["curve_updates"], rec["curve_train_error"]):
+        assert e == pytest.approx(every["curve_train_error"][u], rel=1e-6)
+    assert [autoencoders.early_evaluation(s, 1000) for s in (1, 3, 512, 768, 1024)] == \
+        [True, False, True, False, False]
 
 
 def test_an_autoencoder_variant_only_on_the_second_task_still_gets_a_legend_entry():
