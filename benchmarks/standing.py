@@ -218,7 +218,9 @@ EQUAL_COLUMNS = ["case", "at equal", "cost", "hf", BEST_HF, "adam", "momentum", 
                  "muon", "hf ÷ adam", "machines"]
 REPORT_SECTIONS = [
     ("Deep autoencoders at equal cost: median training error at equal updates, passes and "
-     "seconds (the largest cost every run reached; hf ÷ adam < 1: HF ahead)", equal_costs,
+     "seconds (the largest cost every run reached; a pass is one forward+backward over the "
+     "optimiser's batch — HF's thousands of cases, the first-order methods' 200 — so equal "
+     "passes is not equal arithmetic; hf ÷ adam < 1: HF ahead)", equal_costs,
      ["case", "order"], EQUAL_COLUMNS),
     ("HF against Adam on one machine: median training error at equal optimisation seconds among "
      "runs timed on the same machine instance (hf ÷ adam < 1: HF ahead)", same_machine,
