@@ -12,16 +12,27 @@ from hflab.view import live_chart
 pytestmark = needs_chromium
 
 
-@pytest.fixture
-def chart(chromium_browser):
+@pytest.fixture(scope="module")
+def plotly_page(chromium_browser):
+    """One page with plotly.js and the component loaded (parsing plotly.js takes seconds)."""
     page = chromium_browser.new_page()
-    page.set_content('<div id="parent"><div class="hflab-live-chart"></div></div>')
+    page.set_content('<div id="parent"></div>')
     page.add_script_tag(path=str(live_chart.plotly_source()))
     # the module's default export, reachable from the test
     page.add_script_tag(content=live_chart.JS.replace("export default function",
                                                       "window.drawLive = function"),
                         type="module")
     page.wait_for_function("() => window.drawLive && window.Plotly")
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def chart(plotly_page):
+    # a fresh graph element per test: the component keeps what it drew on the element
+    page = plotly_page
+    page.evaluate("""() => { document.getElementById("parent").innerHTML =
+                               '<div class="hflab-live-chart"></div>'; }""")
 
     def draw(fig):
         page.evaluate("""async (data) => {
@@ -34,7 +45,6 @@ def chart(chromium_browser):
                                                 custom: t.customdata ? Array.from(t.customdata)
                                                                      : null })) }; }""")
     yield draw
-    page.close()
 
 
 def _fig(n_a, n_b, dash="solid", shift=0.0):
