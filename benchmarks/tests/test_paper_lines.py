@@ -30,8 +30,18 @@ def test_each_case_is_measured_against_its_task_s_lines():
     # Nesterov budget is named on its own row only
     assert "2,000 training images, the paper 20,000" in row["differs"]
     assert "CURVES-like" in row["differs"] and "750,000" not in row["differs"]
+    assert row["same_here"] == "hf" and row["same ÷ paper"] == row["hf ÷ paper"]
     nesterov = paper_lines.label(paper_lines.LINES[1])
     assert "750,000 updates" in d.loc[("curves", nesterov), "differs"]
+    # the Nesterov line's own method here is Nesterov momentum, absent from these records
+    assert pd.isna(d.loc[("curves", nesterov), "same_here"])
+    with_momentum = pd.DataFrame(
+        _records() + [{**r, "optimizer": "momentum", "train_error": 0.5 + r["seed"]}
+                      for r in _records() if r["optimizer"] == "adam"])
+    m = paper_lines.distances(standing.long_runs(with_momentum)).set_index("paper")
+    assert m.loc[nesterov, "same_here"] == "momentum"
+    assert m.loc[nesterov, "same ÷ paper"] == pytest.approx(1.5 / 0.074)     # median of .5,1.5,2.5
+    assert m.loc[hf_curves, "same_here"] == "hf"
     assert "training images" not in d.loc[("curves (20,000 images)", hf_curves), "differs"]
     mnist = d.loc["mnist-ae"]
     assert list(mnist["paper_error"]) == [0.69, 0.73]
