@@ -68,3 +68,59 @@ def test_the_new_optimisers_take_their_settings_from_their_own_namespace(name):
     assert cfg.settings.learning_rate == 0.123
     assert isinstance(cfg.settings, optimizers.get(name).settings)
     assert cfg.to_dict()["settings"]["learning_rate"] == 0.123
+
+
+def test_sutskever_momentum_schedule_is_the_papers_formula():
+    """μ_t = min(1 − 2^(−1 − log₂(⌊t/250⌋ + 1)), μ_max), written here from the paper's form."""
+    from hflab.core.baselines import sutskever_momentum
+    t = np.arange(0, 3001)
+    for cap in (0.9, 0.995):
+        want = np.minimum(1 - 2.0 ** (-1 - np.log2(np.floor(t / 250) + 1)), cap)
+        got = np.asarray(jax.vmap(lambda s: sutskever_momentum(s, cap))(t))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    assert float(sutskever_momentum(249, 0.99)) == 0.5
+    assert float(sutskever_momentum(250, 0.99)) == 0.75
+
+
+def test_scheduled_nesterov_follows_a_hand_written_nag_loop_across_the_schedules_steps():
+    """260 lab updates (μ 0.5 then 0.75 from update 250) against Nesterov's recurrence driven by
+    hand in float64 — v ← g + μ_t v, θ ← θ − η (g + μ_t v) — sharing only the gradient."""
+    cfg = small("momentum", learning_rate=0.02, momentum=0.99, schedule="sutskever2013")
+    cfg = cfg.replace(steps=260)
+    out = run(cfg)
+    built = build(cfg)
+    params = init_params(built)
+    train = built.task.train
+
+    def objective(p):
+        return built.loss.value(built.model.apply(p, train.x), train.y, train.mask)
+    grad = jax.jit(jax.grad(objective))
+    v = jax.tree_util.tree_map(np.zeros_like, params)
+    for t in range(260):
+        mu = min(1 - 2.0 ** (-1 - np.log2(t // 250 + 1)), 0.99)
+        g = grad(params)
+        v = jax.tree_util.tree_map(lambda gi, vi: np.asarray(gi) + mu * vi, g, v)
+        params = jax.tree_util.tree_map(
+            lambda p, gi, vi: np.asarray(p) - 0.02 * (np.asarray(gi) + mu * vi), params, g, v)
+    close(out.params, params)
+    # and it is not the constant-μ run (the schedule did something)
+    constant = run(cfg.replace(settings=cfg.settings.__class__(learning_rate=0.02,
+                                                              momentum=0.99)))
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+        jax.tree_util.tree_leaves(out.params), jax.tree_util.tree_leaves(constant.params)))
+    assert diff > 1e-3
+
+
+def test_scheduled_nesterov_keeps_a_float32_run_in_float32():
+    cfg = preset_config("regression", optimizer="momentum", steps=3, dtype="float32", n_train=64,
+                        n_test=16, checkpoint_every=0, **{"momentum.schedule": "sutskever2013"})
+    built = build(cfg.validate())
+    params = init_params(built)
+    opt = built.optimizer
+    state = opt.init(params)
+    batch = built.task.train
+    for _ in range(3):
+        params, state, _ = opt.update(params, state, batch, batch)
+    dtypes = {str(np.asarray(x).dtype) for x in jax.tree_util.tree_leaves((params, state))
+              if np.asarray(x).dtype.kind == "f"}
+    assert dtypes == {"float32"}, dtypes

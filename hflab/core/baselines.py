@@ -1,4 +1,5 @@
-"""First-order baselines from optax — SGD, Nesterov momentum, Adam — behind the optimiser protocol.
+"""First-order baselines from optax — SGD, Nesterov momentum (constant or on Sutskever et al.'s
+schedule), Adam — behind the optimiser protocol.
 
 ``opt.update(params, state, grad_batch, curv_batch)`` returns ``(params, state, info)`` exactly
 like :class:`hflab.core.hf.HessianFree`; the curvature batch is ignored.  Each baseline is an optax
@@ -45,10 +46,18 @@ class SGDSettings:
     learning_rate: float = _learning_rate(0.05)
 
 
+MOMENTUM_SCHEDULES = ("constant", "sutskever2013")
+SCHEDULE_PERIOD = 250          # updates between rises of Sutskever et al.'s μ_t
+
+
 @dataclass(frozen=True)
 class MomentumSettings:
     learning_rate: float = _learning_rate(0.01)
-    momentum: float = setting(0.9, "momentum coefficient", lo=0.0, hi=1.0, open_high=True)
+    momentum: float = setting(0.9, "momentum coefficient μ (the cap μ_max under a schedule)",
+                              lo=0.0, hi=1.0, open_high=True)
+    schedule: str = setting("constant", "μ over updates: constant, or Sutskever et al. (2013)'s "
+                            "0.5, 0.75, 0.83, … rising every 250 updates up to μ",
+                            choices=MOMENTUM_SCHEDULES)
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,46 @@ def sgd(settings: SGDSettings) -> optax.GradientTransformation:
     return optax.sgd(settings.learning_rate)
 
 
+def sutskever_momentum(step, max_momentum: float):
+    """Sutskever, Martens, Dahl & Hinton (2013):
+    μ_t = min(1 − 2^(−1 − log₂(⌊t/250⌋ + 1)), μ_max) for update t (from 0) — 0.5 for the first
+    250 updates, then 0.75, 0.833, 0.875, …, i.e. 1 − 1/(2k) in the k-th period of 250, capped
+    at μ_max (the paper's 0.9 … 0.999)."""
+    k = step // SCHEDULE_PERIOD + 1
+    return jnp.minimum(1.0 - 0.5 / k, max_momentum)
+
+
+class ScheduledTraceState(NamedTuple):
+    count: jax.Array          # updates made (int32)
+    trace: optax.Params       # the velocity, in the parameters' dtype
+
+
+def scheduled_nesterov_trace(max_momentum: float) -> optax.GradientTransformation:
+    """optax's Nesterov ``trace`` with μ_t = :func:`sutskever_momentum` (velocity
+    v ← g + μ_t v, update g + μ_t v).  Written here rather than through
+    ``optax.inject_hyperparams(optax.sgd)`` because that evaluates the schedule once, in the
+    default float dtype (float64 in the lab), and a float32 run's velocity and updates then
+    come out float64; here μ_t is cast to each leaf's dtype."""
+    def init(params):
+        return ScheduledTraceState(jnp.zeros([], jnp.int32),
+                                   jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        del params
+        mu = sutskever_momentum(state.count, max_momentum)
+        trace = jax.tree_util.tree_map(lambda g, v: g + mu.astype(g.dtype) * v, grads,
+                                       state.trace)
+        updates = jax.tree_util.tree_map(lambda g, v: g + mu.astype(g.dtype) * v, grads, trace)
+        return updates, ScheduledTraceState(optax.safe_increment(state.count), trace)
+
+    return optax.GradientTransformation(init, update)
+
+
 def nesterov(settings: MomentumSettings) -> optax.GradientTransformation:
+    """Nesterov momentum (optax.sgd), μ constant or on Sutskever et al.'s schedule."""
+    if settings.schedule == "sutskever2013":
+        return optax.chain(scheduled_nesterov_trace(settings.momentum),
+                           optax.scale_by_learning_rate(settings.learning_rate))
     return optax.sgd(settings.learning_rate, momentum=settings.momentum, nesterov=True)
 
 

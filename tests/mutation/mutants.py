@@ -192,4 +192,11 @@ MUTANTS = [
      "Sophia's Hessian-vector products counted on the wrong updates"),
     ("hflab/core/hf.py", "return float(np.sqrt(np.finfo(dtype).eps))", "return 1e-8",
      "the λ floor not tied to the dtype (float32 CG at its noise floor)"),
+    # Nesterov momentum on Sutskever et al.'s schedule
+    ("hflab/core/baselines.py", "return jnp.minimum(1.0 - 0.5 / k, max_momentum)",
+     "return jnp.minimum(1.0 - 1.0 / k, max_momentum)",
+     "Sutskever's μ_t as 1 − 1/k (starts at 0) instead of 1 − 1/(2k)"),
+    ("hflab/core/baselines.py",
+     "updates = jax.tree_util.tree_map(lambda g, v: g + mu.astype(g.dtype) * v, grads, trace)",
+     "updates = trace", "scheduled momentum is heavy-ball, not Nesterov"),
 ]
