@@ -68,9 +68,10 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
     (any optimiser at its defaults, and HF's best setting), its ratio to the paper's figure
     (> 1: the lab's runs are above the paper's line), the updates each made, and what differs;
     and the same for the paper's own method here (``same_*``: HF for an HF line, Nesterov
-    momentum for a Nesterov line), the comparison the line is about.
+    momentum for a Nesterov line, each at its defaults or its best labelled setting), the
+    comparison the line is about.
     ``runs`` are the standing's long runs (:func:`benchmarks.standing.long_runs`)."""
-    from .standing import BEST_HF, _shown
+    from .standing import BEST_HF, BEST_NESTEROV, _shown
     rows = []
     for case, d in runs.groupby("case"):
         d = _shown(d)
@@ -82,7 +83,9 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
         # HF at its defaults, and its best labelled setting where one beats them
         hf = min((o for o in ("hf", BEST_HF) if o in med.index), key=med.get, default=None)
         images = training_images(task, d["n_train"].dropna())
-        counterpart = {"HF": hf, "Nesterov": "momentum" if "momentum" in med.index else None}
+        nesterov = min((o for o in ("momentum", BEST_NESTEROV) if o in med.index), key=med.get,
+                       default=None)
+        counterpart = {"HF": hf, "Nesterov": nesterov}
         for line in lines_for(task):
             same = counterpart.get(line.method)
             differs = [f"{d['budget_seconds'].max():.0f} s on the CPU"

@@ -10,7 +10,8 @@ evaluations).  A run's training error there is its value at its last evaluation 
 that cost; where that evaluation is older than half the cost (the first-order runs on the
 20,000-image set are evaluated every 1,000 updates, so they have nothing near HF's ~60 updates)
 the cell stays empty rather than report a stale figure.  Medians over seeds; each optimiser at
-its defaults, and HF's best labelled setting where one was recorded ("best HF tried").
+its defaults, and HF's and Nesterov momentum's best labelled settings where they were recorded
+("best HF tried", "best Nesterov tried": Sutskever et al.'s momentum schedule, say).
 
 A pass is one forward+backward over the batch the optimiser used — HF's gradient batch or
 curvature chunk, K-FAC's batch, the first-order methods' 200 cases — so equal passes is not equal
@@ -26,12 +27,15 @@ import pandas as pd
 DEFAULTS = ("hf", "kfac", "adam", "momentum", "sophia", "muon")
 AXES = ("updates", "passes", "seconds")
 BEST_HF = "best HF tried"
+BEST_NESTEROV = "best Nesterov tried"
+# an optimiser whose labelled settings (records "hf (…)", "momentum (…)") compete for a column
+TRIED = {"hf": BEST_HF, "momentum": BEST_NESTEROV}
 
 
 def long_runs(df: pd.DataFrame, per_machine: bool = False) -> pd.DataFrame:
     """The long autoencoder runs on the CPU with curves, newest per (case, optimizer, seed) — per
     machine instance too with ``per_machine`` (only runs that record one) — each case at its
-    longest budget; the optimisers at their defaults and HF's labelled settings."""
+    longest budget; the optimisers at their defaults and the labelled settings of :data:`TRIED`."""
     from .summary import autoencoder_cases
     a = df[(df["benchmark"] == "autoencoder") & (df["mode"] == "papers")]
     a = a[a["device"] == "cpu"] if "device" in a else a     # the reference machine
@@ -46,7 +50,11 @@ def long_runs(df: pd.DataFrame, per_machine: bool = False) -> pd.DataFrame:
         a, keys = a[a["boot"].notna()], keys + ["boot"]
     a = a.sort_values("time").groupby(keys).tail(1)
     a = a[a["budget_seconds"] == a.groupby("case")["budget_seconds"].transform("max")]
-    return a[a["optimizer"].isin(DEFAULTS) | a["optimizer"].str.startswith("hf (")]
+    return a[a["optimizer"].isin(DEFAULTS) | a["optimizer"].str.startswith(tried_prefixes())]
+
+
+def tried_prefixes() -> tuple[str, ...]:
+    return tuple(f"{base} (" for base in TRIED)
 
 
 def error_at(costs: list, errors: list, cost: float) -> float | None:
@@ -66,26 +74,28 @@ def median_at(runs: pd.DataFrame, axis: str, cost: float) -> float:
     return float(pd.Series(values).median()) if values else float("nan")
 
 
-def best_hf_setting(tried: pd.DataFrame, hf_median: float) -> str | None:
-    """Of HF's labelled settings (rows ``hf (…)``), the one with the lowest median final
-    training error, if it beats ``hf_median`` (HF's defaults); else None."""
+def best_setting(tried: pd.DataFrame, default_median: float) -> str | None:
+    """Of one optimiser's labelled settings (rows ``hf (…)``, say), the one with the lowest
+    median final training error, if it beats ``default_median`` (its defaults'); else None."""
     if tried.empty:
         return None
     med = tried.groupby("optimizer")["train_error"].median()
-    return med.idxmin() if med.min() < hf_median else None
+    return med.idxmin() if med.min() < default_median else None
 
 
 def _shown(a: pd.DataFrame) -> pd.DataFrame:
-    """Defaults, plus HF's best labelled setting (:func:`best_hf_setting`), relabelled
-    ``best HF tried``."""
+    """Defaults, plus each :data:`TRIED` optimiser's best labelled setting
+    (:func:`best_setting`), relabelled ``best HF tried`` / ``best Nesterov tried``."""
     base = a[a["optimizer"].isin(DEFAULTS)]
-    tried = a[a["optimizer"].str.startswith("hf (")]
-    if "hf" not in set(base["optimizer"]):
-        return base
-    label = best_hf_setting(tried, base[base["optimizer"] == "hf"]["train_error"].median())
-    if label is None:
-        return base
-    return pd.concat([base, tried[tried["optimizer"] == label].assign(optimizer=BEST_HF)])
+    shown = [base]
+    for name, column in TRIED.items():
+        if name not in set(base["optimizer"]):
+            continue
+        tried = a[a["optimizer"].str.startswith(f"{name} (")]
+        label = best_setting(tried, base[base["optimizer"] == name]["train_error"].median())
+        if label is not None:
+            shown.append(tried[tried["optimizer"] == label].assign(optimizer=column))
+    return pd.concat(shown)
 
 
 def equal_costs(df: pd.DataFrame) -> pd.DataFrame:
@@ -214,8 +224,8 @@ def summary_text(df: pd.DataFrame) -> str | None:
     return "; ".join(parts)
 
 
-EQUAL_COLUMNS = ["case", "at equal", "cost", "hf", BEST_HF, "adam", "momentum", "kfac", "sophia",
-                 "muon", "hf ÷ adam", "machines"]
+EQUAL_COLUMNS = ["case", "at equal", "cost", "hf", BEST_HF, "adam", "momentum", BEST_NESTEROV,
+                 "kfac", "sophia", "muon", "hf ÷ adam", "machines"]
 REPORT_SECTIONS = [
     ("Deep autoencoders at equal cost: median training error at equal updates, passes and "
      "seconds (the largest cost every run reached; a pass is one forward+backward over the "

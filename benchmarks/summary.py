@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import paper_lines
-from .standing import DEFAULTS, best_hf_setting
+from .standing import DEFAULTS, TRIED, best_setting, tried_prefixes
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -158,8 +158,8 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     if a.empty:
         return []
     a = _newest(autoencoder_cases(a), ["case", "optimizer", "seed", "budget_seconds"])
-    # HF's labelled settings: the best one is named where it beats HF's defaults
-    tried = a[a["optimizer"].str.startswith("hf (")]
+    # HF's and Nesterov's labelled settings: each one's best is named where it beats its defaults
+    tried = a[a["optimizer"].str.startswith(tried_prefixes())]
     # each optimiser at its defaults (the other labelled variants are in the report)
     a = a[a["optimizer"].isin(DEFAULTS)]
     rows = []
@@ -172,11 +172,14 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
                          + (f"; {n[o]} seed{'s' if n[o] > 1 else ''})" if n[o] < n.max() else ")")
                          for o, v in med.items())
         v = tried[(tried["case"] == task) & (tried["budget_seconds"] == budget)]
-        label = best_hf_setting(v, med["hf"]) if "hf" in med else None
-        if label is not None:
-            runs = v[v["optimizer"] == label]
+        for name, column in TRIED.items():
+            mine = v[v["optimizer"].str.startswith(f"{name} (")]
+            label = best_setting(mine, med[name]) if name in med else None
+            if label is None:
+                continue
+            runs = mine[mine["optimizer"] == label]
             k = len(runs)
-            text += (f"; best HF tried: {_short(label[4:-1])} → "
+            text += (f"; {column}: {_short(label[len(name) + 2:-1])} → "
                      f"{runs['train_error'].median():.3g}"
                      + (f" ({k} seed{'s' if k > 1 else ''})" if k < n.max() else ""))
         best = med.index[0]
@@ -194,7 +197,9 @@ def _short(settings: str) -> str:
         "curvature_batch_fixed False", "growing curvature batch").replace(
         "hf.preconditioner True", "diagonal preconditioner").replace(
         "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
-        "grad_batch", "batch")
+        "grad_batch", "batch").replace(
+        "momentum.learning_rate", "rate").replace("momentum.momentum", "μ ≤").replace(
+        "momentum.schedule sutskever2013", "Sutskever's μ schedule")
 
 
 def _standing_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:

@@ -69,7 +69,7 @@ def test_equal_updates_compares_where_both_have_evaluations():
     assert eq.loc["updates", "hf ÷ adam"] == pytest.approx(4.0 / 95.0)   # HF ahead: < 1
 
 
-def test_update_costs_and_best_hf_setting_per_case():
+def test_update_costs_and_best_setting_per_case():
     rows = _records()
     # a labelled HF setting that beats HF's defaults on the 2,000-image case only, and one on a
     # second case that does not: each case picks its own
@@ -178,3 +178,38 @@ def test_the_readme_names_hf_settings_in_few_words_without_mangling_longer_field
         "hf (growing curvature batch, batch 500)")
     assert summary._short("hf (grad_batch 1000, hf.preconditioner True)") == (
         "hf (batch 1000, diagonal preconditioner)")
+
+
+def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():
+    """Nesterov momentum at its defaults and two labelled settings (Sutskever's schedule at two
+    rates): the better one, if it beats the defaults, is the "best Nesterov tried" column of the
+    equal-cost table, the Nesterov figure the paper's Nesterov line is measured against, and
+    named in the README's autoencoder row; a worse one never is."""
+    from benchmarks import paper_lines
+    label = "momentum (momentum.learning_rate {}, momentum.momentum 0.99, momentum.schedule " \
+            "sutskever2013)"
+    rows = _records()
+    for r in _records():
+        if r["optimizer"] != "adam":
+            continue
+        rows.append({**r, "optimizer": "momentum", "train_error": 8.0,
+                     "curve_train_error": [8.0] * len(r["curve_train_error"])})
+        rows.append({**r, "optimizer": label.format(0.001), "train_error": 0.5 + r["seed"],
+                     "curve_train_error": [0.5 + r["seed"]] * len(r["curve_train_error"])})
+        rows.append({**r, "optimizer": label.format(0.01), "train_error": 50.0,
+                     "curve_train_error": [50.0] * len(r["curve_train_error"])})
+    df = pd.DataFrame(rows)
+    eq = standing.equal_costs(df).set_index("at equal")
+    assert eq.loc["seconds", standing.BEST_NESTEROV] == 1.5       # median of 0.5, 1.5, 2.5
+    assert eq.loc["seconds", "momentum"] == 8.0
+    assert standing.BEST_NESTEROV in standing.EQUAL_COLUMNS
+    lines = paper_lines.distances(standing.long_runs(df)).set_index("method")
+    assert lines.loc["Nesterov", "same_here"] == standing.BEST_NESTEROV
+    assert lines.loc["Nesterov", "same ÷ paper"] == pytest.approx(1.5 / 0.074)
+    (row,) = [r for r in summary.summary_rows(df) if r[2] == "Deep autoencoders"]
+    assert "best Nesterov tried: rate 0.001, μ ≤ 0.99, Sutskever's μ schedule → 1.5" in row[1]
+    # worse than the defaults: not shown
+    worse = df[df["optimizer"] != label.format(0.001)]
+    assert standing.BEST_NESTEROV not in standing.equal_costs(worse).columns
+    (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
+    assert "best Nesterov tried" not in row[1]
