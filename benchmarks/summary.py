@@ -198,8 +198,8 @@ def _short(settings: str) -> str:
         "hf.preconditioner True", "diagonal preconditioner").replace(
         "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
         "grad_batch", "batch").replace(
-        "momentum.learning_rate", "rate").replace("momentum.momentum", "μ ≤").replace(
-        "momentum.schedule sutskever2013", "Sutskever's μ schedule")
+        "momentum.learning_rate", "η").replace("momentum.momentum", "μ ≤").replace(
+        "momentum.schedule sutskever2013", "Sutskever schedule")
 
 
 def _standing_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
