@@ -213,3 +213,30 @@ def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():
     assert standing.BEST_NESTEROV not in standing.equal_costs(worse).columns
     (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
     assert "best Nesterov tried" not in row[1]
+
+
+def test_time_to_hf_s_error_and_its_worth_and_cost():
+    """HF's median final error is 4 (finals 3, 4, 5); every HF seed first gets to 4 at update 4
+    (40 s), Adam (100 / (1 + u/10), evaluated every 50 updates) at update 250 (2.5 s): an HF
+    update is worth 62.5 Adam updates and costs 1,000 — Adam is there 16× sooner."""
+    t = standing.to_hf_error(pd.DataFrame(_records())).set_index("hf setting")
+    row = t.loc["hf"]
+    assert row["machine"] == "unrecorded" and row["target"] == 4.0
+    assert (row["hf updates"], row["hf seconds"]) == (4.0, 40.0)
+    assert row["adam updates"] == 250.0 and row["adam seconds"] == pytest.approx(2.5)
+    assert row["worth (adam updates per hf update)"] == pytest.approx(62.5)
+    assert row["cost (adam updates per hf update's seconds)"] == pytest.approx(1000.0)
+    assert row["seconds hf ÷ adam"] == pytest.approx(16.0)
+    assert row["sooner"] == "adam"
+    # HF 100× lower: Adam (never under 100 / 501) does not get there — no ratio, HF sooner
+    low = standing.to_hf_error(pd.DataFrame(_records(hf_scale=0.01))).set_index("hf setting")
+    assert low.loc["hf", "sooner"] == "hf" and math.isnan(low.loc["hf", "adam seconds"])
+    assert math.isnan(low.loc["hf", "seconds hf ÷ adam"])
+    # two machines: each HF compared with its own machine's Adam (3× slower on the second)
+    slow = [{**r, "boot": "bbbbbbbb-2",
+             "curve_seconds": [3 * s for s in r["curve_seconds"]] if r["optimizer"] == "adam"
+             else r["curve_seconds"]} for r in _records()]
+    fast = [{**r, "boot": "aaaaaaaa-1"} for r in _records()]
+    both = standing.to_hf_error(pd.DataFrame(fast + slow)).set_index("machine")
+    assert both.loc["aaaaaaaa", "seconds hf ÷ adam"] == pytest.approx(16.0)
+    assert both.loc["bbbbbbbb", "seconds hf ÷ adam"] == pytest.approx(16.0 / 3)
