@@ -168,37 +168,43 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         test = d.groupby("optimizer")["test_error"].median()
         n = d.groupby("optimizer").size()
         # an optimiser with fewer seeds than the others says so beside its figure
-        text = ", ".join(f"{o} {v:.3g} (test {test[o]:.3g}"
-                         + (f"; {n[o]} seed{'s' if n[o] > 1 else ''})" if n[o] < n.max() else ")")
+        text = ", ".join(f"{o} {v:.3g} / {test[o]:.3g}"
+                         + (f" ({n[o]} seed{'s' if n[o] > 1 else ''})" if n[o] < n.max() else "")
                          for o, v in med.items())
         v = tried[(tried["case"] == task) & (tried["budget_seconds"] == budget)]
-        for name, column in TRIED.items():
+        for name in TRIED:
             mine = v[v["optimizer"].str.startswith(f"{name} (")]
             label = best_setting(mine, med[name]) if name in med else None
             if label is None:
                 continue
             runs = mine[mine["optimizer"] == label]
             k = len(runs)
-            text += (f"; {column}: {_short(label[len(name) + 2:-1])} → "
+            text += (f"; {README_TRIED[name]}: {_short(label[len(name) + 2:-1])} → "
                      f"{runs['train_error'].median():.3g}"
                      + (f" ({k} seed{'s' if k > 1 else ''})" if k < n.max() else ""))
         best = med.index[0]
         verdict = "HF best" if best == "hf" else f"HF behind {best}"
         seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-        rows.append((f"{task} autoencoder, {budget:.0f} s, median training error (test error) "
-                     f"over {seeds} seeds ({verdict})", text,
+        rows.append((f"{task} autoencoder, {budget:.0f} s, median training / test error over "
+                     f"{seeds} seeds ({verdict})", text,
                      "Deep autoencoders"))
     return rows
 
 
+# the README's few words for an optimiser's best labelled setting (the report: standing.TRIED)
+README_TRIED = {"hf": "HF's best", "momentum": "Nesterov's best"}
+
+
 def _short(settings: str) -> str:
     """A settings label in the README's few words (the report keeps the field names)."""
+    settings = re.sub(r"momentum\.momentum ([0-9.e-]+), momentum\.schedule sutskever2013",
+                      r"Sutskever μ ≤ \1", settings)
     return settings.replace("curvature_batch_fixed True", "fixed curvature batch").replace(
         "curvature_batch_fixed False", "growing curvature batch").replace(
         "hf.preconditioner True", "diagonal preconditioner").replace(
         "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
         "grad_batch", "batch").replace(
-        "momentum.learning_rate", "η").replace("momentum.momentum", "μ ≤").replace(
+        "momentum.learning_rate", "η").replace("momentum.momentum", "μ").replace(
         "momentum.schedule sutskever2013", "Sutskever schedule")
 
 

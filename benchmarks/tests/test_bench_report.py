@@ -362,21 +362,21 @@ def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
                          "train_error": tr, "test_error": te, "time": f"2026-12-06T0{seed}:00"})
     [(measure, figure, _)] = summary._autoencoder_rows(pd.DataFrame(rows))
     assert "HF behind kfac" in measure and "3 seeds" in measure
-    # ordered by median training error, each with its median test error; of HF's labelled
-    # settings only the best, named after the defaults where it beats them
-    assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5); best HF tried: " \
+    # ordered by median training error, each with its median test error (training / test); of
+    # HF's labelled settings only the best, named after the defaults where it beats them
+    assert figure == "kfac 0.02 / 20, adam 0.2 / 2, hf 3 / 5; HF's best: " \
         "batch 500 → 0", figure
     worse = [{**r, "train_error": 9.0} if r["optimizer"].startswith("hf (") else r for r in rows]
     [(_, figure, _)] = summary._autoencoder_rows(pd.DataFrame(worse))
-    assert figure == "kfac 0.02 (test 20), adam 0.2 (test 2), hf 3 (test 5)", figure
+    assert figure == "kfac 0.02 / 20, adam 0.2 / 2, hf 3 / 5", figure
     one = [r for r in rows if not (r["optimizer"].startswith("hf (") and r["seed"] > 0)]
     [(_, figure, _)] = summary._autoencoder_rows(pd.DataFrame(one))
-    assert figure.endswith("; best HF tried: batch 500 → 0 (1 seed)"), figure
+    assert figure.endswith("; HF's best: batch 500 → 0 (1 seed)"), figure
     # an optimiser run on fewer seeds than the others says so beside its figure
     rows.append({**rows[0], "optimizer": "muon", "train_error": 0.001, "test_error": 7.0})
     [(measure, figure, _)] = summary._autoencoder_rows(pd.DataFrame(rows))
-    assert "1–3 seeds" in measure and figure.startswith("muon 0.001 (test 7; 1 seed), kfac 0.02 "
-                                                        "(test 20), adam"), figure
+    assert "1–3 seeds" in measure and figure.startswith("muon 0.001 / 7 (1 seed), kfac 0.02 / 20, "
+                                                        "adam"), figure
 
 
 def test_the_papers_size_curves_set_is_a_case_of_its_own():
@@ -393,8 +393,8 @@ def test_the_papers_size_curves_set_is_a_case_of_its_own():
     assert len(measures) == 2
     (small,) = [f for m, f in measures.items() if "(20,000 images)" not in m]
     (large,) = [f for m, f in measures.items() if m.startswith("curves (20,000 images)")]
-    assert small == "adam 0.1 (test 1.1), hf 3 (test 4)"
-    assert large == "adam 2.8 (test 3.8), hf 11 (test 12)"
+    assert small == "adam 0.1 / 1.1, hf 3 / 4"
+    assert large == "adam 2.8 / 3.8, hf 11 / 12"
     fig = report.autoencoder_cost_curves(df)
     titles = {a.text.split(":")[0] for a in fig.layout.annotations}
     assert titles == {"curves", "curves (20,000 images)"}

@@ -207,12 +207,12 @@ def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():
     assert lines.loc["Nesterov", "same_here"] == standing.BEST_NESTEROV
     assert lines.loc["Nesterov", "same ÷ paper"] == pytest.approx(1.5 / 0.074)
     (row,) = [r for r in summary.summary_rows(df) if r[2] == "Deep autoencoders"]
-    assert "best Nesterov tried: η 0.001, μ ≤ 0.99, Sutskever schedule → 1.5" in row[1]
+    assert "Nesterov's best: η 0.001, Sutskever μ ≤ 0.99 → 1.5" in row[1]
     # worse than the defaults: not shown
     worse = df[df["optimizer"] != label.format(0.001)]
     assert standing.BEST_NESTEROV not in standing.equal_costs(worse).columns
     (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
-    assert "best Nesterov tried" not in row[1]
+    assert "Nesterov's best" not in row[1]
 
 
 def test_time_to_hf_s_error_and_its_worth_and_cost():
