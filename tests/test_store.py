@@ -369,8 +369,10 @@ def _flat_config(cfg: RunConfig) -> dict:
                structural_damping=0.0, max_cg_iters=250, cg_decay=0.95, backtracking=True,
                line_search=True, preconditioner=False, rho_batch="curvature", n_chunks=1,
                seq_len=None)
-    # the settings of that version only (later ones, such as HF's min_damping, did not exist)
-    old.update({k: v for k, v in cfg.optimizer_settings().items() if k != "min_damping"})
+    # the settings of that version only (later ones — HF's min_damping, Nesterov's schedule — did
+    # not exist)
+    old.update({k: v for k, v in cfg.optimizer_settings().items()
+                if k not in ("min_damping", "schedule")})
     return old
 
 
