@@ -71,7 +71,7 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
     momentum for a Nesterov line, each at its defaults or its best labelled setting), the
     comparison the line is about.
     ``runs`` are the standing's long runs (:func:`benchmarks.standing.long_runs`)."""
-    from .standing import BEST_HF, BEST_NESTEROV, _shown
+    from .standing import TRIED, _shown
     rows = []
     for case, d in runs.groupby("case"):
         d = _shown(d)
@@ -80,12 +80,13 @@ def distances(runs: pd.DataFrame) -> pd.DataFrame:
         updates = d.assign(made=[u[-1] for u in d["curve_updates"]]).groupby(
             "optimizer")["made"].median()
         best = med.idxmin()
-        # HF at its defaults, and its best labelled setting where one beats them
-        hf = min((o for o in ("hf", BEST_HF) if o in med.index), key=med.get, default=None)
-        images = training_images(task, d["n_train"].dropna())
-        nesterov = min((o for o in ("momentum", BEST_NESTEROV) if o in med.index), key=med.get,
+        def ours(name):
+            """An optimiser at its defaults or its best labelled setting, the better."""
+            return min((o for o in (name, TRIED[name]) if o in med.index), key=med.get,
                        default=None)
-        counterpart = {"HF": hf, "Nesterov": nesterov}
+        hf = ours("hf")
+        images = training_images(task, d["n_train"].dropna())
+        counterpart = {"HF": hf, "Nesterov": ours("momentum")}
         for line in lines_for(task):
             same = counterpart.get(line.method)
             differs = [f"{d['budget_seconds'].max():.0f} s on the CPU"

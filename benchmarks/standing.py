@@ -143,19 +143,26 @@ def same_machine(df: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     rows = []
+    for case, boot, label, hf, adam in hf_and_adam_by_machine(runs):
+        both = pd.concat([adam, hf])
+        cost = min(r[-1] for r in both["curve_seconds"])
+        med = {"hf": median_at(hf, "seconds", cost), "adam": median_at(adam, "seconds", cost)}
+        rows.append({"case": case, "machine": boot[:8], "hf setting": label,
+                     "hf seeds": len(hf), "adam seeds": len(adam), "seconds": float(cost),
+                     "hf": med["hf"], "adam": med["adam"], "hf ÷ adam": med["hf"] / med["adam"],
+                     "time": both["time"].max()})
+    return pd.DataFrame(rows)
+
+
+def hf_and_adam_by_machine(runs: pd.DataFrame):
+    """(case, machine, HF setting, its runs, Adam's runs) for every HF setting of ``runs`` (the
+    per-machine :func:`long_runs`) timed on a machine that also timed Adam."""
     for (case, boot), d in runs.groupby(["case", "boot"]):
         adam = d[d["optimizer"] == "adam"]
         if adam.empty:
             continue
         for label, hf in d[d["optimizer"].str.startswith("hf")].groupby("optimizer"):
-            both = pd.concat([adam, hf])
-            cost = min(r[-1] for r in both["curve_seconds"])
-            med = {"hf": median_at(hf, "seconds", cost), "adam": median_at(adam, "seconds", cost)}
-            rows.append({"case": case, "machine": boot[:8], "hf setting": label,
-                         "hf seeds": len(hf), "adam seeds": len(adam), "seconds": float(cost),
-                         "hf": med["hf"], "adam": med["adam"], "hf ÷ adam": med["hf"] / med["adam"],
-                         "time": both["time"].max()})
-    return pd.DataFrame(rows)
+            yield case, boot, label, hf, adam
 
 
 FRACTIONS = (0.5, 0.75, 1.0)
@@ -217,34 +224,28 @@ def to_hf_error(df: pd.DataFrame) -> pd.DataFrame:
     its worth exceeds its cost.  The first-order runs are evaluated every 1,000 updates on the
     20,000-image set (every 50 on the others), which bounds their resolution."""
     rows = []
-    for (case, boot), d in long_runs(df, per_machine=True, unrecorded=True).groupby(
-            ["case", "boot"]):
-        adam = d[d["optimizer"] == "adam"]
-        if adam.empty:
-            continue
-        for label, hf in d[d["optimizer"].str.startswith(("hf (", "hf"))].groupby("optimizer"):
-            if label != "hf" and not label.startswith("hf ("):
-                continue
-            target = float(hf["train_error"].median())
-            reach = {(name, axis): float(pd.Series([
-                first_reach(c, e, target) for c, e in zip(runs[f"curve_{axis}"],
-                                                          runs["curve_train_error"])]).median())
-                for name, runs in (("hf", hf), ("adam", adam)) for axis in ("updates", "seconds")}
-            hf_u, adam_u = reach["hf", "updates"], reach["adam", "updates"]
-            hf_s, adam_s = reach["hf", "seconds"], reach["adam", "seconds"]
-            both = math.isfinite(hf_s) and math.isfinite(adam_s)
-            sooner = ("neither" if math.isinf(hf_s) and math.isinf(adam_s) else
-                      "hf" if hf_s < adam_s else "adam")
-            rows.append({"case": case, "machine": boot[:8] if boot != "unrecorded" else boot,
-                         "hf setting": label, "hf seeds": len(hf), "adam seeds": len(adam),
-                         "target": target, "hf updates": hf_u, "adam updates": adam_u,
-                         "hf seconds": hf_s, "adam seconds": adam_s, "sooner": sooner,
-                         # seconds ratio = cost ÷ worth, exactly
-                         "seconds hf ÷ adam": hf_s / adam_s if both else math.nan,
-                         "worth (adam updates per hf update)": adam_u / hf_u if both else math.nan,
-                         "cost (adam updates per hf update's seconds)":
-                             (hf_s / hf_u) / (adam_s / adam_u) if both else math.nan,
-                         "time": pd.concat([hf, adam])["time"].max()})
+    runs = long_runs(df, per_machine=True, unrecorded=True)
+    for case, boot, label, hf, adam in hf_and_adam_by_machine(runs):
+        target = float(hf["train_error"].median())
+        reach = {(name, axis): float(pd.Series([
+            first_reach(c, e, target) for c, e in zip(group[f"curve_{axis}"],
+                                                      group["curve_train_error"])]).median())
+            for name, group in (("hf", hf), ("adam", adam)) for axis in ("updates", "seconds")}
+        hf_u, adam_u = reach["hf", "updates"], reach["adam", "updates"]
+        hf_s, adam_s = reach["hf", "seconds"], reach["adam", "seconds"]
+        both = math.isfinite(hf_s) and math.isfinite(adam_s)
+        sooner = ("neither" if math.isinf(hf_s) and math.isinf(adam_s) else
+                  "hf" if hf_s < adam_s else "adam")
+        rows.append({"case": case, "machine": boot[:8] if boot != "unrecorded" else boot,
+                     "hf setting": label, "hf seeds": len(hf), "adam seeds": len(adam),
+                     "target": target, "hf updates": hf_u, "adam updates": adam_u,
+                     "hf seconds": hf_s, "adam seconds": adam_s, "sooner": sooner,
+                     # seconds ratio = cost ÷ worth, exactly
+                     "seconds hf ÷ adam": hf_s / adam_s if both else math.nan,
+                     "worth (adam updates per hf update)": adam_u / hf_u if both else math.nan,
+                     "cost (adam updates per hf update's seconds)":
+                         (hf_s / hf_u) / (adam_s / adam_u) if both else math.nan,
+                     "time": pd.concat([hf, adam])["time"].max()})
     # not reached: shown as "—"
     return pd.DataFrame(rows).replace(math.inf, math.nan)
 

@@ -96,9 +96,11 @@ def scheduled_nesterov_trace(max_momentum: float) -> optax.GradientTransformatio
     def update(grads, state, params=None):
         del params
         mu = sutskever_momentum(state.count, max_momentum)
-        trace = jax.tree_util.tree_map(lambda g, v: g + mu.astype(g.dtype) * v, grads,
-                                       state.trace)
-        updates = jax.tree_util.tree_map(lambda g, v: g + mu.astype(g.dtype) * v, grads, trace)
+
+        def g_plus_mu_v(g, v):
+            return g + mu.astype(g.dtype) * v
+        trace = jax.tree_util.tree_map(g_plus_mu_v, grads, state.trace)
+        updates = jax.tree_util.tree_map(g_plus_mu_v, grads, trace)
         return updates, ScheduledTraceState(optax.safe_increment(state.count), trace)
 
     return optax.GradientTransformation(init, update)

@@ -197,6 +197,6 @@ MUTANTS = [
      "return jnp.minimum(1.0 - 1.0 / k, max_momentum)",
      "Sutskever's μ_t as 1 − 1/k (starts at 0) instead of 1 − 1/(2k)"),
     ("hflab/core/baselines.py",
-     "updates = jax.tree_util.tree_map(lambda g, v: g + mu.astype(g.dtype) * v, grads, trace)",
+     "updates = jax.tree_util.tree_map(g_plus_mu_v, grads, trace)",
      "updates = trace", "scheduled momentum is heavy-ball, not Nesterov"),
 ]
