@@ -32,9 +32,9 @@ def free_port() -> int:
 
 def cli(args, home, devices_per_process=1, timeout=240):
     env = {**os.environ, "HFLAB_HOME": str(home), "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-           # in place of the suite's flags: these processes train for many updates, which run
-           # faster at XLA's full optimisation level than they compile slower (19 s against 37 s)
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+           # the suite's compile-fast flags (conftest.py) and this process's device count
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") +
+           f" --xla_force_host_platform_device_count={devices_per_process}"}
     return subprocess.Popen([sys.executable, "-m", "hflab", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
