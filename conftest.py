@@ -26,7 +26,8 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 # of the suite's time): XLA's backend optimisation level 0, and XLA CPU's older fusion emitters
 # in place of its MLIR ones, compile them faster (the presets' tiny runs: 14 s against 23 s with
 # the MLIR emitters, the same losses to every printed digit); every result is still checked to
-# its tolerance.  The lab itself keeps XLA's defaults.
+# its tolerance.  The lab itself keeps XLA's defaults: at full optimisation the older emitters run
+# its updates slower (the CURVES preset's HF update 720 ms against 534 ms, Adam's 101 against 69).
 for flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
