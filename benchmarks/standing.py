@@ -271,8 +271,9 @@ def summary_text(df: pd.DataFrame) -> str | None:
         best = (by_axis.loc["seconds", BEST_HF] / by_axis.loc["seconds", "adam"]
                 if BEST_HF in d else float("nan"))
         notes = [f"HF's best {times(best)}"] if pd.notna(best) else []
-        if by_axis.loc["seconds", "machines"] > 1:    # the seconds figures pair two machines
-            notes.append("seconds across machines")
+        machines = by_axis.loc["seconds", "machines"]
+        if machines > 1:        # the seconds figures pair runs of several machines
+            notes.append(f"{machines:.0f} machines")
         mine = one[one["case"] == case] if len(one) else one
         if len(mine):     # the best HF setting with the most seeds, against Adam on its machine
             mine = mine[mine["hf seeds"] == mine["hf seeds"].max()]

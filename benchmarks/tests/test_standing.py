@@ -92,7 +92,7 @@ def test_update_costs_and_best_setting_per_case():
     text = standing.summary_text(df)
     assert text.startswith("curves — / 1.0× / "), text
     assert "(HF's best" in text.split(";")[0] and "(HF's best" not in text.split(";")[1]
-    assert "across machines" not in text          # no record names a machine: one, unknown
+    assert "machines" not in text          # no record names a machine: one, unknown
 
 
 def test_the_report_and_the_readme_carry_the_standing():
@@ -153,13 +153,13 @@ def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance()
     assert r["hf"] == 10.0 and r["hf ÷ adam"] == pytest.approx(10.0 / (100 / 501))
     text = standing.summary_text(pd.DataFrame(rows + fast + hf_here + elsewhere))
     # the equal-seconds table pairs this machine's Adam with HF timed elsewhere, and says so
-    assert f"seconds across machines, one machine {standing.times(10.0 / (100 / 501))})" in text
+    assert f"2 machines, one machine {standing.times(10.0 / (100 / 501))})" in text
     eq = standing.equal_costs(pd.DataFrame(rows + fast + hf_here + elsewhere))
     assert set(eq["machines"]) == {2}     # Adam and HF's best on aaaaaaaa, HF's newest on bbbbbbbb
     here = pd.DataFrame(fast + hf_here + [{**r, "boot": "aaaaaaaa-1", "time": "2026-12-07T02"}
                                           for r in _records() if r["optimizer"] == "hf"])
     assert set(standing.equal_costs(here)["machines"]) == {1}
-    assert "across machines" not in standing.summary_text(here)
+    assert "machines" not in standing.summary_text(here)
     assert standing.same_machine(pd.DataFrame(rows)).empty
     # Adam run again later on a third machine replaces the older runs in the other tables, not
     # here: machine aaaaaaaa keeps its pair, machine cccccccc has no HF to pair with
