@@ -222,7 +222,9 @@ class Trainer:
         self.on_step(record, trace, self.params, self.opt_state)
         self.active_seconds += time.perf_counter() - t0 - compile_s
         verdict = _verdict(self.built, record, self.progress)
-        return self._outcome(*verdict) if verdict is not None else None
+        # a run that ends by its own verdict (converged, diverged) is evaluated where it ended,
+        # as one that ends at its budget is
+        return self.finish(*verdict) if verdict is not None else None
 
     # what a run with stages (:class:`CurriculumTrainer`) says more, a plain run says here
     def where(self) -> str | None:

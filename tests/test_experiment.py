@@ -207,6 +207,22 @@ def test_rejected_steps_with_non_finite_gradient_end_failed():
     assert "non-finite" in out.reason
 
 
+def test_a_run_that_ends_by_its_own_verdict_is_evaluated_where_it_ended(monkeypatch):
+    """HF ends "converged" after 25 rejected updates in a row, most often between two
+    evaluations: its last update must still be evaluated, as a run ending at its budget is (a
+    long benchmark run once recorded no final error for it)."""
+    verdict = experiment._verdict
+    monkeypatch.setattr(experiment, "_verdict", lambda built, record, progress: (
+        ("finished", "converged: no decrease") if record["step"] == 3
+        else verdict(built, record, progress)))
+    seen = []
+    out = run(preset_config("seed-333", steps=50, eval_every=100, checkpoint_every=0),
+              on_step=lambda record, *_: seen.append(dict(record)))
+    assert (out.status, out.steps_done) == ("finished", 3)
+    assert [r["step"] for r in seen if "test_error" in r] == [0, 1, 3]
+    assert np.isfinite(out.last["train_error"]) and out.last["step"] == 3
+
+
 def test_freed_memory_goes_back_to_the_system():
     """What a training thread frees stays in its glibc arena (the server's resident memory)
     until :func:`hflab.memory.release_freed_memory`: ~120 MB allocated in a thread in small
