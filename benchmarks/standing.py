@@ -256,31 +256,32 @@ def times(ratio: float) -> str:
     return f"{ratio:#.2g}".rstrip(".") + "×"
 
 
-def summary_text(df: pd.DataFrame) -> str | None:
-    """The README's figure: per case HF's training error over Adam's at equal updates / passes /
+def summary_texts(df: pd.DataFrame) -> dict[str, str]:
+    """The README's figures, per case: HF's training error over Adam's at equal updates / passes /
     seconds (and HF's best labelled setting's at equal seconds), saying when those seconds pair
     runs of different machines and what HF's best is against Adam on one machine.  What an
     update costs is the report's (:func:`update_costs`): the row has no room for it."""
     eq, one = equal_costs(df), same_machine(df)
     if eq.empty or "hf ÷ adam" not in eq:
-        return None
-    parts = []
+        return {}
+    texts = {}
     for case, d in eq.groupby("case", sort=True):
         by_axis = d.set_index("at equal").reindex(list(AXES))
         ratios = [times(r) if pd.notna(r) else "—" for r in by_axis["hf ÷ adam"]]
         best = (by_axis.loc["seconds", BEST_HF] / by_axis.loc["seconds", "adam"]
                 if BEST_HF in d else float("nan"))
-        notes = [f"HF's best {times(best)}"] if pd.notna(best) else []
+        notes = [f"best {times(best)}"] if pd.notna(best) else []     # HF's best setting
         machines = by_axis.loc["seconds", "machines"]
         if machines > 1:        # the seconds figures pair runs of several machines
             notes.append(f"{machines:.0f} machines")
-        mine = one[one["case"] == case] if len(one) else one
-        if len(mine):     # the best HF setting with the most seeds, against Adam on its machine
+        # where the seconds pair several machines: the best HF setting with the most seeds,
+        # against Adam on its own machine (on one machine that repeats the figures before it)
+        mine = one[one["case"] == case] if len(one) and machines > 1 else one.iloc[0:0]
+        if len(mine):
             mine = mine[mine["hf seeds"] == mine["hf seeds"].max()]
             notes.append(f"one machine {times(mine['hf ÷ adam'].min())}")
-        parts.append(f"{case} {' / '.join(ratios)}"
-                     + (f" ({', '.join(notes)})" if notes else ""))
-    return "; ".join(parts)
+        texts[case] = " / ".join(ratios) + (f" ({', '.join(notes)})" if notes else "")
+    return texts
 
 
 EQUAL_COLUMNS = ["case", "at equal", "cost", "hf", BEST_HF, "adam", "momentum", BEST_NESTEROV,

@@ -221,6 +221,14 @@ def test_a_long_first_order_run_also_evaluates_at_the_powers_of_two_before_its_f
         [True, False, True, False, False]
 
 
+def test_a_long_run_evaluates_about_once_a_second_of_its_updates():
+    """The budget pays for evaluations: a fast case evaluates less often per update."""
+    big = autoencoders.PAPER_CASES["curves-20k"][1]
+    assert [autoencoders.eval_interval("curves", {}, fo) for fo in (True, False)] == [50, 5]
+    assert autoencoders.eval_interval("curves", big, True) == 1000
+    assert [autoencoders.eval_interval("digits-ae", {}, fo) for fo in (True, False)] == [1000, 100]
+
+
 def test_an_autoencoder_variant_only_on_the_second_task_still_gets_a_legend_entry():
     fig = report.autoencoder_cost_curves(pd.DataFrame(
         [_ae_row("curves", "hf"), _ae_row("mnist-ae", "hf"),
@@ -415,10 +423,20 @@ def test_a_speed_measure_is_one_row_with_the_cpu_first_then_each_accelerator():
                        {**base, "device": "cpu", "gv_over_grad": 1.2, "time": "3"},
                        {**base, "device": "NVIDIA H100", "gv_over_grad": 0.88, "time": "2"}])
     (row,) = summary._speed_rows(df)
-    assert row[0] == "Gauss-Newton product ÷ gradient time, MNIST autoencoder (batch 1000)"
+    assert row[0] == "Gauss-Newton product ÷ gradient time (MNIST autoencoder, batch 1000)"
     # the newest CPU figure first (not the older 1.3), then each accelerator once
     assert row[1].startswith("CPU 1.20 · ") and "1.30" not in row[1], row[1]
     assert "NVIDIA H100 0.88" in row[1] and "NVIDIA H200 0.95" in row[1]
+    # the HF update's throughput shares the row, each measure's figures after the other's
+    update = {"benchmark": "hf_update", "case": "digits-autoencoder 64-32-16-32-64",
+              "seconds_per_update": 0.2, "time": "4"}
+    (row,) = summary._speed_rows(pd.concat([df, pd.DataFrame([
+        {**update, "device": "cpu"}, {**update, "device": "NVIDIA H200",
+                                      "seconds_per_update": 0.024}])]))
+    assert row[0].endswith("; one HF update of 250 CG iterations (digits autoencoder)")
+    gv, hf = row[1].split("; ")
+    assert gv.startswith("CPU 1.20") and hf == "CPU 0.2 s · NVIDIA H200 0.024 s"
+    assert row[2] == "Gv cost"
 
 
 def _runs(fig):

@@ -89,10 +89,11 @@ def test_update_costs_and_best_setting_per_case():
     eq = standing.equal_costs(df)
     small = eq[eq["case"] == "curves"].set_index("at equal")
     assert small.loc["passes", standing.BEST_HF] == 2.0
-    text = standing.summary_text(df)
-    assert text.startswith("curves — / 1.0× / "), text
-    assert "(HF's best" in text.split(";")[0] and "(HF's best" not in text.split(";")[1]
-    assert "machines" not in text          # no record names a machine: one, unknown
+    texts = standing.summary_texts(df)
+    assert list(texts) == ["curves", "curves (20,000 images)"]
+    assert texts["curves"].startswith("— / 1.0× / "), texts
+    assert "(best " in texts["curves"] and "(best " not in texts["curves (20,000 images)"]
+    assert not any("machines" in t for t in texts.values())   # no record names a machine
 
 
 def test_the_report_and_the_readme_carry_the_standing():
@@ -100,6 +101,13 @@ def test_the_report_and_the_readme_carry_the_standing():
     rows = summary.summary_rows(df)
     (row,) = [r for r in rows if r[2] == "Deep autoencoders at equal cost"]
     assert "at equal updates / passes / seconds" in row[0] and "HF ÷ Adam" in row[0]
+    assert row[1].startswith("curves — / ")
+    # one row for every case, each case's figures after its name
+    big = [{**r, "n_train": 20000} for r in _records()]
+    (row,) = [r for r in summary.summary_rows(pd.DataFrame(_records() + big))
+              if r[2] == "Deep autoencoders at equal cost"]
+    assert [part.split(" —")[0] for part in row[1].split("; ")] == ["curves",
+                                                                    "curves (20,000 images)"]
     titles = [t for t, *_ in standing.REPORT_SECTIONS]
     assert summary.anchor(titles[0]) == summary.anchor(row[2])
     # the sections' anchors differ from each other and from the autoencoder table's
@@ -111,7 +119,7 @@ def test_the_report_and_the_readme_carry_the_standing():
 def test_no_long_runs_no_standing():
     quick = [{**r, "mode": "quick"} for r in _records()]
     assert standing.equal_costs(pd.DataFrame(quick)).empty
-    assert standing.summary_text(pd.DataFrame(quick)) is None
+    assert standing.summary_texts(pd.DataFrame(quick)) == {}
 
 
 def test_rankings_say_whether_the_order_settled_over_the_last_quarter():
@@ -151,7 +159,7 @@ def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance()
     assert r["seconds"] == 25.0
     assert r["adam"] == pytest.approx(100 / 501)
     assert r["hf"] == 10.0 and r["hf ÷ adam"] == pytest.approx(10.0 / (100 / 501))
-    text = standing.summary_text(pd.DataFrame(rows + fast + hf_here + elsewhere))
+    (text,) = standing.summary_texts(pd.DataFrame(rows + fast + hf_here + elsewhere)).values()
     # the equal-seconds table pairs this machine's Adam with HF timed elsewhere, and says so
     assert f"2 machines, one machine {standing.times(10.0 / (100 / 501))})" in text
     eq = standing.equal_costs(pd.DataFrame(rows + fast + hf_here + elsewhere))
@@ -159,7 +167,9 @@ def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance()
     here = pd.DataFrame(fast + hf_here + [{**r, "boot": "aaaaaaaa-1", "time": "2026-12-07T02"}
                                           for r in _records() if r["optimizer"] == "hf"])
     assert set(standing.equal_costs(here)["machines"]) == {1}
-    assert "machines" not in standing.summary_text(here)
+    assert "machines" not in standing.summary_texts(here)["curves"]
+    # all on one machine: no second, one-machine figure repeating the first
+    assert "one machine" not in standing.summary_texts(here)["curves"]
     assert standing.same_machine(pd.DataFrame(rows)).empty
     # Adam run again later on a third machine replaces the older runs in the other tables, not
     # here: machine aaaaaaaa keeps its pair, machine cccccccc has no HF to pair with
