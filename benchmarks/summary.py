@@ -69,7 +69,8 @@ def _speed_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         figures.append(" · ".join(f"{_device(r)} {r['seconds_per_update']:.3g} s"
                                   for _, r in h.iterrows()))
     if names:
-        rows.append(("; ".join(names)[0].upper() + "; ".join(names)[1:], "; ".join(figures),
+        title = "; ".join(names)
+        rows.append((title[0].upper() + title[1:], "; ".join(figures),
                      "Gv cost" if len(g) else "HF update throughput"))
     p = df[df["benchmark"] == "peer_comparison"]
     if len(p):
