@@ -221,8 +221,8 @@ def test_a_long_first_order_run_also_evaluates_at_the_powers_of_two_before_its_f
         [True, False, True, False, False]
 
 
-def test_a_long_run_evaluates_about_once_a_second_of_its_updates():
-    """The budget pays for evaluations: a fast case evaluates less often per update."""
+def test_a_long_run_evaluates_less_often_per_update_where_its_updates_are_fast():
+    """The large set every 1,000 first-order updates, the digits every 1,000 and 100."""
     big = autoencoders.PAPER_CASES["curves-20k"][1]
     assert [autoencoders.eval_interval("curves", {}, fo) for fo in (True, False)] == [50, 5]
     assert autoencoders.eval_interval("curves", big, True) == 1000
