@@ -218,13 +218,15 @@ class Trainer:
         own = self.step - self.first_step
         if own % self.config.eval_every == 0 or own == 1 or self.step == self.config.steps:
             record.update(evaluation(self.built, self.params))
+        verdict = _verdict(self.built, record, self.progress)
+        if verdict is not None and "test_error" not in record:
+            # a run that ends by its own verdict (converged, diverged) is evaluated where it
+            # ended, as one that ends at its budget is — before the record goes out, once
+            record.update(evaluation(self.built, self.params))
         self.last = record
         self.on_step(record, trace, self.params, self.opt_state)
         self.active_seconds += time.perf_counter() - t0 - compile_s
-        verdict = _verdict(self.built, record, self.progress)
-        # a run that ends by its own verdict (converged, diverged) is evaluated where it ended,
-        # as one that ends at its budget is
-        return self.finish(*verdict) if verdict is not None else None
+        return self._outcome(*verdict) if verdict is not None else None
 
     # what a run with stages (:class:`CurriculumTrainer`) says more, a plain run says here
     def where(self) -> str | None:

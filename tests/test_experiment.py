@@ -220,6 +220,7 @@ def test_a_run_that_ends_by_its_own_verdict_is_evaluated_where_it_ended(monkeypa
               on_step=lambda record, *_: seen.append(dict(record)))
     assert (out.status, out.steps_done) == ("finished", 3)
     assert [r["step"] for r in seen if "test_error" in r] == [0, 1, 3]
+    assert [r["step"] for r in seen].count(3) == 1        # the last record goes out once
     assert np.isfinite(out.last["train_error"]) and out.last["step"] == 3
 
 
