@@ -65,7 +65,10 @@ def evaluator(built) -> Callable:
 def evaluation(built, params) -> dict:
     """Train and test loss and error at ``params``."""
     evaluate = evaluator(built)
-    tr_loss, tr_err = evaluate(params, built.task.train)
-    te_loss, te_err = evaluate(params, built.task.test)
+    # both sets dispatched, then one transfer: four separate reads cost ~0.2 ms each, which
+    # on a small task's every-update evaluation outweighs the update itself
+    values = jax.device_get((evaluate(params, built.task.train),
+                             evaluate(params, built.task.test)))
+    (tr_loss, tr_err), (te_loss, te_err) = values
     return {"train_loss": float(tr_loss), "train_error": float(tr_err),
             "test_loss": float(te_loss), "test_error": float(te_err)}

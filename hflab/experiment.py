@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from . import tasks
-from .compiled import COMPILED, compiled_update, signature
+from .compiled import COMPILED, compiled_update, update_key
 from .config import RunConfig
 from .datastream import batches_for_step, grad_batch_size
 from .evaluation import evaluation, evaluator  # noqa: F401  (callers import them from here)
@@ -185,9 +185,10 @@ class Trainer:
         if self.place is not None:
             args = self.place(*args)
         opt = self.built.optimizer
-        if (id(opt), signature(args)) not in COMPILED:
+        key = update_key(opt, args)
+        if key not in COMPILED:
             self.on_phase("compiling")
-        update, compile_s = compiled_update(opt, args)
+        update, compile_s = compiled_update(opt, args, key)
         self.progress.compile += compile_s
         if compile_s:
             self.on_phase("training")
