@@ -3,7 +3,8 @@
 Location: ``$HFLAB_HOME/hflab.sqlite`` (default ``./runs``); checkpoints are ``.npz`` files in
 ``checkpoints/`` beside it, written atomically (temporary file + ``os.replace``).  The database is
 in WAL mode, so the app's pages read while worker threads and CLI processes write; every write is
-one short transaction, so a killed process loses at most the step it was writing.
+one short transaction, so a killed process loses at most the step it was writing.  Commits sync at
+WAL checkpoints (a power cut may lose the last metric rows), a checkpoint's row at once (durable).
 
 Schema versions are ``PRAGMA user_version``; :data:`MIGRATIONS` take a store from version *i* to
 *i + 1*, applied in order on open.  Reads return pandas DataFrames.  Bundles (export/import of
@@ -64,11 +65,6 @@ class Store:
                 self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False,
                                              isolation_level=None)
                 self._conn.execute("PRAGMA journal_mode=WAL")
-                # a run commits one row per update: in WAL mode NORMAL syncs the log at its
-                # checkpoints, not at every commit (0.04 instead of 0.19 ms a row), and stays
-                # safe from corruption; a power cut may lose the last metric rows, which a
-                # resume rewrites — the checkpoint table's commits still sync (``durable``)
-                self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
                 self._conn.execute("PRAGMA busy_timeout=30000")
             self._check_integrity()
@@ -140,13 +136,10 @@ class Store:
                              "written")
 
     def _transaction(self, statements, durable: bool = False):
-        """Run ``statements`` as one transaction; ``durable``: synced to disk at its commit
-        (a checkpoint's row, whose predecessors' files are deleted once it is in)."""
         self._writable()
         with self._lock:
             try:
-                if durable:
-                    self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._conn.execute("BEGIN IMMEDIATE")
                 for sql, params in statements:
                     self._conn.execute(sql, params)
@@ -157,9 +150,6 @@ class Store:
             except Exception:
                 _rollback(self._conn)
                 raise
-            finally:
-                if durable:
-                    self._conn.execute("PRAGMA synchronous=NORMAL")
 
     # -- runs -----------------------------------------------------------------------------
     def create_run(self, config, status: str = "queued", device: str = "",
@@ -272,9 +262,8 @@ class Store:
                 (run_id, step, _json_list(trace["residual_norms"]),
                  _json_list(trace["quad_values"]), json.dumps(list(trace["saved_iters"])),
                  int(trace["backtrack_index"]), str(trace["stop_reason"]))))
-        statements.append(("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id)))
-        statements.append(("UPDATE runs SET steps_done=MAX(steps_done, ?) WHERE id=?",
-                           (step, run_id)))
+        statements.append(("UPDATE runs SET heartbeat=?, steps_done=MAX(steps_done, ?) "
+                           "WHERE id=?", (time.time(), step, run_id)))
         self._transaction(statements)
 
     def log_spectra(self, run_id: int, step: int, payload: dict):
