@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import hflab  # noqa: F401
 
 from . import (autoencoders, cg_floor, class_load, curvature_instrument, feedback, gv_cost,
-               hf_update, lr_sweep, peer, rnn_cost, rnn_problems, scaling)
+               hf_update, loop_cost, lr_sweep, peer, rnn_cost, rnn_problems, scaling)
 from .common import emit
 
-SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "rnn_problems": rnn_problems,
+SUITES = {"gv_cost": gv_cost, "hf_update": hf_update, "loop_cost": loop_cost,
+          "rnn_problems": rnn_problems,
           "autoencoders": autoencoders, "scaling": scaling}
 # run only when asked (--only lr_sweep / peer / feedback): the sweep sets the presets' learning
 # rates; the peer comparison installs its peers into environments of their own (needs PyPI);

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import cg_floor, class_load, paper_lines, peer, standing, summary
+from . import cg_floor, class_load, loop_cost, paper_lines, peer, standing, summary
 from .common import PAPERS_LENGTHS, read_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -413,6 +413,7 @@ def main(mode: str | None = None):
                                          "gv_gflops", "matmul_gflops", "device"]),
         ("HF update throughput (250 CG iterations)", "hf_update", ["case"],
          ["case", "seconds_per_update", "ms_per_cg_iteration", "n_params", "device"]),
+        *loop_cost.REPORT_SECTIONS,
         ("RNN CG iteration against the matmul roofline", "rnn_cg_cost", ["case"],
          ["case", "n_params", "ms_per_cg_iteration", "gv_ms", "gv_share", "gv_gflops",
           "peak_roof_ms", "sequential_roof_ms", "cg_over_peak_roof", "cg_over_sequential_roof",
