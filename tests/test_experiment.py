@@ -178,6 +178,8 @@ def test_data_stream_minibatches_and_curvature_chunks():
     every = np.asarray(built.task.train.x)
     # (the 38 cases beyond 14 × 100 wait for the next epoch's permutation)
     assert len(np.unique(seen, axis=0)) >= len(np.unique(every, axis=0)) - 38
+    # the next epoch draws a new order (the epoch's order is cached, per epoch)
+    assert not np.array_equal(batches_for_step(built, 14)[0].x, g0.x)
 
 
 def test_first_order_divergence_is_reported_with_the_step():

@@ -199,4 +199,11 @@ MUTANTS = [
     ("hflab/core/baselines.py",
      "updates = jax.tree_util.tree_map(g_plus_mu_v, grads, trace)",
      "updates = trace", "scheduled momentum is heavy-ball, not Nesterov"),
+    # the data stream's cached epoch order and compiled chunk
+    ("hflab/datastream.py", "order = np.random.default_rng(key).permutation(n)",
+     "order = np.random.default_rng(key[0]).permutation(n)",
+     "every epoch cuts its minibatches from the same cached order"),
+    ("hflab/datastream.py", "return grad, _chunk(grad, (step % chunks) * size, size)",
+     "return grad, _chunk(grad, step % chunks, size)",
+     "curvature chunks start at case k instead of k × chunk size (overlapping chunks)"),
 ]
