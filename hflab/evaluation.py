@@ -65,8 +65,8 @@ def evaluator(built) -> Callable:
 def evaluation(built, params) -> dict:
     """Train and test loss and error at ``params``."""
     evaluate = evaluator(built)
-    # both sets dispatched, then one transfer: four separate reads cost ~0.2 ms each, which
-    # on a small task's every-update evaluation outweighs the update itself
+    # both sets dispatched, then one transfer: four reads would each wait for a transfer of
+    # their own, which on a small task's every-update evaluation outweighs the update itself
     values = jax.device_get((evaluate(params, built.task.train),
                              evaluate(params, built.task.test)))
     (tr_loss, tr_err), (te_loss, te_err) = values
