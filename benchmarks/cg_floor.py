@@ -1,6 +1,8 @@
-"""The CG noise floor: what a λ floor tied to the dtype saves on the lab's default run.
+"""The CG noise floor: what a λ floor tied to the dtype saves on the digits-autoencoder run.
 
-On the default run (the digits autoencoder, float32, full batch) Levenberg–Marquardt drives λ
+On the digits autoencoder in float32 with the whole batch for gradient and curvature (the lab's
+default run when this was measured; its preset now takes the curvature on a quarter of the batch,
+see benchmarks/peer.py, and this benchmark keeps the whole batch) Levenberg–Marquardt drives λ
 towards its floor because the steps keep being good; with a floor of 10⁻⁸ (the lab's until this
 measurement; kfac-jax's default) G + λI is so badly conditioned that float32 CG stalls — its residual flat and noisy — yet Martens' stop rarely fires,
 and CG runs to its 250-iteration cap on update after update.  Those iterations cost time and no

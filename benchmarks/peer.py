@@ -18,17 +18,21 @@ time is reported apart); the loss after each update is evaluated outside the tim
 * **seconds to a training-loss target** — the loss ``hessianfree`` reaches after 60 updates, the
   figure a user feels: every side runs until it reaches the target (at most ``MAX_UPDATES``).
 
-Our side runs in three variants (``OUR_VARIANTS``): the lab's defaults; Martens' curvature
-mini-batch (the Gauss-Newton products of update u on chunk u mod 4 of the cases, as the lab's
-CURVES and MNIST autoencoder presets do — the peers, as run here, use every case for both; its milliseconds per CG
-iteration are of a quarter-batch product, so only its time to the target compares); and the λ floor of 10⁻⁸
-the lab had before this comparison found that float32 CG then runs below its noise floor (λ falls
-to 10⁻⁸, CG runs to its 250-iteration cap every update and the model stops improving; the floor
-is now √ε of the dtype).  Two other differences from the peers were measured once and changed
-nothing: Martens' CG stop with ``hessianfree``'s ε = 5·10⁻⁶ instead of 5·10⁻⁴ (from the 20th
-update every side runs to the cap anyway) and ρ from the damped model (both peers) instead of
-the undamped one (Martens).  Per-update traces (loss, seconds, CG iterations, λ) are recorded for
-each side and seed (``peer_trace``) so the sides can be compared update by update.
+Our side runs in three variants (``OUR_VARIANTS``): the lab's defaults for the digits
+autoencoder, which take the Gauss-Newton products of update u on chunk u mod 4 of the cases
+(Martens 2010 §4.5, as the lab's data stream cuts a full batch; the CURVES and MNIST presets do the
+same) — the peers, as run here, use every case for both, so this variant's milliseconds per CG
+iteration are of a quarter-batch product and only its time to the target compares; the whole
+batch for the curvature (the lab's default until this comparison showed the quarter batch about as
+good per update and cheaper), whose milliseconds per CG iteration compare with the peers'; and,
+on the whole batch, the λ floor of 10⁻⁸ the lab had before this comparison found that float32 CG
+then runs below its noise floor (λ falls to 10⁻⁸, CG runs to its 250-iteration cap every update
+and the model stops improving; the floor is now √ε of the dtype).  Two other differences from the
+peers were measured once and changed nothing: Martens' CG stop with ``hessianfree``'s ε = 5·10⁻⁶
+instead of 5·10⁻⁴ (from the 20th update every side runs to the cap anyway) and ρ from the damped
+model (both peers) instead of the undamped one (Martens).  Per-update traces (loss, seconds, CG
+iterations, λ) are recorded for each side and seed (``peer_trace``) so the sides can be compared
+update by update.
 
 Environments: ``hessianfree`` is installed from PyPI into ``HFLAB_PEER_ENV`` (default
 ``.peer-env``); PyTorchHessianFree is not on PyPI — set ``HFLAB_PYTORCH_HF_SOURCE`` to a checkout
@@ -50,17 +54,21 @@ from pathlib import Path
 
 import numpy as np
 
+from hflab.optimizers import HF_PRESETS
+
 SIZES = (64, 32, 16, 32, 64)
 CASES = 1797                 # the digits: every case is in the full batch
 UPDATES = 60
 MAX_UPDATES = 400
 MAX_CG = 250
 # our variants: name → (label, HFConfig fields changed)
-OUR_VARIANTS = {"hflab": ("HF Lab (defaults: λ ≥ √ε)", {}),
-                "hflab_floor_1e-8": ("HF Lab, λ ≥ 1e-8 (its floor before)",
-                                     {"min_damping": 1e-8}),
-                "hflab_chunks4": ("HF Lab, Martens' curvature mini-batch (¼ of the cases, cycled)",
-                                  {"curvature_chunks": 4})}
+DEFAULT_CHUNKS = HF_PRESETS["digits-ae"].get("n_chunks", 1)
+OUR_VARIANTS = {"hflab": (f"HF Lab (defaults: curvature on 1/{DEFAULT_CHUNKS} of the cases, "
+                          "cycled; λ ≥ √ε)", {"curvature_chunks": DEFAULT_CHUNKS}),
+                "hflab_whole_batch": ("HF Lab, curvature on the whole batch (the default before)",
+                                      {"curvature_chunks": 1}),
+                "hflab_floor_1e-8": ("HF Lab, whole batch, λ ≥ 1e-8 (its floor before)",
+                                     {"curvature_chunks": 1, "min_damping": 1e-8})}
 ROOT = Path(__file__).resolve().parent.parent
 SIDES_DIR = Path(__file__).resolve().parent / "peer_sides"
 PEER_ENV = Path(os.environ.get("HFLAB_PEER_ENV") or ROOT / ".peer-env")
@@ -258,6 +266,8 @@ def summarise(results: dict, sides: dict, core: int) -> dict:
            "ours_compile_seconds": _median(r["compile_seconds"] for r in results["hflab"])}
     for name, runs in results.items():
         row[f"{name}_runtime"] = runs[0]["runtime"]
+        if name in OUR_VARIANTS:
+            row[f"{name}_curvature_chunks"] = OUR_VARIANTS[name][1].get("curvature_chunks", 1)
         row[f"{name}_loss_at_60"] = _median(r["trace"][UPDATES - 1]["loss"] for r in runs)
         row[f"{name}_cg_iterations_60"] = _median(sum(t["cg_iters"] for t in r["trace"][:UPDATES])
                                                   for r in runs)
@@ -302,7 +312,8 @@ def sides_table(df):
         if pd.isna(r.get(f"{side}_loss_at_60", float("nan"))):
             continue
         reached = r.get(f"{side}_reached_target")
-        chunks = OUR_VARIANTS.get(side, ("", {}))[1].get("curvature_chunks", 1)
+        chunks = r.get(f"{side}_curvature_chunks")      # records before 2026-12-07 lack it
+        chunks = 1 if pd.isna(chunks) else int(chunks)
         ms = r[f"{side}_ms_per_cg_iteration"]
         rows.append({"side": label, "runtime": r[f"{side}_runtime"], "time": r["time"],
                      "loss_at_60": r[f"{side}_loss_at_60"],

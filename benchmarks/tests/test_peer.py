@@ -29,29 +29,33 @@ def test_summary_speed_ups_divide_the_peer_by_ours():
     losses = list(np.linspace(10, 1, peer.UPDATES))
     slow = _trace(losses, ms_per_update=40.0, cg=10)                  # 4 ms per CG iteration
     fast = _trace(losses[:30] + [0.5] * 30, ms_per_update=10.0, cg=10)  # 1 ms; target at 31
+    quarter = _trace(losses[:10] + [0.5] * 50, ms_per_update=5.0, cg=10)   # target at 11
     results = {"hessianfree": [{"trace": slow, "target": 1.0, "runtime": "np"}],
-               "hflab": [{"trace": fast, "target": 1.0, "runtime": "jax", "compile_seconds": 2}],
+               "hflab": [{"trace": quarter, "target": 1.0, "runtime": "jax", "compile_seconds": 2}],
+               "hflab_whole_batch": [{"trace": fast, "target": 1.0, "runtime": "jax",
+                                      "compile_seconds": 2}],
                "hflab_floor_1e-8": [{"trace": slow, "target": 1.0, "runtime": "jax",
                                      "compile_seconds": 2}],
-               "hflab_chunks4": [{"trace": _trace(losses[:10] + [0.5] * 50, ms_per_update=5.0,
-                                                  cg=10), "target": 1.0, "runtime": "jax",
-                                  "compile_seconds": 2}],
                "hessianfree_own_init": [{"trace": slow, "runtime": "np"}]}
-    sides = {"hflab": "", "hflab_floor_1e-8": "", "hflab_chunks4": "", "hessianfree": ""}
+    sides = {"hflab": "", "hflab_whole_batch": "", "hflab_floor_1e-8": "", "hessianfree": ""}
     row = peer.summarise(results, sides, core=1)
-    assert row["hflab_per_cg_speedup_over_hessianfree"] == pytest.approx(4.0)
+    assert row["hflab_whole_batch_per_cg_speedup_over_hessianfree"] == pytest.approx(4.0)
     assert row["hessianfree_seconds_to_target"] == pytest.approx(2.4)
-    assert row["hflab_seconds_to_target"] == pytest.approx(0.31)
-    assert row["hflab_to_target_speedup_over_hessianfree"] == pytest.approx(2.4 / 0.31)
-    assert row["hflab_updates_to_target"] == 31
+    assert row["hflab_whole_batch_seconds_to_target"] == pytest.approx(0.31)
+    assert row["hflab_whole_batch_to_target_speedup_over_hessianfree"] == pytest.approx(2.4 / 0.31)
+    assert row["hflab_updates_to_target"] == 11
+    assert row["hflab_to_target_speedup_over_hessianfree"] == pytest.approx(2.4 / 0.055)
     row["time"] = "2026-12-05T00:00:00"
     table = peer.sides_table(pd.DataFrame([{"benchmark": "peer_comparison", "device": "cpu", **row}]))
-    assert row["hflab_chunks4_to_target_speedup_over_hessianfree"] == pytest.approx(2.4 / 0.055)
     assert list(table["seeds_reaching_target"]) == ["1/1", "1/1", "1/1", "1/1", "—"]
+    # the throughput of the defaults' CG counts the quarter-batch product it runs
+    ours = table.set_index("side").loc[peer.OUR_VARIANTS["hflab"][0]]
+    assert ours["gflop_per_s_in_cg"] == pytest.approx(
+        peer.gv_flops(peer.CASES // peer.DEFAULT_CHUNKS) / (0.5 * 1e6))
     (what, figure, section), = summary._speed_rows(
         pd.DataFrame([{"benchmark": "peer_comparison", "device": "cpu", **row}]))
-    assert figure == ("7.7× faster than hessianfree (4.0× per CG iteration); with Martens' ¼ "
-                      "curvature batch 43.6×")
+    assert figure == ("43.6× faster than hessianfree; per CG iteration of the whole-batch "
+                      "product 4.0×; whole-batch curvature 7.7×")
     assert section == "HF against its peers" and "one core each" in what
 
 

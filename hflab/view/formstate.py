@@ -33,7 +33,9 @@ COMMON_FIELDS = ("steps", "max_seconds", "seed", "layers", "activation", "loss",
 COMMENTARY: dict[str, str] = {
     "digits-ae": "A small autoencoder whose narrow code layer gives the objective badly scaled "
                  "curvature: compare the curves against seconds and passes as well as updates — "
-                 "an HF update costs many first-order steps.",
+                 "an HF update costs many first-order steps.  HF takes its curvature products "
+                 "on a quarter of the batch, a different quarter each update (Martens' "
+                 "curvature mini-batch; set hf.n_chunks to 1 for the whole batch).",
     "curves": "Martens' (2010) CURVES-like deep autoencoder: the pathological curvature HF was "
               "designed for.  Compare training error (what an optimiser minimises) at equal "
               "time; the first-order methods' learning rates come from the recorded sweep.",
