@@ -118,11 +118,20 @@ def _timed_update(update, params, opt_state, grad_b, curv_b):
     return params, opt_state, info, time.perf_counter() - t0
 
 
+def _at_damping_ceiling(built: Built, record: dict) -> bool:
+    """Whether the update ran at the damping's ceiling (HF's ``max_damping``, 10¹⁰): its step is
+    ~g/λ, nothing, and counts as no decrease.  Why: in float32 such an update is often "accepted"
+    on a rounding-level change of the loss, which broke the rejection streak and left a
+    converged run burning its budget on thousands of empty updates."""
+    ceiling = getattr(getattr(built.optimizer, "config", None), "max_damping", None)
+    return ceiling is not None and record.get("damping", 0.0) >= ceiling
+
+
 def _verdict(built: Built, record: dict, progress: _Progress) -> tuple[str, str] | None:
     """(status, reason) when the run must end after this update, else None."""
     cfg, step = built.config, record["step"]
-    if not record["accepted"]:
-        if not built.optimizer.retries_rejected:
+    if not record["accepted"] or _at_damping_ceiling(built, record):
+        if not record["accepted"] and not built.optimizer.retries_rejected:
             return "diverged", f"loss or gradient became non-finite at step {step}"
         progress.rejections += 1
         progress.nonfinite = (progress.nonfinite or not math.isfinite(record["loss_before"])
@@ -134,7 +143,7 @@ def _verdict(built: Built, record: dict, progress: _Progress) -> tuple[str, str]
                                   f" at step {step}")
             # finite loss, no decrease found however much λ grows: a (local) minimum
             return "finished", (f"converged: no decrease in {progress.rejections} consecutive "
-                                f"updates (loss {record['loss_before']:.6g})")
+                                f"updates, or λ at its ceiling (loss {record['loss_before']:.6g})")
     else:
         progress.rejections, progress.nonfinite = 0, False
     if "train_loss" in record and not math.isfinite(record["train_loss"]):

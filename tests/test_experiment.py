@@ -209,6 +209,44 @@ def test_rejected_steps_with_non_finite_gradient_end_failed():
     assert "non-finite" in out.reason
 
 
+def test_updates_at_the_damping_ceiling_count_as_no_decrease():
+    """HF in float32 near a minimum: λ climbs to its ceiling and an update there is now and
+    then "accepted" on a rounding-level change of the loss.  Those updates must not break the
+    streak that ends the run converged; one below the ceiling must."""
+    import types
+    built = types.SimpleNamespace(config=RunConfig(), optimizer=types.SimpleNamespace(
+        retries_rejected=True, config=types.SimpleNamespace(max_damping=1e10)))
+    progress = experiment._Progress()
+
+    def step(i, accepted, damping):
+        return experiment._verdict(built, {"step": i, "accepted": accepted, "damping": damping,
+                                           "loss_before": 0.3, "new_damping": damping}, progress)
+    n = experiment.MAX_CONSECUTIVE_REJECTIONS
+    for i in range(n - 1):           # rejected and ceiling-accepted updates, interleaved
+        assert step(i, i % 3 != 0, 1e10) is None
+    assert step(n - 1, True, 1e9) is None and progress.rejections == 0   # a real step resets
+    for i in range(n - 1):
+        assert step(n + i, True, 1e10) is None
+    status, reason = step(2 * n, True, 1e10)
+    assert status == "finished" and reason.startswith("converged") and "ceiling" in reason
+
+
+def test_an_hf_run_held_at_its_damping_ceiling_ends_converged():
+    """End to end, with the real optimiser's ceiling: λ₀ = 1 held there by a floor and a ceiling
+    of 1 puts every update at the ceiling, so the run ends after the streak, not at its step
+    budget (without the check it makes all 200 updates, accepted ones among them)."""
+    import dataclasses
+    from hflab.core import hf
+    cfg = preset_config("seed-333", steps=200, checkpoint_every=0, eval_every=100)
+    built = build(cfg)
+    config = dataclasses.replace(cfg.settings.hf_config(cfg.weight_cost), min_damping=1.0,
+                                 max_damping=1.0)
+    built = dataclasses.replace(built, optimizer=hf.HessianFree(built.model, built.loss, config))
+    out = run(cfg, built=built)
+    assert (out.status, out.steps_done) == ("finished", experiment.MAX_CONSECUTIVE_REJECTIONS)
+    assert "ceiling" in out.reason
+
+
 def test_a_run_that_ends_by_its_own_verdict_is_evaluated_where_it_ended(monkeypatch):
     """HF ends "converged" after 25 rejected updates in a row, most often between two
     evaluations: its last update must still be evaluated, as a run ending at its budget is (a
