@@ -308,6 +308,17 @@ AXES = (("updates", "updates"), ("passes", "forward+backward passes"),
         ("seconds", "optimisation seconds"))
 
 
+def _check_budgets_apart(a: pd.DataFrame) -> pd.DataFrame:
+    """A case's runs at its defaults under a budget other than its standing one (a check that the
+    ranking holds with more time) get panels of their own, ``"digits-ae, 600 s"``, so that two
+    budgets' curves of one optimiser are not drawn as one; labelled settings stay with the case."""
+    from .standing import DEFAULTS, standing_budgets
+    budgets = a["case"].map(standing_budgets(a))
+    apart = a["optimizer"].isin(DEFAULTS) & (a["budget_seconds"] != budgets)
+    return a.assign(case=[f"{c}, {b:.0f} s" if x else c
+                          for c, b, x in zip(a["case"], a["budget_seconds"], apart)])
+
+
 def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
     """Training and test reconstruction error of the long autoencoder runs against all three
     cost axes (updates, forward+backward passes, optimisation seconds): for each task a row of
@@ -315,7 +326,8 @@ def autoencoder_cost_curves(a: pd.DataFrame) -> go.Figure:
     test error, a line per optimiser and seed, the same colour for an optimiser throughout
     (settings variants dashed, any number of them: :func:`label_styles`)."""
     from plotly.subplots import make_subplots
-    a = latest(summary.autoencoder_cases(a), ["case", "optimizer", "seed", "budget_seconds"])
+    a = _check_budgets_apart(latest(summary.autoencoder_cases(a),
+                                    ["case", "optimizer", "seed", "budget_seconds"]))
     tasks = sorted(a["case"].unique())
     panels = [(t, err) for t in tasks for err in ("train", "test")]
     fig = make_subplots(rows=len(panels), cols=len(AXES), shared_yaxes="rows",

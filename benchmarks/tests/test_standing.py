@@ -250,3 +250,30 @@ def test_time_to_hf_s_error_and_its_worth_and_cost():
     both = standing.to_hf_error(pd.DataFrame(fast + slow)).set_index("machine")
     assert both.loc["aaaaaaaa", "seconds hf ÷ adam"] == pytest.approx(16.0)
     assert both.loc["bbbbbbbb", "seconds hf ÷ adam"] == pytest.approx(16.0 / 3)
+
+
+def test_a_longer_run_of_two_optimisers_checks_the_standing_without_replacing_it():
+    """Six optimisers at 600 s and HF and Adam again at 6,000 s: the standing stays at the
+    budget most optimisers ran (the longest would leave a two-optimiser standing); the longer
+    runs are named beside it in the README's row and get panels of their own."""
+    base = _records()
+    kept = [{**r, "optimizer": o, "train_error": e, "test_error": e + 1}
+            for r in base if r["optimizer"] == "adam"
+            for o, e in (("kfac", 0.5), ("muon", 0.6), ("sophia", 0.7), ("momentum", 0.8))]
+    longer = [{**r, "budget_seconds": 6000.0, "train_error": 0.1 if r["optimizer"] == "adam"
+               else 3.0, "test_error": 1.1 if r["optimizer"] == "adam" else 4.0,
+               "time": "2026-12-07T10"} for r in base]
+    df = pd.DataFrame(base + kept + longer)
+    cased = summary.autoencoder_cases(df)
+    assert standing.standing_budgets(cased).to_dict() == {"curves": 600.0}
+    assert set(standing.long_runs(df)["budget_seconds"]) == {600.0}
+    assert standing.equal_costs(df).set_index("at equal").loc["seconds", "cost"] == 50.0
+    (measure, figure, _), = summary._autoencoder_rows(df)
+    assert measure.startswith("curves autoencoder, 600 s")
+    assert figure.endswith("; at 6000 s (3 seeds): adam 0.1 / 1.1, hf 3 / 4"), figure
+    fig = report.autoencoder_cost_curves(df)
+    titles = {a.text.split(":")[0] for a in fig.layout.annotations}
+    assert titles == {"curves", "curves, 6000 s"}
+    # without the six at 600 s the longest budget is the standing's, as before
+    two = pd.DataFrame(base + longer)
+    assert standing.standing_budgets(summary.autoencoder_cases(two)).to_dict() == {"curves": 6000.0}
