@@ -335,6 +335,11 @@ REPORT_SECTIONS = [
 ]
 
 
+def _side_order(side: str) -> int:
+    order = list(SIDE_LABELS)
+    return order.index(side) if side in order else len(order)
+
+
 def figures(df) -> dict:
     """Training loss against updates and against seconds, every side, seed 0 of the newest
     comparison (the target as a dotted line)."""
@@ -344,7 +349,9 @@ def figures(df) -> dict:
     t = df[(df["benchmark"] == "peer_trace") & (df["seed"] == 0)] if "seed" in df else df.iloc[0:0]
     if t.empty:
         return {}
-    t = t.sort_values("time").groupby("side").tail(1)
+    # every record of one comparison carries its start time: the newest comparison's sides only
+    # (a side an older comparison ran, or ran under another meaning, is not drawn beside them)
+    t = t[t["time"] == t["time"].max()].sort_values("side", key=lambda s: s.map(_side_order))
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True)
     for i, r in enumerate(t.itertuples()):
         label = SIDE_LABELS.get(r.side, r.side)

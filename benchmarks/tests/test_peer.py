@@ -127,3 +127,18 @@ def test_the_flop_count_of_a_gauss_newton_product_is_xlas():
     ours = peer.gv_flops(peer.CASES)
     assert ours == 2 * 1797 * (2 * 64 * 32 + 4 * (32 * 16 + 16 * 32 + 32 * 64))
     assert 1.0 <= cost["flops"] / ours < 1.05, (cost["flops"], ours)
+
+
+def test_the_figure_draws_the_newest_comparison_only():
+    """A side an older comparison ran (or ran under another meaning) is not drawn beside the
+    newest comparison's sides."""
+    def trace(side, time, loss0):
+        return {"benchmark": "peer_trace", "side": side, "seed": 0, "time": time, "target": 0.5,
+                "loss": [loss0, 0.6, 0.4], "seconds": [0.1, 0.2, 0.3]}
+    old, new = "2026-12-06T10:00:00", "2026-12-07T10:00:00"
+    df = pd.DataFrame([trace("hflab_chunks4", old, 9.0), trace("hflab", old, 8.0),
+                       trace("hessianfree", new, 3.0), trace("hflab", new, 2.0),
+                       trace("hflab_whole_batch", new, 1.0)])
+    fig = peer.figures(df)["peers"]
+    drawn = [(t.legendgroup, t.y[0]) for t in fig.data if t.xaxis == "x"]
+    assert drawn == [("hflab", 2.0), ("hflab_whole_batch", 1.0), ("hessianfree", 3.0)]
