@@ -105,8 +105,8 @@ def _swept(optimizer: str) -> dict[str, dict]:
 
 # HF per task (Martens 2010; Martens & Sutskever 2011): λ₀ = 45 and curvature on a quarter of
 # the batch for the deep autoencoders; the digits autoencoder (the lab's default run) also takes
-# its curvature on a quarter of its whole batch — each update about a quarter of the cost, and
-# as fast or faster to every loss than the whole batch (benchmarks/peer.py measures both); RNN
+# its curvature on a quarter of its whole batch — a quarter of the cost per update, ahead of the
+# whole batch on the way down and as fast to a low loss (benchmarks/peer.py measures both); RNN
 # problems with structural damping μ = 0.03, λ₀ = 1, curvature on a quarter of the data and at
 # most 100 CG iterations.
 _HF_RNN = dict(damping=1.0, structural_damping=0.03, n_chunks=4, max_cg_iters=100)

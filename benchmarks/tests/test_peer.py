@@ -102,6 +102,16 @@ def test_the_noise_floor_benchmark_applies_each_floor():
     assert min(high["damping"]) >= 3.45e-4 * (1 - 1e-6)
     assert min(low["damping"]) < 3.45e-4           # without the floor λ falls past it
     assert len(high["train_loss"]) == 40 and high["train_loss"][-1] < high["train_loss"][0]
+    # the chosen iterate is one CG reached: at most the iterations it ran
+    assert all(0 <= c <= i for c, i in zip(high["chosen"], high["cg_iters"]))
+
+
+def test_the_share_of_capped_updates_that_kept_the_last_iterate():
+    from benchmarks.cg_floor import last_chosen_at_cap as share
+    # updates 2 and 3 hit the cap; of them only update 2 kept its last (250th) iterate
+    assert share([10, 250, 250, 80], [10, 250, 197, 80]) == 0.5
+    assert share([10, 80], [10, 54]) is None            # no update at the cap: no figure
+    assert share([300], [250], cap=300) == 0.0         # the cap is a parameter
 
 
 def test_the_flop_count_of_a_gauss_newton_product_is_xlas():
