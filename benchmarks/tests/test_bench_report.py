@@ -455,3 +455,11 @@ def test_the_autoencoder_table_gives_each_run_s_best_point_beside_its_end():
     assert (t.loc[0, "best_train_error"], t.loc[0, "best_test_error"],
             t.loc[0, "best_test_update"]) == (1.0, 6.0, 10.0)
     assert math.isnan(t.loc[1, "best_test_error"]) and math.isnan(t.loc[1, "best_test_update"])
+
+
+def test_a_long_run_asks_for_the_most_updates_a_run_may_take():
+    """The budget, not an update cap, must end a long run: the cap is RunConfig's largest."""
+    from hflab.config import ConfigError, preset_config
+    preset_config("digits-ae", steps=autoencoders.MAX_STEPS).validate()
+    with pytest.raises(ConfigError, match="steps"):
+        preset_config("digits-ae", steps=autoencoders.MAX_STEPS + 1).validate()
