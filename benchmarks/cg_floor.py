@@ -14,8 +14,8 @@ the cap, and the update seconds each needs to reach the training loss the 10⁻�
 
 Whether a stop rule that watches the residual's stagnation would save more: per variant the
 share of the updates at the cap whose CG-backtracking chose the last iterate (``last_chosen_at_cap``)
-— the one the true objective preferred over every earlier saved iterate, so iterations a
-stagnation rule would have cut still paid.  Not measured: CG in float64 vectors over a float32
+— the one the true objective preferred over every earlier saved iterate: where that share is
+high, the iterations a stagnation rule would have cut still paid.  Not measured: CG in float64 vectors over a float32
 model (the lab has no such mode); the floor is the change that needs no new mode.
 """
 from __future__ import annotations
