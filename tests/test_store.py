@@ -348,7 +348,7 @@ def test_the_lab_renews_its_lease_while_a_run_trains(tmp_path, monkeypatch):
     import hflab.lab as lab_module
     monkeypatch.setattr(lab_module, "HEARTBEAT_SECONDS", 0.1)
     lab = Lab(tmp_path)
-    rid = lab.start(small(steps=100_000))
+    rid = lab.start(small(optimizer="adam", steps=100_000))   # HF here converges within seconds
     try:
         deadline = time.time() + 60
         while lab.store.get_run(rid)["status"] != "running" and time.time() < deadline:
