@@ -71,7 +71,7 @@ def test_two_sessions_cannot_stop_or_delete_each_others_runs_without_taking_them
     stop it until he ticks the take-over naming it; then Alice's Stop is refused in turn."""
     lab = get_lab()
     # HF on the digits autoencoder: a run that keeps improving for tens of seconds (on the 3-3-3
-    # net HF converges within a second and the run would end on its own)
+    # net HF converges within seconds and the run would end on its own)
     alice = page("train", {"task": "digits-ae", "optimizers": "hf", "steps": "100000"}).run()
     alice.button(key="start").click().run()
     run_id, = alice.session_state["group"]
