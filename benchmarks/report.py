@@ -312,9 +312,8 @@ def _check_budgets_apart(a: pd.DataFrame) -> pd.DataFrame:
     """A case's runs at its defaults under a budget other than its standing one (a check that the
     ranking holds with more time) get panels of their own, ``"digits-ae, 600 s"``, so that two
     budgets' curves of one optimiser are not drawn as one; labelled settings stay with the case."""
-    from .standing import DEFAULTS, standing_budgets
-    budgets = a["case"].map(standing_budgets(a))
-    apart = a["optimizer"].isin(DEFAULTS) & (a["budget_seconds"] != budgets)
+    budgets = a["case"].map(standing.standing_budgets(a))
+    apart = a["optimizer"].isin(standing.DEFAULTS) & (a["budget_seconds"] != budgets)
     return a.assign(case=[f"{c}, {b:.0f} s" if x else c
                           for c, b, x in zip(a["case"], a["budget_seconds"], apart)])
 
