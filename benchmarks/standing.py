@@ -285,14 +285,18 @@ def summary_texts(df: pd.DataFrame) -> dict[str, str]:
                 if BEST_HF in d else float("nan"))
         notes = [f"best {times(best)}"] if pd.notna(best) else []     # HF's best setting
         machines = by_axis.loc["seconds", "machines"]
-        if machines > 1:        # the seconds figures pair runs of several machines
-            notes.append(f"{machines:.0f} machines")
-        # where the seconds pair several machines: the best HF setting with the most seeds,
-        # against Adam on its own machine (on one machine that repeats the figures before it)
+        # where the seconds pair runs of several machines: per machine that timed both, HF's best
+        # setting with the most seeds against Adam on that machine — the range over machines
+        # (on one machine that would repeat the figures before it); else how many machines
         mine = one[one["case"] == case] if len(one) and machines > 1 else one.iloc[0:0]
         if len(mine):
             mine = mine[mine["hf seeds"] == mine["hf seeds"].max()]
-            notes.append(f"one machine {times(mine['hf ÷ adam'].min())}")
+            per_machine = mine.groupby("machine")["hf ÷ adam"].min()
+            low, high = times(per_machine.min()), times(per_machine.max())
+            notes.append(f"one machine {low}" if low == high else
+                         f"one machine {low[:-1]}–{high}")
+        elif machines > 1:
+            notes.append(f"{machines:.0f} machines")
         texts[case] = " / ".join(ratios) + (f" ({', '.join(notes)})" if notes else "")
     return texts
 

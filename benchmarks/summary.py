@@ -236,6 +236,7 @@ def _short(settings: str) -> str:
     return settings.replace("curvature_batch_fixed True", "fixed curvature batch").replace(
         "curvature_batch_fixed False", "growing curvature batch").replace(
         "hf.preconditioner True", "diagonal preconditioner").replace(
+        "hf.rho_batch gradient", "ρ on the gradient batch").replace(
         "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
         "grad_batch", "batch").replace(
         "momentum.learning_rate", "η").replace("momentum.momentum", "μ").replace(

@@ -106,13 +106,15 @@ def _swept(optimizer: str) -> dict[str, dict]:
 # HF per task (Martens 2010; Martens & Sutskever 2011): λ₀ = 45 and curvature on a quarter of
 # the batch for the deep autoencoders; the digits autoencoder (the lab's default run) also takes
 # its curvature on a quarter of its whole batch — a quarter of the cost per update, ahead of the
-# whole batch on the way down and as fast to a low loss (benchmarks/peer.py measures both); RNN
+# whole batch on the way down and as fast to a low loss — and measures ρ on the whole batch, the
+# objective the step was made for, whose loss CG-backtracking has already evaluated, rather than
+# on the quarter (Martens' code): sooner to a low loss (benchmarks/peer.py measures each); RNN
 # problems with structural damping μ = 0.03, λ₀ = 1, curvature on a quarter of the data and at
 # most 100 CG iterations.
 _HF_RNN = dict(damping=1.0, structural_damping=0.03, n_chunks=4, max_cg_iters=100)
 HF_PRESETS: dict[str, dict] = {
     "seed-333": dict(damping=1.0), "regression": dict(damping=1.0), "spirals": dict(damping=1.0),
-    "digits": dict(damping=1.0), "digits-ae": dict(damping=1.0, n_chunks=4),
+    "digits": dict(damping=1.0), "digits-ae": dict(damping=1.0, n_chunks=4, rho_batch="gradient"),
     "mnist": dict(damping=1.0, n_chunks=4), "mnist-ae": dict(damping=45.0, n_chunks=4),
     "curves": dict(damping=45.0, n_chunks=4), "seed-rnn": dict(damping=1.0),
     **{t: dict(_HF_RNN) for t in ("addition", "multiplication", "xor", "temporal-order-2",

@@ -160,8 +160,19 @@ def test_same_machine_compares_seconds_only_among_runs_of_one_machine_instance()
     assert r["adam"] == pytest.approx(100 / 501)
     assert r["hf"] == 10.0 and r["hf ÷ adam"] == pytest.approx(10.0 / (100 / 501))
     (text,) = standing.summary_texts(pd.DataFrame(rows + fast + hf_here + elsewhere)).values()
-    # the equal-seconds table pairs this machine's Adam with HF timed elsewhere, and says so
-    assert f"2 machines, one machine {standing.times(10.0 / (100 / 501))})" in text
+    # the equal-seconds table pairs this machine's Adam with HF timed elsewhere: the text gives
+    # the one machine's figure instead of that pairing's count of machines
+    assert f"one machine {standing.times(10.0 / (100 / 501))})" in text
+    assert "machines" not in text
+    # a second machine timing both, HF there half as far behind: the range over the machines
+    there = [{**run, "boot": "dddddddd-4", "time": "2026-12-07T03"} for run in fast + hf_here]
+    for run in there:
+        if run["optimizer"] != "adam":
+            run["curve_train_error"] = [e / 2 for e in run["curve_train_error"]]
+    (text,) = standing.summary_texts(
+        pd.DataFrame(rows + fast + hf_here + elsewhere + there)).values()
+    low, high = standing.times(5.0 / (100 / 501)), standing.times(10.0 / (100 / 501))
+    assert f"one machine {low[:-1]}–{high})" in text
     eq = standing.equal_costs(pd.DataFrame(rows + fast + hf_here + elsewhere))
     assert set(eq["machines"]) == {2}     # Adam and HF's best on aaaaaaaa, HF's newest on bbbbbbbb
     here = pd.DataFrame(fast + hf_here + [{**r, "boot": "aaaaaaaa-1", "time": "2026-12-07T02"}
@@ -188,6 +199,8 @@ def test_the_readme_names_hf_settings_in_few_words_without_mangling_longer_field
         "hf (growing curvature batch, batch 500)")
     assert summary._short("hf (grad_batch 1000, hf.preconditioner True)") == (
         "hf (batch 1000, diagonal preconditioner)")
+    assert summary._short("hf (grad_batch 1000, hf.rho_batch gradient, max_cg_iters 50)") == (
+        "hf (batch 1000, ρ on the gradient batch, CG ≤ 50)")
 
 
 def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():

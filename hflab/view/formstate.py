@@ -35,7 +35,8 @@ COMMENTARY: dict[str, str] = {
                  "curvature: compare the curves against seconds and passes as well as updates — "
                  "an HF update costs many first-order steps.  HF takes its curvature products "
                  "on a quarter of the batch, a different quarter each update (Martens' "
-                 "curvature mini-batch; 1 curvature chunk in HF's settings takes the whole batch).",
+                 "curvature mini-batch; 1 curvature chunk in HF's settings takes the whole batch) "
+                 "and judges each step (ρ) on the whole batch.",
     "curves": "Martens' (2010) CURVES-like deep autoencoder: the pathological curvature HF was "
               "designed for.  Compare training error (what an optimiser minimises) at equal "
               "time; the first-order methods' learning rates come from the recorded sweep.",
