@@ -19,25 +19,25 @@ time is reported apart); the loss after each update is evaluated outside the tim
 * **seconds to a training-loss target** — the loss ``hessianfree`` reaches after 60 updates, the
   figure a user feels: every side runs until it reaches the target (at most ``MAX_UPDATES``).
 
-Our side runs in four variants (``OUR_VARIANTS``): the lab's defaults for the digits
-autoencoder, which take the Gauss-Newton products of update u on chunk u mod 4 of the cases
-(Martens 2010 §4.5, as the lab's data stream cuts a full batch; the CURVES and MNIST presets do the
-same) and measure ρ's actual reduction on the whole batch, whose loss CG-backtracking has already
-evaluated — the peers, as run here, use every case for both, so this variant's milliseconds per CG
-iteration are of a quarter-batch product and only its time to the target compares; the same
-with ρ measured on the curvature chunk, as Martens' code does (the defaults until this
-comparison measured the whole batch's ρ reaching the target sooner: a quarter of the cases judges
-a step made for the whole batch's objective, and costs one more forward pass); the whole batch for the curvature (the lab's default until the quarter batch —
-a quarter of the cost per update, though each update gains less — was measured here ahead of it
-on the way down and as fast to the target), whose milliseconds per CG iteration compare with the
-peers'; and, on the whole batch, the λ floor of 10⁻⁸ the lab had before this comparison found
-that float32 CG then runs below its noise floor (λ falls to 10⁻⁸, CG runs to its 250-iteration
-cap every update and the model stops improving; the floor is now √ε of the dtype).  Two other
-differences from the peers were measured once and changed nothing: Martens' CG stop with
-``hessianfree``'s ε = 5·10⁻⁶ instead of 5·10⁻⁴ (from the 20th update every side runs to the cap
-anyway) and ρ from the damped model (both peers) instead of the undamped one (Martens).  Per-update traces (loss, seconds, CG
-iterations, λ) are recorded for each side and seed (``peer_trace``) so the sides can be compared
-update by update.
+Our side runs in four variants (``OUR_VARIANTS``): the lab's defaults for the digits autoencoder,
+which take the Gauss-Newton products of update u on chunk u mod 4 of the cases (Martens 2010 §4.5,
+as the lab's data stream cuts a full batch; the CURVES and MNIST presets do the same) and measure
+ρ's actual reduction on the whole batch, whose loss CG-backtracking has already evaluated — the
+peers, as run here, use every case for both, so this variant's milliseconds per CG iteration are of
+a quarter-batch product and only its time to the target compares; the same with ρ measured on the
+curvature chunk, as Martens' code does (the defaults until this comparison measured the whole
+batch's ρ reaching the target sooner: a quarter of the cases judges a step made for the whole
+batch's objective, and costs one more forward pass); the whole batch for the curvature (the lab's
+default until the quarter batch — a quarter of the cost per update, though each update gains less —
+was measured here ahead of it on the way down and as fast to the target), whose milliseconds per CG
+iteration compare with the peers'; and, on the whole batch, the λ floor of 10⁻⁸ the lab had before
+this comparison found that float32 CG then runs below its noise floor (λ falls to 10⁻⁸, CG runs to
+its 250-iteration cap every update and the model stops improving; the floor is now √ε of the
+dtype).  Two other differences from the peers were measured once and changed nothing: Martens' CG
+stop with ``hessianfree``'s ε = 5·10⁻⁶ instead of 5·10⁻⁴ (from the 20th update every side runs to
+the cap anyway) and ρ from the damped model (both peers) instead of the undamped one (Martens).
+Per-update traces (loss, seconds, CG iterations, λ) are recorded for each side and seed
+(``peer_trace``) so the sides can be compared update by update.
 
 Environments: ``hessianfree`` is installed from PyPI into ``HFLAB_PEER_ENV`` (default
 ``.peer-env``); PyTorchHessianFree is not on PyPI — set ``HFLAB_PYTORCH_HF_SOURCE`` to a checkout
