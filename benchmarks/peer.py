@@ -339,11 +339,47 @@ def sides_table(df):
     return pd.DataFrame(rows)
 
 
+LEVELS = (0.5, 0.35, 0.3, 0.27)      # training losses on the way down to the target
+
+
+def levels_table(df):
+    """The way down, per side of the newest comparison: the median over its seeds of the update
+    seconds to each training loss in :data:`LEVELS` and to the target — blank where a seed never
+    got there.  Why beside the target alone: the curves flatten near the target, so the seconds
+    to it swing from seed to seed and a ratio read there alone depends on where it sits."""
+    import pandas as pd
+    if "benchmark" not in df:
+        return df.iloc[0:0]
+    # a comparison's traces are recorded round by round, then its summary: the newest one's
+    # traces are those after the summary before it
+    ends = sorted(df.loc[df["benchmark"] == "peer_comparison", "time"])
+    t = df[df["benchmark"] == "peer_trace"]
+    t = t[(t["time"] <= ends[-1]) & (t["time"] > (ends[-2] if len(ends) > 1 else ""))] \
+        if ends else t.iloc[0:0]
+    if t.empty:
+        return t
+    rows = []
+    for side, d in sorted(t.groupby("side"), key=lambda kv: _side_order(kv[0])):
+        traces = [[{"loss": loss, "seconds": sec} for loss, sec in zip(r.loss, r.seconds)]
+                  for r in d.itertuples()]
+        targets = list(d["target"])
+        row = {"side": SIDE_LABELS.get(side, side), "time": d["time"].max(), "seeds": len(d)}
+        for name, levels in [*((f"to {v:g}", [v] * len(d)) for v in LEVELS),
+                             ("to target", targets)]:
+            seconds = [seconds_to(tr, v) for tr, v in zip(traces, levels)]
+            row[name] = (float("nan") if None in seconds else statistics.median(seconds))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 REPORT_SECTIONS = [
     ("HF against its peers (digits autoencoder, one core each, the same initial weights; the "
      "target is the loss hessianfree reaches after 60 updates)", sides_table, ["side"],
      ["side", "loss_at_60", "cg_iterations_in_60", "ms_per_cg_iteration", "gflop_per_s_in_cg",
       "seconds_to_target", "updates_to_target", "seeds_reaching_target", "runtime"]),
+    ("HF against its peers on the way down: median update seconds to each training loss (blank: "
+     "a seed never reached it)", levels_table, ["side"],
+     ["side", "seeds", *(f"to {v:g}" for v in LEVELS), "to target"]),
 ]
 
 

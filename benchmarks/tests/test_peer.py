@@ -152,3 +152,27 @@ def test_the_figure_draws_the_newest_comparison_only():
     fig = peer.figures(df)["peers"]
     drawn = [(t.legendgroup, t.y[0]) for t in fig.data if t.xaxis == "x"]
     assert drawn == [("hflab", 2.0), ("hflab_whole_batch", 1.0), ("hessianfree", 3.0)]
+
+
+def test_the_way_down_takes_the_newest_comparison_s_traces_and_blanks_a_level_not_reached():
+    def trace(side, seed, losses, time, ms=100.0):
+        tr = _trace(losses, ms_per_update=ms)
+        return {"benchmark": "peer_trace", "side": side, "seed": seed, "target": losses[-1],
+                "time": time, "loss": [t["loss"] for t in tr],
+                "seconds": [t["seconds"] for t in tr]}
+    old = [trace("hflab", 0, [0.2, 0.1], "2026-12-01T00"),
+           {"benchmark": "peer_comparison", "time": "2026-12-01T01"}]
+    new = [trace("hflab", 0, [0.6, 0.4, 0.29, 0.2], "2026-12-08T00"),          # 0.3 at 0.3 s
+           trace("hessianfree", 0, [0.6, 0.4, 0.29, 0.2], "2026-12-08T00", ms=400.0),
+           trace("hflab", 1, [0.45, 0.32, 0.26, 0.25], "2026-12-08T01"),        # 0.3 at 0.3 s
+           trace("hessianfree", 1, [0.6, 0.45, 0.4, 0.36], "2026-12-08T01", ms=400.0),
+           {"benchmark": "peer_comparison", "time": "2026-12-08T02"}]
+    table = peer.levels_table(pd.DataFrame(old + new)).set_index("side")
+    ours, theirs = (table.loc[peer.SIDE_LABELS[k]] for k in ("hflab", "hessianfree"))
+    assert ours["seeds"] == 2 and theirs["seeds"] == 2       # not the older comparison's trace
+    assert ours["to 0.5"] == pytest.approx(0.15)             # seeds: 0.2 s and 0.1 s
+    assert ours["to 0.3"] == pytest.approx(0.3)
+    assert ours["to target"] == pytest.approx(0.4)
+    assert theirs["to 0.5"] == pytest.approx(0.8)            # 0.8 s on both seeds
+    assert np.isnan(theirs["to 0.35"])                       # 1.2 s and, on seed 1, never
+    assert theirs["to target"] == pytest.approx(1.6)         # each seed's own target
