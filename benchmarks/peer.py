@@ -342,20 +342,26 @@ def sides_table(df):
 LEVELS = (0.5, 0.35, 0.3, 0.27)      # training losses on the way down to the target
 
 
+def newest_traces(df):
+    """The ``peer_trace`` records of the newest comparison.  A comparison writes its traces round
+    by round (each round's stamped with the second it was written), then its summary: the newest
+    one's traces are those after the summary before it and up to its own."""
+    if "benchmark" not in df:
+        return df.iloc[0:0]
+    ends = sorted(df.loc[df["benchmark"] == "peer_comparison", "time"])
+    t = df[df["benchmark"] == "peer_trace"]
+    if not ends:
+        return t.iloc[0:0]
+    return t[(t["time"] <= ends[-1]) & (t["time"] > (ends[-2] if len(ends) > 1 else ""))]
+
+
 def levels_table(df):
     """The way down, per side of the newest comparison: the median over its seeds of the update
     seconds to each training loss in :data:`LEVELS` and to the target — blank where a seed never
     got there.  Why beside the target alone: the curves flatten near the target, so the seconds
     to it swing from seed to seed and a ratio read there alone depends on where it sits."""
     import pandas as pd
-    if "benchmark" not in df:
-        return df.iloc[0:0]
-    # a comparison's traces are recorded round by round, then its summary: the newest one's
-    # traces are those after the summary before it
-    ends = sorted(df.loc[df["benchmark"] == "peer_comparison", "time"])
-    t = df[df["benchmark"] == "peer_trace"]
-    t = t[(t["time"] <= ends[-1]) & (t["time"] > (ends[-2] if len(ends) > 1 else ""))] \
-        if ends else t.iloc[0:0]
+    t = newest_traces(df)
     if t.empty:
         return t
     rows = []
@@ -394,12 +400,13 @@ def figures(df) -> dict:
     import plotly.graph_objects as go
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
-    t = df[(df["benchmark"] == "peer_trace") & (df["seed"] == 0)] if "seed" in df else df.iloc[0:0]
+    # the newest comparison's sides only (a side an older comparison ran, or ran under another
+    # meaning, is not drawn beside them)
+    t = newest_traces(df)
+    t = t[t["seed"] == 0] if "seed" in t else t
     if t.empty:
         return {}
-    # every record of one comparison carries its start time: the newest comparison's sides only
-    # (a side an older comparison ran, or ran under another meaning, is not drawn beside them)
-    t = t[t["time"] == t["time"].max()].sort_values("side", key=lambda s: s.map(_side_order))
+    t = t.sort_values("side", key=lambda s: s.map(_side_order))
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True)
     for i, r in enumerate(t.itertuples()):
         label = SIDE_LABELS.get(r.side, r.side)

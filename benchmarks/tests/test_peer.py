@@ -147,8 +147,11 @@ def test_the_figure_draws_the_newest_comparison_only():
                 "loss": [loss0, 0.6, 0.4], "seconds": [0.1, 0.2, 0.3]}
     old, new = "2026-12-06T10:00:00", "2026-12-07T10:00:00"
     df = pd.DataFrame([trace("hflab_chunks4", old, 9.0), trace("hflab", old, 8.0),
+                       {"benchmark": "peer_comparison", "time": old},
                        trace("hessianfree", new, 3.0), trace("hflab", new, 2.0),
-                       trace("hflab_whole_batch", new, 1.0)])
+                       # a round's records written across a second boundary: still one round
+                       trace("hflab_whole_batch", "2026-12-07T10:00:01", 1.0),
+                       {"benchmark": "peer_comparison", "time": "2026-12-07T10:00:02"}])
     fig = peer.figures(df)["peers"]
     drawn = [(t.legendgroup, t.y[0]) for t in fig.data if t.xaxis == "x"]
     assert drawn == [("hflab", 2.0), ("hflab_whole_batch", 1.0), ("hessianfree", 3.0)]
