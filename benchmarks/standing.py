@@ -10,8 +10,9 @@ evaluations).  A run's training error there is its value at its last evaluation 
 that cost; where that evaluation is older than half the cost (the first-order runs on the
 20,000-image set are evaluated every 1,000 updates, so they have nothing near HF's ~60 updates)
 the cell stays empty rather than report a stale figure.  Medians over seeds; each optimiser at
-its defaults, and HF's and Nesterov momentum's best labelled settings where they were recorded
-("best HF tried", "best Nesterov tried": Sutskever et al.'s momentum schedule, say).
+its defaults, and HF's, Nesterov momentum's and K-FAC's best labelled settings where they were
+recorded ("best HF tried", "best Nesterov tried": Sutskever et al.'s momentum schedule, say;
+"best K-FAC tried": a minibatch on the 20,000-image set, say).
 
 A pass is one forward+backward over the batch the optimiser used — HF's gradient batch or
 curvature chunk, K-FAC's batch, the first-order methods' 200 cases — so equal passes is not equal
@@ -30,8 +31,9 @@ DEFAULTS = ("hf", "kfac", "adam", "momentum", "sophia", "muon")
 AXES = ("updates", "passes", "seconds")
 BEST_HF = "best HF tried"
 BEST_NESTEROV = "best Nesterov tried"
+BEST_KFAC = "best K-FAC tried"
 # an optimiser whose labelled settings (records "hf (…)", "momentum (…)") compete for a column
-TRIED = {"hf": BEST_HF, "momentum": BEST_NESTEROV}
+TRIED = {"hf": BEST_HF, "momentum": BEST_NESTEROV, "kfac": BEST_KFAC}
 
 
 def long_runs(df: pd.DataFrame, per_machine: bool = False,
@@ -106,7 +108,8 @@ def best_setting(tried: pd.DataFrame, default_median: float) -> str | None:
 
 def _shown(a: pd.DataFrame) -> pd.DataFrame:
     """Defaults, plus each :data:`TRIED` optimiser's best labelled setting
-    (:func:`best_setting`), relabelled ``best HF tried`` / ``best Nesterov tried``."""
+    (:func:`best_setting`), relabelled ``best HF tried`` / ``best Nesterov tried`` / ``best
+    K-FAC tried``."""
     base = a[a["optimizer"].isin(DEFAULTS)]
     shown = [base]
     for name, column in TRIED.items():
@@ -302,7 +305,7 @@ def summary_texts(df: pd.DataFrame) -> dict[str, str]:
 
 
 EQUAL_COLUMNS = ["case", "at equal", "cost", "hf", BEST_HF, "adam", "momentum", BEST_NESTEROV,
-                 "kfac", "sophia", "muon", "hf ÷ adam", "machines"]
+                 "kfac", BEST_KFAC, "sophia", "muon", "hf ÷ adam", "machines"]
 REPORT_SECTIONS = [
     ("Deep autoencoders at equal cost: median training error at equal updates, passes and "
      "seconds (the largest cost every run reached; a pass is one forward+backward over the "

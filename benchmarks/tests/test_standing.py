@@ -290,3 +290,30 @@ def test_a_longer_run_of_two_optimisers_checks_the_standing_without_replacing_it
     # without the six at 600 s the longest budget is the standing's, as before
     two = pd.DataFrame(base + longer)
     assert standing.standing_budgets(summary.autoencoder_cases(two)).to_dict() == {"curves": 6000.0}
+
+
+def test_k_fac_s_best_labelled_setting_is_shown_beside_its_defaults():
+    """K-FAC at its defaults (the task's whole batch) and at a labelled minibatch: the better one
+    becomes the "best K-FAC tried" column and the README row's "K-FAC's best"; a labelled setting
+    worse than the defaults is not shown."""
+    rows = _records()
+    for r in _records():
+        if r["optimizer"] != "hf":
+            continue
+        rows.append({**r, "optimizer": "kfac", "train_error": 9.0,
+                     "curve_train_error": [9.0] * len(r["curve_train_error"])})
+        rows.append({**r, "optimizer": "kfac (grad_batch 1000)", "train_error": 1.0 + r["seed"],
+                     "curve_train_error": [1.0 + r["seed"]] * len(r["curve_train_error"])})
+    df = pd.DataFrame(rows)
+    eq = standing.equal_costs(df).set_index("at equal")
+    assert eq.loc["seconds", standing.BEST_KFAC] == 2.0          # median of 1, 2, 3
+    assert eq.loc["seconds", "kfac"] == 9.0
+    (row,) = [r for r in summary.summary_rows(df) if r[2] == "Deep autoencoders"]
+    assert "K-FAC's best: batch 1000 → 2" in row[1]
+    worse = df.assign(train_error=df["train_error"].where(df["optimizer"] != "kfac (grad_batch "
+                                                                             "1000)", 50.0))
+    worse["curve_train_error"] = [[50.0] * len(c) if o == "kfac (grad_batch 1000)" else c
+                                  for o, c in zip(worse["optimizer"], worse["curve_train_error"])]
+    assert standing.BEST_KFAC not in standing.equal_costs(worse).columns
+    (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
+    assert "K-FAC's best" not in row[1]
