@@ -283,7 +283,9 @@ def summary_texts(df: pd.DataFrame) -> dict[str, str]:
     texts = {}
     for case, d in eq.groupby("case", sort=True):
         by_axis = d.set_index("at equal").reindex(list(AXES))
-        ratios = [times(r) if pd.notna(r) else "—" for r in by_axis["hf ÷ adam"]]
+        # "0.13 / 2.5 / 30×": one sign for the three ratios (the row is near the line length)
+        ratios = [times(r)[:-1] if pd.notna(r) else "—" for r in by_axis["hf ÷ adam"]]
+        ratios[-1] += "×" if ratios[-1] != "—" else ""
         best = (by_axis.loc["seconds", BEST_HF] / by_axis.loc["seconds", "adam"]
                 if BEST_HF in d else float("nan"))
         notes = [f"best {times(best)}"] if pd.notna(best) else []     # HF's best setting

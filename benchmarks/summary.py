@@ -209,7 +209,8 @@ def _autoencoder_rows(df: pd.DataFrame) -> list[tuple[str, str, str]]:
                      + ", ".join(f"{k} {v:.3g} / {o_test[k]:.3g}" for k, v in o_med.items()))
         best = med.index[0]
         verdict = "HF best" if best == "hf" else f"HF behind {best}"
-        rows.append((f"{task} autoencoder, {budget:.0f} s, median training / test error over "
+        # ("autoencoder": the row's link says it; the rows are near the line length)
+        rows.append((f"{task}, {budget:.0f} s: median training / test error, "
                      f"{_seeds(n)} seeds ({verdict})", text,
                      "Deep autoencoders"))
     return rows
@@ -226,7 +227,7 @@ def _seeds(n: pd.Series) -> str:
 
 
 # the README's few words for an optimiser's best labelled setting (the report: standing.TRIED)
-README_TRIED = {"hf": "HF's best", "momentum": "Nesterov's best", "kfac": "K-FAC's best"}
+README_TRIED = {"hf": "best HF", "momentum": "best Nesterov", "kfac": "best K-FAC"}
 
 
 def _short(settings: str) -> str:
@@ -236,7 +237,7 @@ def _short(settings: str) -> str:
     return settings.replace("curvature_batch_fixed True", "fixed curvature batch").replace(
         "curvature_batch_fixed False", "growing curvature batch").replace(
         "hf.preconditioner True", "diagonal preconditioner").replace(
-        "hf.rho_batch gradient", "ρ on the gradient batch").replace(
+        "hf.rho_batch gradient", "ρ on the batch").replace(
         "grad_batch_doubling", "doubled every").replace("max_cg_iters", "CG ≤").replace(
         "grad_batch", "batch").replace(
         "momentum.learning_rate", "η").replace("momentum.momentum", "μ").replace(

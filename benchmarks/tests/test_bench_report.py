@@ -372,14 +372,14 @@ def test_autoencoder_rows_give_median_training_and_test_error_and_who_leads():
     assert "HF behind kfac" in measure and "3 seeds" in measure
     # ordered by median training error, each with its median test error (training / test); of
     # HF's labelled settings only the best, named after the defaults where it beats them
-    assert figure == "kfac 0.02 / 20, adam 0.2 / 2, hf 3 / 5; HF's best: " \
+    assert figure == "kfac 0.02 / 20, adam 0.2 / 2, hf 3 / 5; best HF: " \
         "batch 500 → 0", figure
     worse = [{**r, "train_error": 9.0} if r["optimizer"].startswith("hf (") else r for r in rows]
     [(_, figure, _)] = summary._autoencoder_rows(pd.DataFrame(worse))
     assert figure == "kfac 0.02 / 20, adam 0.2 / 2, hf 3 / 5", figure
     one = [r for r in rows if not (r["optimizer"].startswith("hf (") and r["seed"] > 0)]
     [(_, figure, _)] = summary._autoencoder_rows(pd.DataFrame(one))
-    assert figure.endswith("; HF's best: batch 500 → 0 (1 seed)"), figure
+    assert figure.endswith("; best HF: batch 500 → 0 (1 seed)"), figure
     # an optimiser run on fewer seeds than the others says so beside its figure
     rows.append({**rows[0], "optimizer": "muon", "train_error": 0.001, "test_error": 7.0})
     [(measure, figure, _)] = summary._autoencoder_rows(pd.DataFrame(rows))

@@ -91,7 +91,7 @@ def test_update_costs_and_best_setting_per_case():
     assert small.loc["passes", standing.BEST_HF] == 2.0
     texts = standing.summary_texts(df)
     assert list(texts) == ["curves", "curves (20,000 images)"]
-    assert texts["curves"].startswith("— / 1.0× / "), texts
+    assert texts["curves"].startswith("— / 1.0 / "), texts
     assert "(best " in texts["curves"] and "(best " not in texts["curves (20,000 images)"]
     assert not any("machines" in t for t in texts.values())   # no record names a machine
 
@@ -200,7 +200,7 @@ def test_the_readme_names_hf_settings_in_few_words_without_mangling_longer_field
     assert summary._short("hf (grad_batch 1000, hf.preconditioner True)") == (
         "hf (batch 1000, diagonal preconditioner)")
     assert summary._short("hf (grad_batch 1000, hf.rho_batch gradient, max_cg_iters 50)") == (
-        "hf (batch 1000, ρ on the gradient batch, CG ≤ 50)")
+        "hf (batch 1000, ρ on the batch, CG ≤ 50)")
 
 
 def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():
@@ -230,12 +230,12 @@ def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():
     assert lines.loc["Nesterov", "same_here"] == standing.BEST_NESTEROV
     assert lines.loc["Nesterov", "same ÷ paper"] == pytest.approx(1.5 / 0.074)
     (row,) = [r for r in summary.summary_rows(df) if r[2] == "Deep autoencoders"]
-    assert "Nesterov's best: η 0.001, Sutskever μ ≤ 0.99 → 1.5" in row[1]
+    assert "best Nesterov: η 0.001, Sutskever μ ≤ 0.99 → 1.5" in row[1]
     # worse than the defaults: not shown
     worse = df[df["optimizer"] != label.format(0.001)]
     assert standing.BEST_NESTEROV not in standing.equal_costs(worse).columns
     (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
-    assert "Nesterov's best" not in row[1]
+    assert "best Nesterov" not in row[1]
 
 
 def test_time_to_hf_s_error_and_its_worth_and_cost():
@@ -282,7 +282,7 @@ def test_a_longer_run_of_two_optimisers_checks_the_standing_without_replacing_it
     assert set(standing.long_runs(df)["budget_seconds"]) == {600.0}
     assert standing.equal_costs(df).set_index("at equal").loc["seconds", "cost"] == 50.0
     (measure, figure, _), = summary._autoencoder_rows(df)
-    assert measure.startswith("curves autoencoder, 600 s")
+    assert measure.startswith("curves, 600 s: ")
     assert figure.endswith("; at 6000 s (3 seeds): adam 0.1 / 1.1, hf 3 / 4"), figure
     fig = report.autoencoder_cost_curves(df)
     titles = {a.text.split(":")[0] for a in fig.layout.annotations}
@@ -294,7 +294,7 @@ def test_a_longer_run_of_two_optimisers_checks_the_standing_without_replacing_it
 
 def test_k_fac_s_best_labelled_setting_is_shown_beside_its_defaults():
     """K-FAC at its defaults (the task's whole batch) and at a labelled minibatch: the better one
-    becomes the "best K-FAC tried" column and the README row's "K-FAC's best"; a labelled setting
+    becomes the "best K-FAC tried" column and the README row's "best K-FAC"; a labelled setting
     worse than the defaults is not shown."""
     rows = _records()
     for r in _records():
@@ -309,11 +309,11 @@ def test_k_fac_s_best_labelled_setting_is_shown_beside_its_defaults():
     assert eq.loc["seconds", standing.BEST_KFAC] == 2.0          # median of 1, 2, 3
     assert eq.loc["seconds", "kfac"] == 9.0
     (row,) = [r for r in summary.summary_rows(df) if r[2] == "Deep autoencoders"]
-    assert "K-FAC's best: batch 1000 → 2" in row[1]
+    assert "best K-FAC: batch 1000 → 2" in row[1]
     worse = df.assign(train_error=df["train_error"].where(df["optimizer"] != "kfac (grad_batch "
                                                                              "1000)", 50.0))
     worse["curve_train_error"] = [[50.0] * len(c) if o == "kfac (grad_batch 1000)" else c
                                   for o, c in zip(worse["optimizer"], worse["curve_train_error"])]
     assert standing.BEST_KFAC not in standing.equal_costs(worse).columns
     (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
-    assert "K-FAC's best" not in row[1]
+    assert "best K-FAC" not in row[1]
