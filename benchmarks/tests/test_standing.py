@@ -31,6 +31,12 @@ def _records(hf_scale=1.0):
     return rows
 
 
+def _flat(run, optimizer, error):
+    """``run``'s costs as ``optimizer`` at a constant training error ``error``."""
+    return {**run, "optimizer": optimizer, "train_error": error,
+            "curve_train_error": [error] * len(run["curve_train_error"])}
+
+
 def test_error_at_takes_the_last_evaluation_at_or_before_the_cost_unless_it_is_stale():
     assert standing.error_at([0, 1, 5, 10], [9.0, 8.0, 7.0, 6.0], 7) == 7.0
     assert standing.error_at([0, 1, 5, 10], [9.0, 8.0, 7.0, 6.0], 10) == 6.0
@@ -215,12 +221,8 @@ def test_nesterov_s_best_labelled_setting_is_shown_beside_its_defaults():
     for r in _records():
         if r["optimizer"] != "adam":
             continue
-        rows.append({**r, "optimizer": "momentum", "train_error": 8.0,
-                     "curve_train_error": [8.0] * len(r["curve_train_error"])})
-        rows.append({**r, "optimizer": label.format(0.001), "train_error": 0.5 + r["seed"],
-                     "curve_train_error": [0.5 + r["seed"]] * len(r["curve_train_error"])})
-        rows.append({**r, "optimizer": label.format(0.01), "train_error": 50.0,
-                     "curve_train_error": [50.0] * len(r["curve_train_error"])})
+        rows += [_flat(r, "momentum", 8.0), _flat(r, label.format(0.001), 0.5 + r["seed"]),
+                 _flat(r, label.format(0.01), 50.0)]
     df = pd.DataFrame(rows)
     eq = standing.equal_costs(df).set_index("at equal")
     assert eq.loc["seconds", standing.BEST_NESTEROV] == 1.5       # median of 0.5, 1.5, 2.5
@@ -296,24 +298,15 @@ def test_k_fac_s_best_labelled_setting_is_shown_beside_its_defaults():
     """K-FAC at its defaults (the task's whole batch) and at a labelled minibatch: the better one
     becomes the "best K-FAC tried" column and the README row's "best K-FAC"; a labelled setting
     worse than the defaults is not shown."""
-    rows = _records()
-    for r in _records():
-        if r["optimizer"] != "hf":
-            continue
-        rows.append({**r, "optimizer": "kfac", "train_error": 9.0,
-                     "curve_train_error": [9.0] * len(r["curve_train_error"])})
-        rows.append({**r, "optimizer": "kfac (grad_batch 1000)", "train_error": 1.0 + r["seed"],
-                     "curve_train_error": [1.0 + r["seed"]] * len(r["curve_train_error"])})
-    df = pd.DataFrame(rows)
+    hf = [r for r in _records() if r["optimizer"] == "hf"]
+    rows = _records() + [_flat(r, "kfac", 9.0) for r in hf]
+    df = pd.DataFrame(rows + [_flat(r, "kfac (grad_batch 1000)", 1.0 + r["seed"]) for r in hf])
     eq = standing.equal_costs(df).set_index("at equal")
     assert eq.loc["seconds", standing.BEST_KFAC] == 2.0          # median of 1, 2, 3
     assert eq.loc["seconds", "kfac"] == 9.0
     (row,) = [r for r in summary.summary_rows(df) if r[2] == "Deep autoencoders"]
     assert "best K-FAC: batch 1000 → 2" in row[1]
-    worse = df.assign(train_error=df["train_error"].where(df["optimizer"] != "kfac (grad_batch "
-                                                                             "1000)", 50.0))
-    worse["curve_train_error"] = [[50.0] * len(c) if o == "kfac (grad_batch 1000)" else c
-                                  for o, c in zip(worse["optimizer"], worse["curve_train_error"])]
+    worse = pd.DataFrame(rows + [_flat(r, "kfac (grad_batch 1000)", 50.0) for r in hf])
     assert standing.BEST_KFAC not in standing.equal_costs(worse).columns
     (row,) = [r for r in summary.summary_rows(worse) if r[2] == "Deep autoencoders"]
     assert "best K-FAC" not in row[1]
